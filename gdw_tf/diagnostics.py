@@ -1,0 +1,64 @@
+"""Per-batch diagnostics of the learned weights (paper Figures 3 and 5).
+
+Each function returns {metric name: (values [k], sample weights [k])}; the
+model averages them into `keras.metrics.Mean` trackers. A sample weight of 0
+excludes an entry (for example noisy examples from the clean average).
+"""
+import tensorflow as tf
+
+TARGET_WEIGHT = "target_weight"
+TARGET_WEIGHT_CLEAN = "target_weight_clean"
+TARGET_WEIGHT_NOISY = "target_weight_noisy"
+INCREASED_NONTARGET_CLEAN = "increased_nontarget_clean"
+INCREASED_TRUETARGET_NOISY = "increased_truetarget_noisy"
+INCREASED_NONTARGET_NOISY = "increased_nontarget_noisy"
+
+NEEDS_TRUE_LABEL = (TARGET_WEIGHT_CLEAN, TARGET_WEIGHT_NOISY,
+                    INCREASED_NONTARGET_CLEAN, INCREASED_TRUETARGET_NOISY,
+                    INCREASED_NONTARGET_NOISY)
+
+
+def target_weights(weights, labels):
+    """The weight at each example's label position: [n, C] or [n, 1] -> [n]."""
+    if weights.shape[-1] == 1:
+        return weights[:, 0]
+    return tf.gather(weights, tf.cast(labels, tf.int32), axis=1, batch_dims=1)
+
+
+def target_weight_stats(weights, labels, true_labels=None):
+    """Mean target weight, and split into clean / noisy examples if known."""
+    omega_t = target_weights(weights, labels)
+    stats = {TARGET_WEIGHT: (omega_t, None)}
+    if true_labels is not None:
+        clean = tf.cast(tf.equal(labels, true_labels), omega_t.dtype)
+        stats[TARGET_WEIGHT_CLEAN] = (omega_t, clean)
+        stats[TARGET_WEIGHT_NOISY] = (omega_t, 1.0 - clean)
+    return stats
+
+
+def increase_fractions(before, after, labels, true_labels):
+    """Fractions of class-level weights that increased from stage 1 to 2.
+
+    Split as in Figure 5: non-target weights on clean examples, the true-target
+    weight on noisy examples, and the other non-target weights on noisy ones
+    (excluding both the label and the true label).
+
+    Args:
+      before, after: float [n, C]; labels, true_labels: int [n].
+    """
+    num_classes = tf.shape(before)[-1]
+    dtype = before.dtype
+    increased = tf.cast(after > before, dtype)
+    target = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=dtype)
+    true_target = tf.one_hot(tf.cast(true_labels, tf.int32), num_classes,
+                             dtype=dtype)
+    clean = tf.cast(tf.equal(labels, true_labels), dtype)[:, None]
+    noisy = 1.0 - clean
+    non_target = (1.0 - target) * (1.0 - true_target)
+    flat = lambda mask: tf.reshape(mask, [-1])
+    values = flat(increased)
+    return {
+        INCREASED_NONTARGET_CLEAN: (values, flat(clean * (1.0 - target))),
+        INCREASED_TRUETARGET_NOISY: (values, flat(noisy * true_target)),
+        INCREASED_NONTARGET_NOISY: (values, flat(noisy * non_target)),
+    }

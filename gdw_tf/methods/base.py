@@ -1,0 +1,96 @@
+"""What every training method provides to `GDWModel.train_step`.
+
+A method turns one training batch (and, for meta methods, one meta batch) into
+gradients for the backbone's trainable variables. Gradients are of losses
+summed over the local examples and divided by the GLOBAL batch size, so that
+the optimizer's cross-replica sum gives the full-batch gradient.
+"""
+from typing import NamedTuple, Optional
+
+import keras
+import tensorflow as tf
+
+from gdw_tf import diagnostics
+from gdw_tf.distributed import global_batch_size
+from gdw_tf.losses import class_weighted_cross_entropy
+
+
+class StepOutputs(NamedTuple):
+    """Result of `Method.train_gradients`.
+
+    grads: list aligned with `model.backbone.trainable_variables`.
+    logits: float [n, C], the training-mode logits of the batch.
+    weights: float [n, C] or [n, 1], the weights used for the real update.
+    meta_loss: float scalar (local meta loss sum / global meta batch) or None.
+    diagnostics: {name: (values, sample_weight)} extra metrics.
+    """
+    grads: list
+    logits: tf.Tensor
+    weights: tf.Tensor
+    meta_loss: Optional[tf.Tensor] = None
+    diagnostics: dict = {}
+
+
+def assert_finite(value, what):
+    """Fails the step (before any update that follows it) if `value` is not finite."""
+    return tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(value)),
+        [f"gdw_tf: non-finite {what}; no weights were updated by this step. "
+         "Lower the learning rate or check the input data.", value])
+
+
+class Method(keras.layers.Layer):
+    """Base class of training methods. State (networks, tables) lives here.
+
+    It is a Keras layer only so that its variables are tracked, saved and
+    checkpointed with the model; it is never called on inputs.
+    Subclasses set `needs_meta` and implement `train_gradients`.
+    """
+    needs_meta = False
+    #: names of the `StepOutputs.diagnostics` entries this method may report
+    metric_names = (diagnostics.TARGET_WEIGHT, diagnostics.TARGET_WEIGHT_CLEAN,
+                    diagnostics.TARGET_WEIGHT_NOISY)
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("name", type(self).__name__.lower())
+        super().__init__(**kwargs)
+
+    def setup(self, model):
+        """Creates state that depends on the model (called once, in scope)."""
+
+    def train_gradients(self, model, batch, meta):
+        """Returns `StepOutputs` for `batch` (dict with image, label, ...)."""
+        raise NotImplementedError
+
+    def call(self, inputs):
+        raise TypeError(f"{type(self).__name__} is a training method, not a layer to call")
+
+    def weight_stats(self, weights, batch):
+        return diagnostics.target_weight_stats(
+            weights, batch["label"], batch.get("true_label"))
+
+
+def parameter_dtype(backbone):
+    """The dtype of the backbone's weights (float32 under mixed precision)."""
+    return backbone.trainable_variables[0].dtype
+
+
+def backbone_forward(model, x):
+    """Training-mode logits of the backbone, in the weights' dtype."""
+    logits = model.backbone(x, training=True)
+    return tf.cast(logits, parameter_dtype(model.backbone))
+
+
+def weighted_gradients(model, batch, weights):
+    """One forward and one backward of the class-weighted cross-entropy.
+
+    Returns (grads, logits) for `weights` of shape [n, C], [n, 1] or scalar.
+    """
+    theta = model.backbone.trainable_variables
+    with tf.GradientTape() as tape:
+        logits = backbone_forward(model, batch["image"])
+        n_global = global_batch_size(batch["label"], logits.dtype)
+        losses = class_weighted_cross_entropy(batch["label"], logits, weights)
+        loss = tf.reduce_sum(losses) / n_global
+    assert_finite(loss, "training loss")
+    return tape.gradient(loss, theta), logits

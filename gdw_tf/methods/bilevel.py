@@ -1,0 +1,94 @@
+"""The three-step bi-level loop shared by the meta-learning methods.
+
+One iteration (ALGORITHM.md): (1) forward the training batch once and build
+first-stage weights from meta-parameters; (2) a virtual SGD step
+theta_hat = theta - lr * grad, kept differentiable w.r.t. the meta-parameters
+(nested tapes: the inner one gives grad, the outer one records how grad depends
+on the weights); (3) the meta loss at theta_hat on a meta batch and its
+gradients; then the method's second stage, and the real gradient at theta from
+the SAME forward pass (the persistent inner tape is re-entered), so one
+iteration costs one training forward, one backward whose graph is kept, one
+meta forward, one second-order backward and one more backward.
+"""
+import tensorflow as tf
+
+from gdw_tf.distributed import global_batch_size, replica_sum
+from gdw_tf.losses import class_weighted_cross_entropy, cross_entropy
+from gdw_tf.methods.base import (Method, StepOutputs, assert_finite, backbone_forward,
+                                 parameter_dtype)
+
+
+class BilevelMethod(Method):
+    """Template: subclasses define the weights and what the meta step updates.
+
+    The state passed between stages is a dict; `state["weights"]` ([n, C] or
+    [n, 1]) weights the class-level logit gradients of the virtual step
+    (first stage) and of the real step (second stage).
+    """
+    needs_meta = True
+
+    def meta_variables(self):
+        """Variables whose meta-gradient is needed (watched by the outer tape)."""
+        return []
+
+    def first_stage(self, logits, batch):
+        """State for the virtual step; differentiable w.r.t. the meta variables."""
+        raise NotImplementedError
+
+    def outer_sources(self, state):
+        """Tensors of the first-stage state whose meta-gradient is also needed."""
+        return []
+
+    def second_stage(self, model, batch, state, meta_grads, source_grads):
+        """Applies the meta update; returns the state for the real step."""
+        raise NotImplementedError
+
+    def virtual_losses(self, logits, batch, state):
+        """Per-example losses [n] of the virtual step."""
+        return class_weighted_cross_entropy(batch["label"], logits, state["weights"])
+
+    def real_losses(self, logits, batch, state):
+        """Per-example losses [n] of the real step."""
+        return class_weighted_cross_entropy(
+            batch["label"], logits, tf.stop_gradient(state["weights"]))
+
+    def step_diagnostics(self, batch, state, real_state):
+        return self.weight_stats(real_state["weights"], batch)
+
+    def train_gradients(self, model, batch, meta):
+        backbone = model.backbone
+        theta = backbone.trainable_variables
+        meta_x, meta_y = meta
+        dtype = parameter_dtype(backbone)
+        lr = tf.cast(model.optimizer.learning_rate, dtype)
+        meta_vars = self.meta_variables()
+
+        with tf.GradientTape(watch_accessed_variables=False) as outer:
+            outer.watch([v.value for v in meta_vars])
+            with tf.GradientTape(persistent=True) as inner:
+                logits = backbone_forward(model, batch["image"])
+                n_global = global_batch_size(batch["label"], dtype)
+                state = self.first_stage(logits, batch)
+                sources = self.outer_sources(state)
+                outer.watch(sources)
+                loss = tf.reduce_sum(self.virtual_losses(logits, batch, state)) / n_global
+            assert_finite(loss, "training loss")
+            grads = inner.gradient(loss, theta)
+            grads = replica_sum([tf.zeros_like(v) if g is None else g
+                                 for v, g in zip(theta, grads)])
+            theta_hat = [v - lr * g for v, g in zip(theta, grads)]
+            meta_logits, _ = backbone.stateless_call(
+                theta_hat, backbone.non_trainable_variables, meta_x, training=True)
+            meta_loss = tf.reduce_sum(
+                cross_entropy(meta_y, tf.cast(meta_logits, dtype))
+            ) / global_batch_size(meta_y, dtype)
+        assert_finite(meta_loss, "meta loss")
+        meta_grads, source_grads = outer.gradient(meta_loss, [meta_vars, sources])
+
+        real_state = self.second_stage(model, batch, state, meta_grads, source_grads)
+        with inner:
+            real_loss = tf.reduce_sum(self.real_losses(logits, batch, real_state)) / n_global
+        grads = inner.gradient(real_loss, theta)
+        del inner
+        return StepOutputs(grads, logits, real_state["weights"], meta_loss,
+                           self.step_diagnostics(batch, state, real_state))

@@ -1,0 +1,162 @@
+"""`GDWModel`: a Keras model whose `train_step` runs a (meta-)weighting method."""
+import keras
+import tensorflow as tf
+
+from gdw_tf.data.pairing import split_batch
+from gdw_tf.losses import cross_entropy
+from gdw_tf.methods import create_method
+from gdw_tf.methods.base import assert_finite
+
+
+def _assert_labels_in_range(labels, num_classes, what):
+    labels = tf.cast(labels, tf.int32)
+    return tf.debugging.Assert(
+        tf.reduce_all((labels >= 0) & (labels < num_classes)),
+        [f"gdw_tf: {what} outside [0, num_classes={num_classes}); min and max:",
+         tf.reduce_min(labels), tf.reduce_max(labels)])
+
+
+@keras.saving.register_keras_serializable(package="gdw_tf")
+class GDWModel(keras.Model):
+    """Wraps a logits classifier and trains it with GDW, MWNet or another method.
+
+    `call` returns the backbone's logits, so `predict`, `evaluate`, `save` and
+    callbacks behave as for any Keras model. `fit` takes the output of
+    `gdw_tf.data.with_meta(train_ds, meta_ds)` for meta methods (plain batches
+    of (image, label) are enough for `method="base"`).
+
+    Args:
+      backbone: a Keras model mapping images to logits [n, num_classes].
+      num_classes: C.
+      method: a registered method name (`gdw_tf.methods.available_methods()`)
+        or a `gdw_tf.methods.Method` instance. Default "gdw".
+      weight_decay: L2 coefficient added to the backbone gradient before the
+        optimizer (coupled, as classic SGD weight decay). Reference: 5e-4.
+      **method_options: passed to the method. For gdw/mwnet (reference values):
+        hidden_units=100 (weighting network 1-100-1), meta_learning_rate=1e-3
+        and meta_weight_decay=1e-4 (its Adam), and for gdw outer_lr=100
+        (1000 for CIFAR-100) and clip=0.2.
+
+    Compile with the classifier's optimizer, e.g.
+    `keras.optimizers.SGD(0.1, momentum=0.9)`; its current learning rate is
+    also the virtual step's. No `loss` is compiled: the method defines it.
+    """
+
+    def __init__(self, backbone, num_classes, method="gdw", weight_decay=5e-4,
+                 name=None, **method_options):
+        super().__init__(name=name)
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.weight_decay = float(weight_decay)
+        self._check_output_width(getattr(backbone, "outputs", None))
+        self.method = create_method(method, **method_options)
+        self.method.setup(self)
+        self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
+        self.diagnostic_trackers = {
+            name: keras.metrics.Mean(name=name) for name in self.method.metric_names}
+
+    # ----------------------------------------------------------------- keras API
+    def build(self, input_shape):
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["image"]
+        if not self.backbone.built:
+            self.backbone.build(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        if isinstance(inputs, dict):
+            inputs = inputs["image"]
+        logits = self.backbone(inputs, training=training)
+        self._check_output_width([logits])
+        return logits
+
+    def compile(self, optimizer="sgd", metrics=None, **kwargs):
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                "GDWModel.compile: do not pass `loss`; the training method "
+                "defines it (softmax cross-entropy with learned weights)")
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        # Create all state now, outside replica contexts: the optimizer only
+        # for the backbone (not the method's meta-parameters) and the metrics.
+        with self.distribute_strategy.scope():
+            if self.backbone.built:
+                self.optimizer.build(self.backbone.trainable_variables)
+            if self._compile_metrics is not None and not self._compile_metrics.built:
+                self._compile_metrics.build(
+                    keras.KerasTensor((None,), "int32"),
+                    keras.KerasTensor((None, self.num_classes), "float32"))
+
+    def train_step(self, data):
+        batch, meta = split_batch(data, self.method.needs_meta)
+        _assert_labels_in_range(batch["label"], self.num_classes, "training label")
+        if meta is not None:
+            _assert_labels_in_range(meta[1], self.num_classes, "meta label")
+        out = self.method.train_gradients(self, batch, meta)
+        self._apply_backbone_gradients(out.grads)
+
+        labels = batch["label"]
+        self._loss_tracker.update_state(cross_entropy(labels, out.logits))
+        if self._compile_metrics is not None:
+            self._compile_metrics.update_state(labels, out.logits)
+        if out.meta_loss is not None:
+            self.meta_loss_tracker.update_state(out.meta_loss * self._replicas())
+        for name, (values, weights) in out.diagnostics.items():
+            self.diagnostic_trackers[name].update_state(values, sample_weight=weights)
+        return self._train_logs(out)
+
+    def test_step(self, data):
+        batch, _ = split_batch(data, needs_meta=False)
+        logits = tf.cast(self(batch["image"], training=False), "float32")
+        self._loss_tracker.update_state(cross_entropy(batch["label"], logits))
+        if self._compile_metrics is not None:
+            self._compile_metrics.update_state(batch["label"], logits)
+        return self._evaluation_results()
+
+    def get_config(self):
+        method_config = self.method.get_config()
+        for key in ("name", "trainable", "dtype"):
+            method_config.pop(key, None)
+        return {"backbone": keras.saving.serialize_keras_object(self.backbone),
+                "num_classes": self.num_classes,
+                "method": self.method.method_name,
+                "weight_decay": self.weight_decay,
+                "name": self.name, **method_config}
+
+    # --------------------------------------------------------------- internals
+    def _check_output_width(self, outputs):
+        if not outputs:
+            return
+        width = outputs[0].shape[-1]
+        if width is not None and width != self.num_classes:
+            raise ValueError(
+                f"backbone '{self.backbone.name}' outputs {width} logits per "
+                f"example but num_classes={self.num_classes}")
+
+    def _replicas(self):
+        ctx = tf.distribute.get_replica_context()
+        return 1 if ctx is None else ctx.num_replicas_in_sync
+
+    def _apply_backbone_gradients(self, grads):
+        theta = self.backbone.trainable_variables
+        if self.weight_decay:
+            grads = [g + self.weight_decay * v for g, v in zip(grads, theta)]
+        assert_finite(tf.linalg.global_norm(grads), "gradient")
+        self.optimizer.apply_gradients(zip(grads, theta))
+
+    def _evaluation_results(self):
+        """Loss and compiled metrics (accuracy, ...) as a flat dict."""
+        results = {"loss": self._loss_tracker.result()}
+        if self._compile_metrics is not None:
+            results.update(self._compile_metrics.result())
+        return results
+
+    def _train_logs(self, out):
+        """Results of the metrics this step updates (none that stay empty)."""
+        results = self._evaluation_results()
+        if out.meta_loss is not None:
+            results["meta_loss"] = self.meta_loss_tracker.result()
+        for name in out.diagnostics:
+            results[name] = self.diagnostic_trackers[name].result()
+        return results
