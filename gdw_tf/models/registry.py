@@ -1,0 +1,62 @@
+"""Name -> constructor registry for the model zoo, and the generic ``build`` entry point."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered constructor ``fn(num_classes, input_shape, init_weights, **kw)``."""
+
+    name: str
+    fn: Callable[..., keras.Model]
+    default_input_shape: tuple
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, default_input_shape: tuple):
+    """Decorator registering a model constructor under ``name``."""
+
+    def decorator(fn):
+        if name in _MODELS:
+            raise ValueError(f"model name {name!r} is already registered "
+                             f"(by {_MODELS[name].fn.__module__})")
+        _MODELS[name] = ModelSpec(name, fn, tuple(default_input_shape))
+        return fn
+
+    return decorator
+
+
+def available_models() -> list[str]:
+    """Sorted names accepted by :func:`build`."""
+    return sorted(_MODELS)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` registered under ``name``; unknown names list the choices."""
+    try:
+        return _MODELS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown model name {name!r}; available models: {', '.join(available_models())}"
+        ) from None
+
+
+def build(name: str, num_classes: int, input_shape=None, init_weights: str | None = None,
+          **kwargs) -> keras.Model:
+    """Build registered model ``name`` -> functional ``keras.Model`` outputting logits.
+
+    ``input_shape`` (H, W, C) defaults to the model's own (e.g. (32, 32, 3) for resnet32);
+    ``init_weights`` is an optional local weights file (see each constructor); other
+    keyword arguments go to the constructor.
+    """
+    spec = get_model_spec(name)
+    if input_shape is None:
+        input_shape = spec.default_input_shape
+    return spec.fn(num_classes=num_classes, input_shape=input_shape,
+                   init_weights=init_weights, **kwargs)
