@@ -1,0 +1,236 @@
+"""``build()``: one call from dataset name + protocol flags to ready tf.data pipelines."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from gdw_tf.data import pipeline
+from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
+from gdw_tf.data.noise import empirical_transition, realised_noise
+from gdw_tf.data.protocol import ORDER, ProtocolConfig, apply_protocol
+from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec, StreamSplits
+from gdw_tf.data.summary import expected_noise_rate, jsonable, write_summary
+
+DEFAULT_DATASET = "digits"
+STREAM_SHUFFLE_BUFFER = 4096  # encoded images held for shuffling streamed splits
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """Everything the trainer needs from the data layer.
+
+    train:     one epoch per pass, reshuffled each epoch, augmented, batches of
+               {"image": float32 [B, H, W, C], "label", "true_label", "index": int32 [B]}
+               (drop_remainder=True; `index` in 0..num_train-1 is stable).
+    meta:      infinite, shuffled, train-augmented (image float32 [Bm, H, W, C], label int32 [Bm]);
+               None when num_meta = 0.
+    meta_once: one pass over the meta set, batched, train-augmented; None when num_meta = 0.
+    test:      one pass, not augmented, (image, label), last batch may be smaller.
+    train_labels / train_true_labels / train_origin / meta_origin: int64 numpy arrays for
+    in-memory sources (origin = position in the source's training split), None for streams.
+    """
+
+    name: str
+    train: tf.data.Dataset
+    meta: tf.data.Dataset | None
+    meta_once: tf.data.Dataset | None
+    test: tf.data.Dataset
+    num_classes: int
+    image_shape: tuple
+    num_train: int
+    num_meta: int
+    num_test: int
+    batch_size: int
+    meta_batch_size: int
+    steps_per_epoch: int
+    class_names: list[str]
+    augment: str
+    summary: dict
+    train_labels: np.ndarray | None = None
+    train_true_labels: np.ndarray | None = None
+    train_origin: np.ndarray | None = None
+    meta_origin: np.ndarray | None = None
+
+    def write_summary(self, path: str) -> str:
+        """Writes `summary` as JSON to `path`."""
+        return write_summary(self.summary, path)
+
+
+def _check_batch(flag: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{flag} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_dir: str | None = None,
+          noise_type: str = "none", noise_rate: float = 0.0, imbalance_factor: float = 1.0,
+          num_meta: int | None = None, seed: int = 0, batch_size: int = 100,
+          meta_batch_size: int | None = None, augment: str | None = None,
+          cache_dir: str | None = None) -> DataBundle:
+    """Loads dataset `name` (see available_datasets()), applies the protocol, builds pipelines.
+
+    Protocol (in-memory sources): hold out num_meta clean examples (num_meta / C
+    per class; default per dataset), then long tail (imbalance_factor < 1), then
+    label noise (noise_type, noise_rate); all draws seeded by `seed`.
+    augment: recipe name (available_augmentations()); default per dataset.
+    Flags are validated before any data is read (except the num_meta checks
+    that need the class sizes); errors name the flag and value.
+    """
+    spec = SOURCES.get(name)
+    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0, seed).validate()
+    batch_size = _check_batch("--batch_size", batch_size)
+    meta_batch_size = batch_size if meta_batch_size is None else _check_batch("--meta_batch_size", meta_batch_size)
+    if num_meta is not None and (isinstance(num_meta, bool) or not isinstance(num_meta, (int, np.integer))
+                                 or num_meta < 0):
+        raise ValueError(f"--num_meta must be a non-negative integer, got {num_meta!r}")
+    if augment is not None:
+        AUGMENTATIONS.get(augment)  # fail before reading any data
+    options = SourceOptions(data_dir, manual_dir, cache_dir)
+    splits = spec.load(options)
+    assemble = _ASSEMBLERS[type(splits)]
+    return assemble(spec, splits, config, num_meta=num_meta, batch_size=batch_size,
+                    meta_batch_size=meta_batch_size, augment=augment, options=options)
+
+
+def _augmentation(spec: SourceSpec, splits, augment: str | None) -> Augmentation:
+    aug = make_augmentation(augment or spec.default_augment(splits.image_shape), splits.image_shape,
+                            splits.pixel_max)
+    if None in aug.output_shape:
+        raise ValueError(
+            f"--augment={aug.name} keeps {spec.name} images at their stored, varying size "
+            f"{splits.image_shape}; batching needs one size (e.g. --augment=imagenet)"
+        )
+    return aug
+
+
+def _steps(num_train: int, batch_size: int) -> int:
+    if num_train < batch_size:
+        raise ValueError(f"--batch_size={batch_size} exceeds the {num_train} training examples")
+    return num_train // batch_size
+
+
+def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options, meta_source):
+    return {
+        "order": list(ORDER), "seed": config.seed, "num_meta": num_meta, "meta_source": meta_source,
+        "augment": aug.name, "batch_size": batch_size, "meta_batch_size": meta_batch_size,
+        "data_dir": options.data_dir, "manual_dir": options.manual_dir, "cache_dir": options.cache_dir,
+    }
+
+
+def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, *, num_meta,
+                 batch_size, meta_batch_size, augment, options) -> DataBundle:
+    c = splits.num_classes
+    num_meta = spec.default_num_meta(c) if num_meta is None else num_meta
+    config = dataclasses.replace(config, num_meta=num_meta)
+    aug = _augmentation(spec, splits, augment)
+    result = apply_protocol(splits.train_labels, c, config)
+    n = result.train_origin.size
+    steps = _steps(n, batch_size)
+
+    seed = config.seed
+    train_images = tf.constant(splits.train_images)
+    common = dict(augmentation=aug, seed=seed)
+    train = pipeline.array_dataset(
+        train_images, result.train_origin,
+        {"label": result.labels, "true_label": result.true_labels, "index": np.arange(n)},
+        training=True, batch_size=batch_size, drop_remainder=True, shuffle=True, repeat=False,
+        stage="train", output=pipeline.as_train_element, **common)
+    meta = meta_once = None
+    meta_labels = splits.train_labels[result.meta_origin]
+    if num_meta:
+        fields = {"label": meta_labels}
+        meta = pipeline.array_dataset(
+            train_images, result.meta_origin, fields, training=True, batch_size=meta_batch_size,
+            drop_remainder=True, shuffle=True, repeat=True, stage="meta", output=pipeline.as_pair, **common)
+        meta_once = pipeline.array_dataset(
+            train_images, result.meta_origin, fields, training=True, batch_size=meta_batch_size,
+            drop_remainder=False, shuffle=True, repeat=False, stage="meta_once", output=pipeline.as_pair,
+            **common)
+    num_test = len(splits.test_labels)
+    test = pipeline.array_dataset(
+        tf.constant(splits.test_images), np.arange(num_test), {"label": splits.test_labels},
+        training=False, batch_size=batch_size, drop_remainder=False, shuffle=False, repeat=False,
+        stage="test", output=pipeline.as_pair, **common)
+
+    true_counts = np.bincount(result.true_labels, minlength=c)
+    rate, per_class = realised_noise(result.labels, result.true_labels, c)
+    summary = {
+        "dataset": spec.name, "num_classes": c, "class_names": splits.class_names,
+        "image_shape": aug.output_shape, "stored_image_shape": splits.image_shape,
+        "num_train": n, "num_meta": int(result.meta_origin.size), "num_test": num_test,
+        "steps_per_epoch": steps,
+        "counts": {
+            "train": np.bincount(result.labels, minlength=c), "train_true": true_counts,
+            "meta": np.bincount(meta_labels, minlength=c),
+            "test": np.bincount(splits.test_labels, minlength=c),
+        },
+        "noise": {
+            "type": config.noise_type, "rate": float(config.noise_rate),
+            "expected_rate": expected_noise_rate(result.transition, true_counts),
+            "realised_rate": rate, "realised_rate_per_class": per_class,
+            "transition_matrix": result.transition,
+            "empirical_transition_matrix": empirical_transition(result.labels, result.true_labels, c),
+        },
+        "imbalance": {
+            "factor": float(config.imbalance_factor), "img_max": result.img_max,
+            "target_counts": result.long_tail_targets,
+            "shortfall": {c_: list(v) for c_, v in result.shortfall.items()},
+        },
+        "protocol": _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options,
+                                     "held out of the training split before corruption"),
+    }
+    return DataBundle(
+        spec.name, train, meta, meta_once, test, c, aug.output_shape, n, int(result.meta_origin.size),
+        num_test, batch_size, meta_batch_size, steps, list(splits.class_names), aug.name, jsonable(summary),
+        result.labels, result.true_labels, result.train_origin, result.meta_origin)
+
+
+def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
+                 batch_size, meta_batch_size, augment, options) -> DataBundle:
+    fixed = f"{spec.name} has real label noise and a fixed meta set (its {splits.split_names['meta']} split)"
+    for flag, value, neutral in (("--noise_type", config.noise_type, "none"),
+                                 ("--noise_rate", float(config.noise_rate), 0.0),
+                                 ("--imbalance_factor", float(config.imbalance_factor), 1.0),
+                                 ("--num_meta", num_meta, None)):
+        if value != neutral:
+            raise ValueError(f"{flag}={value!r} is not supported: {fixed}; leave {flag} unset")
+    aug = _augmentation(spec, splits, augment)
+    seed, c = config.seed, splits.num_classes
+    n, m, num_test = splits.sizes["train"], splits.sizes["meta"], splits.sizes["test"]
+    steps = _steps(n, batch_size)
+    common = dict(augmentation=aug, seed=seed)
+    train = pipeline.stream_dataset(
+        splits.read("train", True, seed), training=True, batch_size=batch_size, drop_remainder=True,
+        shuffle_buffer=min(n, STREAM_SHUFFLE_BUFFER), repeat=False, stage="train",
+        output=pipeline.as_train_element, **common)
+    meta = pipeline.stream_dataset(
+        splits.read("meta", True, seed), training=True, batch_size=meta_batch_size, drop_remainder=True,
+        shuffle_buffer=min(m, STREAM_SHUFFLE_BUFFER), repeat=True, stage="meta", output=pipeline.as_pair,
+        **common)
+    meta_once = pipeline.stream_dataset(
+        splits.read("meta", True, seed), training=True, batch_size=meta_batch_size, drop_remainder=False,
+        shuffle_buffer=min(m, STREAM_SHUFFLE_BUFFER), repeat=False, stage="meta_once",
+        output=pipeline.as_pair, **common)
+    test = pipeline.stream_dataset(
+        splits.read("test", False, seed), training=False, batch_size=batch_size, drop_remainder=False,
+        shuffle_buffer=0, repeat=False, stage="test", output=pipeline.as_pair, **common)
+    summary = {
+        "dataset": spec.name, "num_classes": c, "class_names": splits.class_names,
+        "image_shape": aug.output_shape, "stored_image_shape": splits.image_shape,
+        "num_train": n, "num_meta": m, "num_test": num_test, "steps_per_epoch": steps,
+        "counts": {"train": splits.counts["train"], "train_true": splits.counts["train_true"],
+                   "meta": splits.counts["meta"], "test": splits.counts["test"]},
+        "noise": {"rate": None, "expected_rate": None, "transition_matrix": None, **splits.noise},
+        "imbalance": {"factor": 1.0, "img_max": None, "target_counts": None, "shortfall": {}},
+        "protocol": {**_protocol_params(spec, config, m, aug, batch_size, meta_batch_size, options,
+                                        f"the release's {splits.split_names['meta']} split"),
+                     "order": [], "splits": splits.split_names},
+    }
+    return DataBundle(spec.name, train, meta, meta_once, test, c, aug.output_shape, n, m, num_test,
+                      batch_size, meta_batch_size, steps, list(splits.class_names), aug.name,
+                      jsonable(summary))
+
+
+_ASSEMBLERS = {ArraySplits: _from_arrays, StreamSplits: _from_stream}

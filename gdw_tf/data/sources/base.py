@@ -1,0 +1,140 @@
+"""What a dataset source is and what it returns.
+
+A source is registered under one name (``--dataset``) with
+``@register_source(name, ...)`` on a loader ``load(options) -> splits``. The
+loader returns either
+
+- ``ArraySplits``: decoded uint8 train/test arrays held in memory (the data
+  protocol -- meta split, long tail, noise -- is then applied by gdw_tf.data), or
+- ``StreamSplits``: splits read from disk as a stream (Clothing1M), whose
+  train/meta/test splits and label noise are given by the release itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Union
+
+import numpy as np
+
+from gdw_tf.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceOptions:
+    """Where a source reads and caches data (the --data_dir/--manual_dir/--cache_dir flags)."""
+
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    cache_dir: str | None = None
+
+
+@dataclasses.dataclass
+class ArraySplits:
+    """Decoded train/test splits.
+
+    images: uint8 [N, H, W, C]; labels: int64 [N] in [0, num_classes);
+    pixel values lie in [0, pixel_max].
+    """
+
+    class_names: list[str]
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    pixel_max: float = 255.0
+
+    def __post_init__(self):
+        c = len(self.class_names)
+        for split in ("train", "test"):
+            images = getattr(self, f"{split}_images")
+            labels = np.asarray(getattr(self, f"{split}_labels"), dtype=np.int64)
+            setattr(self, f"{split}_labels", labels)
+            if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
+                raise ValueError(
+                    f"{split} split: expected uint8 images [N, H, W, C] and N labels, got "
+                    f"{images.dtype} {images.shape} and {labels.shape}"
+                )
+            if labels.size and (labels.min() < 0 or labels.max() >= c):
+                raise ValueError(f"{split} split: labels outside [0, {c - 1}]")
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise ValueError(
+                f"train images {self.train_images.shape[1:]} and test images "
+                f"{self.test_images.shape[1:]} differ in shape"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(int(d) for d in self.train_images.shape[1:])
+
+
+@dataclasses.dataclass
+class StreamSplits:
+    """Splits streamed from disk, with the meta set and noise fixed by the release.
+
+    read(role, shuffle_files, seed) -> tf.data.Dataset of dicts
+      {"image": encoded image bytes (tf.string), "label", "true_label", "index": int64}
+    for role in ("train", "meta", "test"). true_label is -1 where unknown.
+    `counts[role]` is the per-class label count; `noise` holds the realised
+    noise statistics of the train split (see summary.py for the keys).
+    """
+
+    class_names: list[str]
+    image_shape: tuple                     # e.g. (None, None, 3): images vary in size
+    read: Callable[[str, bool, int], object]
+    sizes: dict[str, int]                  # role -> number of examples
+    counts: dict[str, list[int]]           # role -> per-class label counts
+    noise: dict                            # realised noise of the train split
+    split_names: dict[str, str]            # role -> the release's split name
+    pixel_max: float = 255.0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+Splits = Union[ArraySplits, StreamSplits]
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """A registered source: its loader and per-dataset defaults.
+
+    default_num_meta(num_classes) -> int, or None when the release fixes the
+    meta set. default_augment(image_shape) -> recipe name.
+    """
+
+    name: str
+    load: Callable[[SourceOptions], Splits]
+    default_num_meta: Callable[[int], int | None]
+    default_augment: Callable[[tuple], str]
+    description: str
+
+
+SOURCES = Registry("dataset (--dataset)")
+
+
+def register_source(name: str, *, default_num_meta, default_augment):
+    """Decorator registering `load(options) -> Splits` as dataset `name`.
+
+    default_num_meta / default_augment may be constants or callables (see SourceSpec).
+    """
+
+    def as_fn(v):
+        return v if callable(v) else (lambda _: v)
+
+    def add(load):
+        spec = SourceSpec(name, load, as_fn(default_num_meta), as_fn(default_augment),
+                          (load.__doc__ or "").strip().splitlines()[0] if load.__doc__ else "")
+        SOURCES.register(name)(spec)
+        return load
+
+    return add
+
+
+def available_datasets() -> list[str]:
+    """Names accepted by gdw_tf.data.build (and --dataset)."""
+    return SOURCES.names()

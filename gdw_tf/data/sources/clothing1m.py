@@ -1,0 +1,68 @@
+"""``clothing1m``: the Clothing1M TFDS dataset, built once from --manual_dir.
+
+The first call with --manual_dir=<release> writes sharded TFRecords under
+--data_dir (default ~/tensorflow_datasets); later calls just read them.
+Roles: train = noisy_train (real web noise), meta = clean_val, test = clean_test.
+No synthetic noise, long tail or num_meta apply (gdw_tf.data.build rejects them).
+"""
+from __future__ import annotations
+
+from gdw_tf.data.sources.base import SourceOptions, StreamSplits, register_source
+
+ROLES = {"train": "noisy_train", "meta": "clean_val", "test": "clean_test"}
+
+
+def clothing1m_builder(data_dir: str | None):
+    from gdw_tf.data.sources.clothing1m_tfds import Clothing1m
+
+    return Clothing1m(data_dir=data_dir)
+
+
+def prepare_clothing1m(data_dir: str | None, manual_dir: str | None):
+    """Returns the prepared builder, building it from `manual_dir` if needed."""
+    import tensorflow_datasets as tfds
+
+    from gdw_tf.data.sources.clothing1m_tfds import read_release
+
+    builder = clothing1m_builder(data_dir)
+    if not builder.is_prepared():
+        if manual_dir is None:
+            raise FileNotFoundError(
+                f"clothing1m is not prepared under --data_dir={data_dir or builder.data_dir} "
+                f"(looked for {builder.data_dir}); pass --manual_dir=<Clothing1M release directory> "
+                "to build it there once"
+            )
+        read_release(manual_dir)  # fail fast, naming the missing file
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder
+
+
+@register_source("clothing1m", default_num_meta=None, default_augment="imagenet")
+def load_clothing1m(options: SourceOptions) -> StreamSplits:
+    """Clothing1M (TFDS, built from --manual_dir into --data_dir); meta set = clean_val."""
+    import tensorflow_datasets as tfds
+
+    builder = prepare_clothing1m(options.data_dir, options.manual_dir)
+    meta = builder.info.metadata
+    sizes = {role: builder.info.splits[split].num_examples for role, split in ROLES.items()}
+    counts = {role: list(meta["counts"][split]) for role, split in ROLES.items()}
+    counts["train_true"] = list(meta["noisy_train_true_counts"])
+
+    def read(role: str, shuffle_files: bool, seed: int):
+        return builder.as_dataset(
+            split=ROLES[role],
+            shuffle_files=shuffle_files,
+            decoders={"image": tfds.decode.SkipDecoding()},
+            read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
+        )
+
+    noise = {
+        "type": "real",
+        "known_true_label": meta["noisy_train_known_true_label"],
+        "realised_rate": meta["noisy_train_noise_rate"],
+        "realised_rate_per_class": meta["noisy_train_noise_rate_per_class"],
+        "empirical_transition_matrix": meta["noisy_train_empirical_transition"],
+    }
+    return StreamSplits(list(builder.info.features["label"].names), (None, None, 3), read,
+                        sizes, counts, noise, dict(ROLES))
