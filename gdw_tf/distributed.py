@@ -25,3 +25,17 @@ def replica_sum(value):
 def global_batch_size(labels, dtype):
     """Number of examples in the global batch, as a `dtype` scalar."""
     return replica_sum(tf.cast(tf.shape(labels)[0], dtype))
+
+
+def num_replicas():
+    """Replicas whose gradients the optimizer will sum (1 outside a strategy)."""
+    ctx = tf.distribute.get_replica_context()
+    return 1 if ctx is None else ctx.num_replicas_in_sync
+
+
+def add_weight_decay(grads, variables, coefficient):
+    """grads + coefficient * variables, split so the cross-replica sum adds it once."""
+    if not coefficient:
+        return list(grads)
+    share = coefficient / num_replicas()
+    return [g + share * v for g, v in zip(grads, variables)]

@@ -3,17 +3,18 @@ import keras
 import tensorflow as tf
 
 from gdw_tf.data.pairing import split_batch
+from gdw_tf.distributed import add_weight_decay, num_replicas
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods import create_method
-from gdw_tf.methods.base import assert_finite
+from gdw_tf.methods.base import finite_guarded, guarded
 
 
-def _assert_labels_in_range(labels, num_classes, what):
+def _checked_labels(labels, num_classes, what):
+    """int32 labels that no op can consume unless all are in [0, num_classes)."""
     labels = tf.cast(labels, tf.int32)
-    return tf.debugging.Assert(
-        tf.reduce_all((labels >= 0) & (labels < num_classes)),
-        [f"gdw_tf: {what} outside [0, num_classes={num_classes}); min and max:",
-         tf.reduce_min(labels), tf.reduce_max(labels)])
+    return guarded(labels, tf.reduce_all((labels >= 0) & (labels < num_classes)),
+                   f"gdw_tf: {what} outside [0, num_classes={num_classes}); min and max:",
+                   tf.reduce_min(labels), tf.reduce_max(labels))
 
 
 @keras.saving.register_keras_serializable(package="gdw_tf")
@@ -88,11 +89,15 @@ class GDWModel(keras.Model):
                     keras.KerasTensor((None,), "int32"),
                     keras.KerasTensor((None, self.num_classes), "float32"))
 
+    def compile_from_config(self, config):
+        # Keras skips models that override `compile`; this one only adds checks.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
     def train_step(self, data):
         batch, meta = split_batch(data, self.method.needs_meta)
-        _assert_labels_in_range(batch["label"], self.num_classes, "training label")
+        batch["label"] = _checked_labels(batch["label"], self.num_classes, "training label")
         if meta is not None:
-            _assert_labels_in_range(meta[1], self.num_classes, "meta label")
+            meta = (meta[0], _checked_labels(meta[1], self.num_classes, "meta label"))
         out = self.method.train_gradients(self, batch, meta)
         self._apply_backbone_gradients(out.grads)
 
@@ -101,7 +106,7 @@ class GDWModel(keras.Model):
         if self._compile_metrics is not None:
             self._compile_metrics.update_state(labels, out.logits)
         if out.meta_loss is not None:
-            self.meta_loss_tracker.update_state(out.meta_loss * self._replicas())
+            self.meta_loss_tracker.update_state(out.meta_loss * num_replicas())
         for name, (values, weights) in out.diagnostics.items():
             self.diagnostic_trackers[name].update_state(values, sample_weight=weights)
         return self._train_logs(out)
@@ -134,15 +139,10 @@ class GDWModel(keras.Model):
                 f"backbone '{self.backbone.name}' outputs {width} logits per "
                 f"example but num_classes={self.num_classes}")
 
-    def _replicas(self):
-        ctx = tf.distribute.get_replica_context()
-        return 1 if ctx is None else ctx.num_replicas_in_sync
-
     def _apply_backbone_gradients(self, grads):
         theta = self.backbone.trainable_variables
-        if self.weight_decay:
-            grads = [g + self.weight_decay * v for g, v in zip(grads, theta)]
-        assert_finite(tf.linalg.global_norm(grads), "gradient")
+        grads = add_weight_decay(grads, theta, self.weight_decay)
+        grads = finite_guarded(grads, tf.linalg.global_norm(grads), "gradient")
         self.optimizer.apply_gradients(zip(grads, theta))
 
     def _evaluation_results(self):

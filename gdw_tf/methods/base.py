@@ -31,12 +31,23 @@ class StepOutputs(NamedTuple):
     diagnostics: dict = {}
 
 
-def assert_finite(value, what):
-    """Fails the step (before any update that follows it) if `value` is not finite."""
-    return tf.debugging.Assert(
-        tf.reduce_all(tf.math.is_finite(value)),
-        [f"gdw_tf: non-finite {what}; no weights were updated by this step. "
-         "Lower the learning rate or check the input data.", value])
+def guarded(tensors, condition, message, *data):
+    """`tensors`, made to wait until `condition` holds (else the step fails).
+
+    A bare `tf.debugging.Assert` is not ordered before unrelated variable
+    updates in a `tf.function`; routing the values an update consumes through
+    this guard makes the update impossible without the check passing first.
+    """
+    assertion = tf.debugging.Assert(condition, [message, *data])
+    with tf.control_dependencies([assertion]):
+        return tf.nest.map_structure(tf.identity, tensors)
+
+
+def finite_guarded(tensors, value, what):
+    """`tensors`, released only if `value` is finite (no update otherwise)."""
+    return guarded(tensors, tf.reduce_all(tf.math.is_finite(value)),
+                   f"gdw_tf: non-finite {what}; no weights were updated by this "
+                   "step. Lower the learning rate or check the input data.", value)
 
 
 class Method(keras.layers.Layer):
@@ -92,5 +103,4 @@ def weighted_gradients(model, batch, weights):
         n_global = global_batch_size(batch["label"], logits.dtype)
         losses = class_weighted_cross_entropy(batch["label"], logits, weights)
         loss = tf.reduce_sum(losses) / n_global
-    assert_finite(loss, "training loss")
-    return tape.gradient(loss, theta), logits
+    return finite_guarded(tape.gradient(loss, theta), loss, "training loss"), logits

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size, replica_sum
 from gdw_tf.losses import class_weighted_cross_entropy, cross_entropy
-from gdw_tf.methods.base import (Method, StepOutputs, assert_finite, backbone_forward,
+from gdw_tf.methods.base import (Method, StepOutputs, backbone_forward, finite_guarded,
                                  parameter_dtype)
 
 
@@ -72,7 +72,6 @@ class BilevelMethod(Method):
                 sources = self.outer_sources(state)
                 outer.watch(sources)
                 loss = tf.reduce_sum(self.virtual_losses(logits, batch, state)) / n_global
-            assert_finite(loss, "training loss")
             grads = inner.gradient(loss, theta)
             grads = replica_sum([tf.zeros_like(v) if g is None else g
                                  for v, g in zip(theta, grads)])
@@ -82,8 +81,9 @@ class BilevelMethod(Method):
             meta_loss = tf.reduce_sum(
                 cross_entropy(meta_y, tf.cast(meta_logits, dtype))
             ) / global_batch_size(meta_y, dtype)
-        assert_finite(meta_loss, "meta loss")
-        meta_grads, source_grads = outer.gradient(meta_loss, [meta_vars, sources])
+        meta_grads, source_grads = finite_guarded(
+            outer.gradient(meta_loss, [meta_vars, sources]),
+            tf.stack([loss, meta_loss]), "training loss or meta loss")
 
         real_state = self.second_stage(model, batch, state, meta_grads, source_grads)
         with inner:

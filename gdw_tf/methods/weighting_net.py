@@ -3,7 +3,7 @@ import keras
 import tensorflow as tf
 
 from gdw_tf import diagnostics
-from gdw_tf.distributed import replica_sum
+from gdw_tf.distributed import add_weight_decay, replica_sum
 from gdw_tf.losses import cross_entropy, second_stage_update, zero_mean_constraint
 from gdw_tf.methods.base import parameter_dtype
 from gdw_tf.methods.bilevel import BilevelMethod
@@ -50,7 +50,7 @@ class MWNet(BilevelMethod):
 
     def apply_meta_update(self, grads):
         variables = self.weighting_net.trainable_variables
-        grads = [g + self.meta_weight_decay * v for g, v in zip(grads, variables)]
+        grads = add_weight_decay(grads, variables, self.meta_weight_decay)
         self.meta_optimizer.apply_gradients(zip(grads, variables))
 
     def first_stage(self, logits, batch):
