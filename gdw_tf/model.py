@@ -2,7 +2,9 @@
 import keras
 import tensorflow as tf
 
+from gdw_tf import diagnostics
 from gdw_tf.data.pairing import split_batch
+from gdw_tf.metrics import Histogram
 from gdw_tf.distributed import add_weight_decay, num_replicas
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods import create_method
@@ -54,9 +56,16 @@ class GDWModel(keras.Model):
         self._check_output_width(getattr(backbone, "outputs", None))
         self.method = create_method(method, **method_options)
         self.method.setup(self)
+        if backbone.built:
+            self.built = True
         self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
         self.diagnostic_trackers = {
             name: keras.metrics.Mean(name=name) for name in self.method.metric_names}
+        # Per-epoch distribution of target weights, clean vs noisy (Figure 3);
+        # read by callbacks, not logged (Keras resets it every epoch).
+        self.weight_histograms = {
+            "clean": Histogram(name="target_weight_histogram_clean"),
+            "noisy": Histogram(name="target_weight_histogram_noisy")}
 
     # ----------------------------------------------------------------- keras API
     def build(self, input_shape):
@@ -89,6 +98,15 @@ class GDWModel(keras.Model):
                     keras.KerasTensor((None,), "int32"),
                     keras.KerasTensor((None, self.num_classes), "float32"))
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # compile() already built every piece of state. Keras would otherwise
+        # pull a batch and `strategy.reduce` it, which fails for dict batches
+        # under MultiWorkerMirroredStrategy.
+        metrics_built = self._compile_metrics is None or self._compile_metrics.built
+        if self.built and self.optimizer.built and metrics_built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def compile_from_config(self, config):
         # Keras skips models that override `compile`; this one only adds checks.
         self.compile(**keras.saving.deserialize_keras_object(config))
@@ -109,6 +127,11 @@ class GDWModel(keras.Model):
             self.meta_loss_tracker.update_state(out.meta_loss * num_replicas())
         for name, (values, weights) in out.diagnostics.items():
             self.diagnostic_trackers[name].update_state(values, sample_weight=weights)
+        if "true_label" in batch:
+            omega_t = diagnostics.target_weights(out.weights, labels)
+            clean = tf.equal(labels, tf.cast(batch["true_label"], labels.dtype))
+            self.weight_histograms["clean"].update_state(omega_t, clean)
+            self.weight_histograms["noisy"].update_state(omega_t, ~clean)
         return self._train_logs(out)
 
     def test_step(self, data):
@@ -117,7 +140,7 @@ class GDWModel(keras.Model):
         self._loss_tracker.update_state(cross_entropy(batch["label"], logits))
         if self._compile_metrics is not None:
             self._compile_metrics.update_state(batch["label"], logits)
-        return self._evaluation_results()
+        return self._for_keras_reduction(self._evaluation_results())
 
     def get_config(self):
         method_config = self.method.get_config()
@@ -159,4 +182,12 @@ class GDWModel(keras.Model):
             results["meta_loss"] = self.meta_loss_tracker.result()
         for name in out.diagnostics:
             results[name] = self.diagnostic_trackers[name].result()
-        return results
+        return self._for_keras_reduction(results)
+
+    def _for_keras_reduction(self, logs):
+        """Under MultiWorkerMirroredStrategy Keras reduces logs with
+        `strategy.reduce("MEAN", v, axis=0)`, which needs a leading axis; the
+        values (metric results) are already global, so the mean is exact."""
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs

@@ -66,8 +66,28 @@ class Method(keras.layers.Layer):
         kwargs.setdefault("name", type(self).__name__.lower())
         super().__init__(**kwargs)
 
+    @classmethod
+    def options_from_data(cls, bundle, settings):
+        """Constructor options derived from the data and the run's settings.
+
+        Called by the trainer before the model is built. `bundle` is a
+        `gdw_tf.data.DataBundle` (num_train, num_classes, train_labels, ...);
+        `settings` is a dict of the run's flag values (noise_rate, epochs, ...).
+        Explicit `--method_option` values override what this returns.
+        """
+        return {}
+
     def setup(self, model):
         """Creates state that depends on the model (called once, in scope)."""
+
+    def prepare(self, model, bundle, settings):
+        """Runs before the main `fit` (e.g. GLC's corruption estimate)."""
+
+    def finish(self, model, bundle, settings):
+        """Runs after the main `fit` (e.g. fine-tuning on the meta set).
+
+        Returns None or a dict of extra results for results.json.
+        """
 
     def train_gradients(self, model, batch, meta):
         """Returns `StepOutputs` for `batch` (dict with image, label, ...)."""

@@ -1,0 +1,71 @@
+"""Every command-line flag of `python -m gdw_tf.train`, defined and validated here."""
+from absl import flags
+
+from gdw_tf.data.noise import NOISE_TYPES
+
+FLAGS = flags.FLAGS
+
+# Data (gdw_tf.data.build).
+flags.DEFINE_string("dataset", "digits", "Dataset name: digits, folder, cifar10, cifar100, clothing1m.")
+flags.DEFINE_string("data_dir", None, "Prepared TFDS directory, or ROOT of an image folder (--dataset=folder).")
+flags.DEFINE_string("manual_dir", None, "Clothing1M release directory (key lists, label files, images/).")
+flags.DEFINE_string("cache_dir", None, "Where decoded images are cached (default ~/.cache/gdw_tf).")
+flags.DEFINE_enum("noise_type", "uniform", list(NOISE_TYPES), "Synthetic label noise.")
+flags.DEFINE_float("noise_rate", 0.4, "Label noise ratio r in [0, 1].")
+flags.DEFINE_float("imbalance_factor", 1.0, "Long-tail factor mu in (0, 1]: smallest / largest class.")
+flags.DEFINE_integer("num_meta", None, "Clean meta examples (class-balanced). Default per dataset.")
+flags.DEFINE_string("augment", None, "Augmentation recipe (cifar, imagenet, none). Default per dataset.")
+
+# Method and model.
+flags.DEFINE_string("method", "gdw", "Training method, see gdw_tf.methods.available_methods().")
+flags.DEFINE_multi_string("method_option", [], "Extra method option as key=value (repeatable).")
+flags.DEFINE_string("model", None, "Backbone: resnet32, resnet18, small_cnn, ... Default per dataset.")
+flags.DEFINE_string("init_weights", None, "Local weights file for the backbone (.weights.h5 or torchvision .npz).")
+
+# Optimisation (reference defaults: ALGORITHM.md).
+flags.DEFINE_integer("epochs", 30, "Training epochs.")
+flags.DEFINE_integer("batch_size", 100, "GLOBAL batch size (split across replicas).")
+flags.DEFINE_integer("meta_batch_size", None, "GLOBAL meta batch size (default: batch_size).")
+flags.DEFINE_float("lr", None, "Initial learning rate of the classifier's SGD (also the virtual step's). "
+                   "Default per dataset: 0.1 CIFAR/folder, 1e-3 Clothing1M, 0.05 digits.")
+flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Per-epoch cosine decay, or constant.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay added to the gradient.")
+flags.DEFINE_float("outer_lr", 100.0, "GDW's step size on class-level weights (1000 for CIFAR-100).")
+flags.DEFINE_float("clip", 0.2, "GDW's clip on the class-level weight step.")
+flags.DEFINE_float("meta_lr", 1e-3, "Adam learning rate of the weighting network.")
+flags.DEFINE_float("meta_weight_decay", 1e-4, "L2 weight decay of the weighting network.")
+flags.DEFINE_integer("hidden_units", 100, "Hidden width of the weighting network.")
+
+# Scale and run.
+flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy.")
+flags.DEFINE_integer("num_cpu_devices", 1, "Split the CPU into this many logical devices (testing mirrored).")
+flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
+flags.DEFINE_bool("mixed_precision", False, "Compute in bfloat16 (weights and losses stay float32).")
+flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_integer("seed", 0, "Seed of the data protocol and of the initialisation.")
+flags.DEFINE_string("output_dir", None, "Checkpoints, logs, results.json and figures (resumes if present).")
+flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+
+
+def _check(name, predicate, requirement):
+    flags.register_validator(name, predicate, message=f"--{name} {requirement}")
+
+
+_check("noise_rate", lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
+_check("imbalance_factor", lambda v: 0.0 < v <= 1.0, "must be in (0, 1]")
+_check("num_meta", lambda v: v is None or v >= 0, "must be >= 0")
+_check("epochs", lambda v: v >= 1, "must be >= 1")
+_check("batch_size", lambda v: v >= 1, "must be >= 1")
+_check("meta_batch_size", lambda v: v is None or v >= 1, "must be >= 1")
+_check("lr", lambda v: v is None or v > 0, "must be > 0")
+_check("momentum", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
+_check("weight_decay", lambda v: v >= 0, "must be >= 0")
+_check("outer_lr", lambda v: v > 0, "must be > 0")
+_check("clip", lambda v: v > 0, "must be > 0")
+_check("meta_lr", lambda v: v > 0, "must be > 0")
+_check("meta_weight_decay", lambda v: v >= 0, "must be >= 0")
+_check("hidden_units", lambda v: v >= 1, "must be >= 1")
+_check("num_cpu_devices", lambda v: v >= 1, "must be >= 1")
+_check("method_option", lambda v: all("=" in item for item in v), "items must look like key=value")

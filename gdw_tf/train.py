@@ -1,0 +1,175 @@
+"""Train a classifier with GDW (or another method) from the command line.
+
+  python -m gdw_tf.train                                   # GDW, digits, 40% uniform noise
+  python -m gdw_tf.train --flagfile=flags/cifar10_uniform40.flags --method=mwnet
+  python -m gdw_tf.train --dataset=clothing1m --manual_dir=... --strategy=mirrored
+
+Everything goes to --output_dir (default runs/<dataset>_<noise>_<method>_seed<seed>):
+checkpoints (the same command resumes a killed run), history.json, log.csv,
+TensorBoard summaries, data_summary.json, results.json and PNG figures.
+"""
+import ast
+import inspect
+import os
+
+from absl import app, logging
+
+from gdw_tf import flags as gdw_flags  # noqa: F401  (defines the flags)
+from gdw_tf.flags import FLAGS
+
+# Per-dataset defaults for flags left unset: (model, learning rate).
+DATASET_DEFAULTS = {"digits": ("small_cnn", 0.05), "cifar10": ("resnet32", 0.1),
+                    "cifar100": ("resnet32", 0.1), "folder": ("resnet32", 0.1),
+                    "clothing1m": ("resnet18", 1e-3)}
+OUR_FLAGS = None  # names of the flags defined in gdw_tf.flags (filled in main)
+
+
+def settings_from_flags():
+    """The run's configuration: every gdw_tf flag's value, as a plain dict."""
+    return {name: FLAGS[name].value for name in OUR_FLAGS}
+
+
+def default_output_dir(s):
+    noise = "clean" if s["noise_type"] == "none" else f"{s['noise_type']}{s['noise_rate']:g}"
+    if s["imbalance_factor"] < 1:
+        noise += f"_lt{s['imbalance_factor']:g}"
+    return os.path.join("runs", f"{s['dataset']}_{noise}_{s['method']}_seed{s['seed']}")
+
+
+def _constructor_parameters(cls):
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names.update(inspect.signature(klass.__init__).parameters)
+    return names
+
+
+def parse_method_options(items):
+    """['gamma=2', 'mode=soft'] -> {'gamma': 2, 'mode': 'soft'}."""
+    options = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        try:
+            options[key.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key.strip()] = text
+    return options
+
+
+def method_options(method_cls, bundle, s):
+    """Options for the method: data-derived, then the shared flags it accepts, then --method_option."""
+    options = dict(method_cls.options_from_data(bundle, s))
+    shared = {"outer_lr": s["outer_lr"], "clip": s["clip"], "hidden_units": s["hidden_units"],
+              "meta_learning_rate": s["meta_lr"], "meta_weight_decay": s["meta_weight_decay"]}
+    accepted = _constructor_parameters(method_cls)
+    options.update({k: v for k, v in shared.items() if k in accepted})
+    options.update(parse_method_options(s["method_option"]))
+    return options
+
+
+def run(s):
+    """Trains as configured by the settings dict `s`; returns the results dict."""
+    import keras
+    import tensorflow as tf
+
+    import gdw_tf
+    from gdw_tf import models, reporting, strategies
+    from gdw_tf.methods.registry import METHODS
+
+    timer = reporting.Timer()
+    method_cls = METHODS.get(s["method"])  # fails early on an unknown --method
+    default_model, default_lr = DATASET_DEFAULTS.get(s["dataset"], ("resnet32", 0.1))
+    model_name = s["model"] or default_model
+    strategy = strategies.make_strategy(s["strategy"], tpu=s["tpu"])
+    replicas = strategy.num_replicas_in_sync
+    for flag in ("batch_size", "meta_batch_size"):
+        if s[flag] is not None and s[flag] % replicas:
+            raise ValueError(f"--{flag}={s[flag]} is not divisible by the {replicas} replicas "
+                             f"of --strategy={s['strategy']}")
+    if s["mixed_precision"]:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(s["seed"])
+
+    bundle = gdw_tf.data.build(
+        s["dataset"], data_dir=s["data_dir"], manual_dir=s["manual_dir"],
+        noise_type=s["noise_type"], noise_rate=s["noise_rate"],
+        imbalance_factor=s["imbalance_factor"], num_meta=s["num_meta"], seed=s["seed"],
+        batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
+        augment=s["augment"], cache_dir=s["cache_dir"])
+    if method_cls.needs_meta and bundle.meta is None:
+        raise ValueError(f"--method={s['method']} needs a meta set but --num_meta=0")
+
+    chief = strategies.is_chief(strategy)
+    out_dir = s["output_dir"] or default_output_dir(s)
+    if not chief:  # every worker must save; only the chief's files are kept
+        out_dir = os.path.join(out_dir, f"worker_{strategy.cluster_resolver.task_id}")
+    os.makedirs(out_dir, exist_ok=True)
+    if chief:
+        bundle.write_summary(os.path.join(out_dir, "data_summary.json"))
+
+    with strategy.scope():
+        backbone = models.build(model_name, bundle.num_classes, input_shape=bundle.image_shape,
+                                init_weights=s["init_weights"])
+        model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
+                                weight_decay=s["weight_decay"],
+                                **method_options(method_cls, bundle, s))
+        lr = s["lr"] or default_lr
+        if s["schedule"] == "cosine":
+            lr = gdw_tf.EpochCosineDecay(lr, bundle.steps_per_epoch, s["epochs"])
+        model.compile(keras.optimizers.SGD(lr, momentum=s["momentum"]),
+                      metrics=["accuracy"], jit_compile=s["jit_compile"])
+
+    checkpoint = reporting.ResumableCheckpoint(out_dir, model, write=chief)
+    start = checkpoint.restore()
+    if start:
+        logging.info("resuming from %s at epoch %d of %d", out_dir, start, s["epochs"])
+        print(f"Resuming from {out_dir} at epoch {start} of {s['epochs']}", flush=True)
+    else:
+        model.method.prepare(model, bundle, s)
+
+    histograms = reporting.WeightHistograms()
+    train_data = (gdw_tf.data.with_meta(bundle.train, bundle.meta)
+                  if method_cls.needs_meta else bundle.train)
+    callbacks = [checkpoint, histograms,
+                 keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=start > 0),
+                 keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"),
+                                             update_freq="epoch")]
+    if start < s["epochs"]:
+        model.fit(train_data, epochs=s["epochs"], initial_epoch=start,
+                  validation_data=bundle.test, callbacks=callbacks, verbose=s["verbose"])
+    extra = model.method.finish(model, bundle, s) or {}
+    extra["target_weight_histograms"] = {
+        "edges": model.weight_histograms["clean"].edges(),
+        "by_epoch": {str(k): v for k, v in histograms.by_epoch.items()}}
+    extra["optimizer_iterations"] = int(model.optimizer.iterations.numpy())
+    extra["model"] = model_name
+    extra["num_replicas"] = replicas
+    results = reporting.results_summary(checkpoint.history, s, timer.elapsed(), extra)
+    if chief:
+        reporting.write_results(out_dir, results)
+        reporting.write_figures(os.path.join(out_dir, "figures"), checkpoint.history,
+                                histograms.by_epoch, model.weight_histograms["clean"].edges())
+    results["output_dir"] = out_dir
+    return results
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    s = settings_from_flags()
+    from gdw_tf.strategies import split_cpu
+    split_cpu(s["num_cpu_devices"])
+    results = run(s)
+    print(f"Test accuracy: final (mean of last {min(5, results['epochs_completed'])} epochs) "
+          f"{results['final_accuracy']:.2f}%, best {results['best_accuracy']:.2f}%, "
+          f"last {results['last_accuracy']:.2f}%  [{s['method']} on {s['dataset']}, "
+          f"{results['wall_time_s']:.0f} s; results in {results['output_dir']}]")
+
+
+def _flag_names():
+    return [f.name for f in FLAGS.get_flags_for_module(gdw_flags)]
+
+
+if __name__ == "__main__":
+    OUR_FLAGS = _flag_names()
+    app.run(main)
