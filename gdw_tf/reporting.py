@@ -62,13 +62,30 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
 
 class WeightHistograms(keras.callbacks.Callback):
-    """Records the per-epoch target-weight histograms (clean vs noisy)."""
+    """Records the per-epoch target-weight histograms (clean vs noisy).
+
+    Read when validation starts (Keras resets every metric right after
+    `on_test_begin`) and again at epoch end for runs without validation.
+    """
 
     def __init__(self):
         super().__init__()
         self.by_epoch = {}
+        self._epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_test_begin(self, logs=None):
+        if self._epoch is not None:
+            self._record(self._epoch)
 
     def on_epoch_end(self, epoch, logs=None):
+        if epoch not in self.by_epoch:
+            self._record(epoch)
+        self._epoch = None
+
+    def _record(self, epoch):
         hist = self.model.weight_histograms
         clean, noisy = (np.asarray(hist[k].result()) for k in ("clean", "noisy"))
         if clean.sum() + noisy.sum() > 0:

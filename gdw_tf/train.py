@@ -142,6 +142,9 @@ def run(s):
         "edges": model.weight_histograms["clean"].edges(),
         "by_epoch": {str(k): v for k, v in histograms.by_epoch.items()}}
     extra["optimizer_iterations"] = int(model.optimizer.iterations.numpy())
+    meta_optimizer = getattr(model.method, "meta_optimizer", None)
+    if meta_optimizer is not None:
+        extra["meta_optimizer_iterations"] = int(meta_optimizer.iterations.numpy())
     extra["model"] = model_name
     extra["num_replicas"] = replicas
     results = reporting.results_summary(checkpoint.history, s, timer.elapsed(), extra)

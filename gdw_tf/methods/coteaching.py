@@ -110,7 +110,8 @@ class CoTeaching(Method):
             kept_global = replica_sum(tf.cast(count, logits.dtype))
             loss = tf.reduce_sum(mask * losses) / kept_global
             peer_loss = tf.reduce_sum(peer_mask * peer_losses) / kept_global
-        grads = tape.gradient(loss + peer_loss, theta + peer_theta)
+            total = loss + peer_loss  # the two networks share no variables
+        grads = tape.gradient(total, theta + peer_theta)
         grads = finite_guarded(grads, tf.stack([loss, peer_loss]), "training loss")
         peer_grads = add_weight_decay(grads[len(theta):], peer_theta, model.weight_decay)
         self.peer_optimizer.apply_gradients(zip(peer_grads, peer_theta))

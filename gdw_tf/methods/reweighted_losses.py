@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size
-from gdw_tf.methods.base import Method, StepOutputs, weighted_gradients
+from gdw_tf.methods.base import Method, StepOutputs, parameter_dtype, weighted_gradients
 from gdw_tf.methods.loss_step import loss_gradients
 from gdw_tf.methods.registry import register_method
 
@@ -125,8 +125,7 @@ class ClassBalanced(Method):
         return {**super().get_config(), "class_counts": self.class_counts, "beta": self.beta}
 
     def train_gradients(self, model, batch, meta):
-        table = tf.constant(self.class_weights, tf.float32)
+        table = tf.constant(self.class_weights, parameter_dtype(model.backbone))
         weights = tf.gather(table, tf.cast(batch["label"], tf.int32))[:, None]
         grads, logits = weighted_gradients(model, batch, weights)
-        weights = tf.cast(weights, logits.dtype)
         return StepOutputs(grads, logits, weights, diagnostics=self.weight_stats(weights, batch))

@@ -1,0 +1,131 @@
+"""Every comparison method fits through GDWModel.fit; two replicas equal one."""
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import gdw_tf
+from tests import tiny
+
+NUM_TRAIN, BATCH, META_BATCH = 24, 6, 5
+NEW_METHODS = ["finetune", "l2rw", "insw", "soft_label", "gen_label", "coteaching", "glc",
+               "focal", "class_balanced"]
+
+
+def indexed_data(n=NUM_TRAIN, batch=BATCH, dtype="float32", seed=0):
+    """(train, meta) tf.data: train dicts with index and true_label, 30% label noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, tiny.NUM_FEATURES)).astype(dtype)
+    true = rng.integers(0, tiny.NUM_CLASSES, n).astype("int32")
+    noisy = np.where(rng.random(n) < 0.3, (true + 1) % tiny.NUM_CLASSES, true).astype("int32")
+    xm = rng.normal(size=(10, tiny.NUM_FEATURES)).astype(dtype)
+    ym = rng.integers(0, tiny.NUM_CLASSES, 10).astype("int32")
+    train = tf.data.Dataset.from_tensor_slices(
+        {"image": x, "label": noisy, "true_label": true, "index": np.arange(n, dtype="int32")}
+    ).batch(batch)
+    meta = tf.data.Dataset.from_tensor_slices((xm, ym)).batch(META_BATCH)
+    return train, meta, noisy
+
+
+def options_for(method, labels=None):
+    """The options the trainer would derive from the data (see options_from_data)."""
+    counts = np.bincount(labels if labels is not None else np.arange(3), minlength=3)
+    return {"insw": dict(num_train=NUM_TRAIN), "soft_label": dict(num_train=NUM_TRAIN),
+            "gen_label": dict(num_train=NUM_TRAIN),
+            "coteaching": dict(forget_rate=0.3, steps_per_epoch=NUM_TRAIN // BATCH),
+            "class_balanced": dict(class_counts=counts.tolist()),
+            "glc": dict(estimation_epochs=1)}.get(method, {})
+
+
+def fit_input(model, train, meta):
+    return gdw_tf.data.with_meta(train, meta) if model.method.needs_meta else train
+
+
+@pytest.mark.parametrize("method", NEW_METHODS)
+def test_each_method_fits_one_epoch_with_finite_metrics(method):
+    train, meta, labels = indexed_data()
+    model = tiny.gdw_model(method, dtype="float32", **options_for(method, labels))
+    before = [v.numpy().copy() for v in model.backbone.trainable_variables]
+    history = model.fit(fit_input(model, train, meta), epochs=1, verbose=0).history
+    assert "loss" in history and "accuracy" in history
+    for key, values in history.items():
+        assert np.isfinite(values).all(), (method, key)
+    assert ("meta_loss" in history) == (method in ("l2rw", "insw", "soft_label", "gen_label",
+                                                  "glc"))
+    assert not np.allclose(before[0], model.backbone.trainable_variables[0].numpy())
+
+
+def test_options_from_data_supply_what_the_methods_need():
+    bundle = types.SimpleNamespace(num_train=1234, num_meta=100, num_classes=3,
+                                   steps_per_epoch=12, train_labels=np.array([0, 0, 2, 2, 2]))
+    settings = {"noise_rate": 0.4, "epochs": 7, "lr": 0.1}
+    methods = gdw_tf.methods
+    assert methods.INSW.options_from_data(bundle, settings) == {"num_train": 1234}
+    assert methods.GenLabel.options_from_data(bundle, settings) == {"num_train": 1234}
+    assert methods.SoftLabel.options_from_data(bundle, settings) == {"num_train": 1234}
+    assert methods.CoTeaching.options_from_data(bundle, settings) == {
+        "forget_rate": 0.4, "steps_per_epoch": 12}
+    assert methods.ClassBalanced.options_from_data(bundle, settings) == {
+        "class_counts": [2, 0, 3]}
+    glc = methods.GLC.options_from_data(bundle, settings)
+    assert glc == {"trusted_fraction": pytest.approx(100 / 1334), "estimation_epochs": 7}
+
+
+def test_missing_required_options_are_named():
+    for method, option in [("insw", "num_train"), ("gen_label", "num_train"),
+                           ("coteaching", "forget_rate"), ("class_balanced", "class_counts")]:
+        with pytest.raises(ValueError, match=option):
+            gdw_tf.GDWModel(tiny.mlp(), 3, method=method)
+    with pytest.raises(ValueError, match="beta"):
+        gdw_tf.GDWModel(tiny.mlp(), 3, method="class_balanced", class_counts=[1, 2, 3], beta=1.0)
+    with pytest.raises(ValueError, match="index"):
+        model = tiny.gdw_model("insw", dtype="float32", num_train=8)
+        model.fit(tiny.paired_dataset(tiny.batches(1, dtype="float32")), epochs=1, verbose=0)
+
+
+def test_finetune_trains_on_the_meta_set_after_fit():
+    train, meta, _ = indexed_data()
+    model = tiny.gdw_model("finetune", dtype="float32", finetune_epochs=2,
+                           finetune_learning_rate=0.05)
+    model.fit(train, epochs=1, verbose=0)
+    trained = [v.numpy().copy() for v in model.backbone.trainable_variables]
+    bundle = types.SimpleNamespace(meta_once=meta, test=meta, num_classes=3)
+    results = model.method.finish(model, bundle, {})["finetune"]
+    assert len(results["meta_train_loss"]) == 2
+    assert set(results["test_before"]) == {"loss", "accuracy"}
+    assert results["test_after"]["loss"] < results["test_before"]["loss"]
+    assert not np.allclose(trained[0], model.backbone.trainable_variables[0].numpy())
+    with pytest.raises(ValueError, match="num_meta"):
+        model.method.finish(model, types.SimpleNamespace(meta_once=None, test=None), {})
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    if len(tf.config.list_logical_devices("CPU")) < 2:
+        pytest.skip("needs two logical CPU devices (set up in conftest)")
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def _fit_on(strategy, method, initial, data):
+    with strategy.scope():
+        model = tiny.gdw_model(method, dtype="float32", **options_for(method))
+        for var, value in zip(model.backbone.weights + model.method.weights, initial):
+            var.assign(value)
+    model.fit(fit_input(model, *data), epochs=1, verbose=0)
+    return [v.numpy() for v in model.backbone.weights + model.method.weights]
+
+
+@pytest.mark.parametrize("method", ["insw", "coteaching", "glc"])
+def test_two_replicas_equal_one(method, mirrored):
+    """A batch of 8 split over two replicas gives the same update (global-batch
+    scaling, table writes from both replicas, the peer network, the meta batch)."""
+    train, meta, _ = indexed_data(n=16, batch=8, seed=3)
+    meta = meta.unbatch().batch(6)
+    reference = tiny.gdw_model(method, dtype="float32", **options_for(method))
+    initial = [v.numpy() for v in reference.backbone.weights + reference.method.weights]
+    one = _fit_on(tf.distribute.OneDeviceStrategy("/cpu:0"), method, initial, (train, meta))
+    two = _fit_on(mirrored, method, initial, (train, meta))
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(one[0], initial[0])

@@ -1,0 +1,167 @@
+"""`python -m gdw_tf.train` end to end, as users run it (real subprocesses)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gdw_tf.data.fixtures import write_clothing1m_release
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16"]
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    env.update(extra)
+    return env
+
+
+def train(*args, check=True, timeout=400, **env):
+    proc = subprocess.run([sys.executable, "-m", "gdw_tf.train", *args], cwd=ROOT,
+                          env=_env(**env), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def results(out):
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f)
+
+
+def test_default_command_trains_gdw_and_writes_every_report(tmp_path):
+    out = str(tmp_path / "run")
+    proc = train("--epochs=2", f"--output_dir={out}", "--verbose=2")
+    assert "Test accuracy: final" in proc.stdout
+    res = results(out)
+    assert res["flags"]["method"] == "gdw" and res["flags"]["noise_rate"] == 0.4
+    assert res["epochs_completed"] == 2 and len(res["history"]["val_accuracy"]) == 2
+    assert res["final_accuracy"] == pytest.approx(100 * np.mean(res["history"]["val_accuracy"]))
+    for key in ("meta_loss", "target_weight_clean", "target_weight_noisy",
+                "increased_truetarget_noisy"):
+        assert key in res["history"], key
+    assert res["target_weight_histograms"]["by_epoch"]["1"]["noisy"]
+    for name in ("log.csv", "history.json", "data_summary.json", "figures/accuracy.png",
+                 "figures/target_weights.png", "figures/increased_weights.png"):
+        assert os.path.exists(os.path.join(out, name)), name
+    assert os.listdir(os.path.join(out, "tensorboard"))
+    summary = json.load(open(os.path.join(out, "data_summary.json")))
+    assert summary["num_classes"] == 10
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    ("--noise_rate=1.5", "--noise_rate must be in [0, 1]"),
+    ("--imbalance_factor=0", "--imbalance_factor must be in (0, 1]"),
+    ("--strategy=bogus", "strategy"),
+    ("--method=gwd", "unknown method 'gwd'"),
+])
+def test_bad_flags_fail_with_the_flag_named(tmp_path, flag, fragment):
+    proc = train(flag, f"--output_dir={tmp_path}", "--epochs=1", check=False, timeout=120)
+    assert proc.returncode != 0
+    assert fragment in proc.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_every_flagfile_parses_and_validates():
+    from absl import flags as absl_flags
+    from gdw_tf import flags as gdw_flags
+    files = sorted(os.listdir(os.path.join(ROOT, "flags")))
+    assert len(files) >= 17
+    for name in files:
+        values = absl_flags.FlagValues()
+        for flag in absl_flags.FLAGS.get_flags_for_module(gdw_flags):
+            values[flag.name] = flag  # the same definitions, validators and defaults
+        values(["train", f"--flagfile={os.path.join(ROOT, 'flags', name)}"])
+        assert values["dataset"].value in ("cifar10", "cifar100", "clothing1m"), name
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    out = str(tmp_path / "run")
+    args = [*FAST, "--epochs=5", f"--output_dir={out}"]
+    proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args], cwd=ROOT,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    history = os.path.join(out, "history.json")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(history) and len(json.load(open(history))["loss"]) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(json.load(open(history))["loss"])
+    assert 2 <= done < 5
+
+    again = train(*args)
+    assert f"at epoch {done} of 5" in again.stdout
+    res = results(out)
+    assert res["epochs_completed"] == 5
+    steps = res["optimizer_iterations"] // 5
+    assert res["optimizer_iterations"] == 5 * steps  # optimizer state came back
+    assert res["meta_optimizer_iterations"] == res["optimizer_iterations"]
+
+
+def test_mirrored_over_two_logical_cpus(tmp_path):
+    out = str(tmp_path / "run")
+    train(*FAST, "--epochs=1", "--strategy=mirrored", "--num_cpu_devices=2", f"--output_dir={out}")
+    res = results(out)
+    assert res["num_replicas"] == 2 and res["epochs_completed"] == 1
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_two_local_processes_stay_in_sync(tmp_path):
+    out = str(tmp_path / "run")
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "gdw_tf.train", *FAST, "--epochs=1",
+         "--strategy=multi_worker", f"--output_dir={out}"], cwd=ROOT,
+        env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, err.decode()[-3000:]
+    chief = results(out)
+    assert chief["num_replicas"] == 2 and chief["epochs_completed"] == 1
+    assert not os.path.exists(os.path.join(out, "worker_1", "results.json"))  # chief reports
+    a = tf.train.load_checkpoint(os.path.join(out, "checkpoints"))
+    b = tf.train.load_checkpoint(os.path.join(out, "worker_1", "checkpoints"))
+    # Trainable weights are synchronised; BatchNorm moving statistics are per worker.
+    names = [n for n in a.get_variable_to_shape_map()
+             if "backbone" in n and "OPTIMIZER" not in n and "moving" not in n]
+    assert names
+    for name in names:
+        np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name))
+
+
+def test_multi_worker_without_tf_config_is_a_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    proc = subprocess.run([sys.executable, "-m", "gdw_tf.train", *FAST, "--strategy=multi_worker",
+                           f"--output_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": ROOT}, timeout=120)
+    assert proc.returncode != 0 and "TF_CONFIG" in proc.stderr
+
+
+def test_clothing1m_mirrored_end_to_end_on_a_miniature_release(tmp_path):
+    release = str(tmp_path / "release")
+    write_clothing1m_release(release, {"noisy_train": 4, "clean_train": 1, "clean_val": 2,
+                                       "clean_test": 1})
+    out = str(tmp_path / "run")
+    train("--flagfile=flags/clothing1m.flags", f"--manual_dir={release}",
+          f"--data_dir={tmp_path / 'tfds'}", "--epochs=1", "--batch_size=8",
+          "--strategy=mirrored", "--num_cpu_devices=2", "--hidden_units=8",
+          f"--output_dir={out}", "--verbose=0", timeout=600)
+    res = results(out)
+    assert res["model"] == "resnet18" and res["num_replicas"] == 2
+    assert res["epochs_completed"] == 1 and 0 <= res["final_accuracy"] <= 100
