@@ -1,0 +1,98 @@
+"""Cost of the comparison methods: step time relative to `base`, state memory.
+
+`python -m tests.test_methods_cost` prints the full table (every method, the
+default small_cnn on 8x8x1 digits-sized inputs, batch 100); the tests below
+run a cheap subset and check the memory growth of the per-example tables.
+"""
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import gdw_tf
+from gdw_tf.models.small_nets import small_cnn
+
+NUM_CLASSES = 10
+TABLE_METHODS = {"insw": 4, "soft_label": 4, "gen_label": 4 * NUM_CLASSES}  # bytes per example
+
+
+def method_options(method, num_train):
+    return {"insw": dict(num_train=num_train), "soft_label": dict(num_train=num_train),
+            "gen_label": dict(num_train=num_train),
+            "coteaching": dict(forget_rate=0.4, steps_per_epoch=10),
+            "class_balanced": dict(class_counts=[100] * NUM_CLASSES)}.get(method, {})
+
+
+def method_state_bytes(method, num_train, backbone=None):
+    """Bytes of the method's own variables (tables, networks, optimizer slots)."""
+    backbone = backbone or keras.Sequential([keras.Input((8,)), keras.layers.Dense(NUM_CLASSES)])
+    model = gdw_tf.GDWModel(backbone, NUM_CLASSES, method=method,
+                            **method_options(method, num_train))
+    variables = list(model.method.weights)
+    for name in ("meta_optimizer", "peer_optimizer"):
+        if hasattr(model.method, name):
+            variables += list(getattr(model.method, name).variables)
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def seconds_per_step(method, batch=100, steps=20, repeats=3, seed=0):
+    """Median wall time of one compiled `train_step` (after tracing), CPU/GPU as available."""
+    keras.utils.set_random_seed(seed)
+    model = gdw_tf.GDWModel(small_cnn(NUM_CLASSES), NUM_CLASSES, method=method,
+                            **method_options(method, 10 * batch))
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9))
+    rng = np.random.default_rng(seed)
+    data = {"image": tf.constant(rng.normal(size=(batch, 8, 8, 1)), tf.float32),
+            "label": tf.constant(rng.integers(0, NUM_CLASSES, batch), tf.int32),
+            "index": tf.range(batch, dtype=tf.int32),
+            "meta_image": tf.constant(rng.normal(size=(batch, 8, 8, 1)), tf.float32),
+            "meta_label": tf.constant(rng.integers(0, NUM_CLASSES, batch), tf.int32)}
+    step = tf.function(model.train_step)
+    float(step(data)["loss"])                          # trace and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            logs = step(data)
+        float(logs["loss"])
+        times.append((time.perf_counter() - start) / steps)
+    return float(np.median(times))
+
+
+def cost_ratios(methods, **kwargs):
+    base = seconds_per_step("base", **kwargs)
+    return base, {m: seconds_per_step(m, **kwargs) / base for m in methods}
+
+
+def test_table_memory_grows_linearly_with_num_train():
+    for method, per_example in TABLE_METHODS.items():
+        sizes = [method_state_bytes(method, n) for n in (1000, 10000, 100000)]
+        assert sizes == [per_example * n for n in (1000, 10000, 100000)], (method, sizes)
+    # The weighting-network methods' state does not depend on the data size.
+    assert method_state_bytes("mwnet", 1000) == method_state_bytes("mwnet", 100000) > 0
+    assert method_state_bytes("l2rw", 100000) == 0
+
+
+def test_meta_methods_cost_a_few_base_steps():
+    base, ratios = cost_ratios(["l2rw", "insw"], batch=32, steps=5, repeats=1)
+    print(f"\nbase {base * 1e3:.1f} ms/step; relative: {ratios}")
+    for method, ratio in ratios.items():
+        assert 1.0 < ratio < 20.0, (method, ratio)
+
+
+def main():
+    print("method state bytes for num_train = 1e3, 1e4, 1e5, 1e6 (C = 10):")
+    for method in ["l2rw", "mwnet", "gdw", "insw", "soft_label", "gen_label"]:
+        print(f"  {method:12s}", [method_state_bytes(method, n) for n in (10**3, 10**4, 10**5, 10**6)])
+    methods = ["focal", "class_balanced", "glc", "coteaching", "l2rw", "insw", "soft_label",
+               "gen_label", "mwnet", "gdw"]
+    base, ratios = cost_ratios(methods)
+    print(f"small_cnn, batch 100, {tf.config.list_logical_devices()[0].device_type}: "
+          f"base {base * 1e3:.2f} ms/step")
+    for method, ratio in ratios.items():
+        print(f"  {method:14s} x{ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
