@@ -5,9 +5,10 @@ Public API:
   losses                   class_weighted_cross_entropy, zero_mean_constraint, ...
   methods                  registry of training methods (--method=NAME)
   data                     datasets, label corruption, with_meta pairing
+  models                   backbones: resnet32, resnet18, small_cnn, ... (registry)
   WeightingNetwork, EpochCosineDecay
 """
-from gdw_tf import data, diagnostics, losses, methods
+from gdw_tf import data, diagnostics, losses, methods, models
 from gdw_tf.model import GDWModel
 from gdw_tf.schedules import EpochCosineDecay
 from gdw_tf.weighting import WeightingNetwork

@@ -14,6 +14,8 @@ flags.DEFINE_enum("noise_type", "uniform", list(NOISE_TYPES), "Synthetic label n
 flags.DEFINE_float("noise_rate", 0.4, "Label noise ratio r in [0, 1].")
 flags.DEFINE_float("imbalance_factor", 1.0, "Long-tail factor mu in (0, 1]: smallest / largest class.")
 flags.DEFINE_integer("num_meta", None, "Clean meta examples (class-balanced). Default per dataset.")
+flags.DEFINE_integer("train_per_class", None, "Keep at most this many training examples per class "
+                     "(after the meta split; CPU-sized protocols). Default: all.")
 flags.DEFINE_string("augment", None, "Augmentation recipe (cifar, imagenet, none). Default per dataset.")
 
 # Method and model.

@@ -95,7 +95,7 @@ def run(s):
         noise_type=s["noise_type"], noise_rate=s["noise_rate"],
         imbalance_factor=s["imbalance_factor"], num_meta=s["num_meta"], seed=s["seed"],
         batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
-        augment=s["augment"], cache_dir=s["cache_dir"])
+        augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"])
     if method_cls.needs_meta and bundle.meta is None:
         raise ValueError(f"--method={s['method']} needs a meta set but --num_meta=0")
 

@@ -99,3 +99,15 @@ def test_long_tail_shortfall_keeps_all_and_is_logged(caplog):
         r = apply_protocol(labels, 3, ProtocolConfig(imbalance_factor=0.5, num_meta=3))
     assert r.shortfall == {0: (22, 9)} and "--imbalance_factor=0.5" in caplog.text
     np.testing.assert_array_equal(np.bincount(r.true_labels), [9, 15, 11])
+
+
+def test_train_per_class_caps_each_class_after_the_meta_split():
+    from gdw_tf.data.protocol import ProtocolConfig, apply_protocol
+    labels = np.repeat(np.arange(4), 50)
+    result = apply_protocol(labels, 4, ProtocolConfig("none", 0.0, 1.0, 8, 3, train_per_class=20))
+    assert np.bincount(labels[result.train_origin], minlength=4).tolist() == [20] * 4
+    assert not set(result.train_origin) & set(result.meta_origin)
+    lt = apply_protocol(labels, 4, ProtocolConfig("none", 0.0, 0.1, 8, 3, train_per_class=20))
+    assert lt.img_max == 20 and np.bincount(labels[lt.train_origin], minlength=4)[0] == 20
+    with pytest.raises(ValueError, match="--train_per_class"):
+        apply_protocol(labels, 4, ProtocolConfig("none", 0.0, 1.0, 8, 3, train_per_class=0))

@@ -68,18 +68,21 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
           noise_type: str = "none", noise_rate: float = 0.0, imbalance_factor: float = 1.0,
           num_meta: int | None = None, seed: int = 0, batch_size: int = 100,
           meta_batch_size: int | None = None, augment: str | None = None,
-          cache_dir: str | None = None) -> DataBundle:
+          cache_dir: str | None = None, train_per_class: int | None = None) -> DataBundle:
     """Loads dataset `name` (see available_datasets()), applies the protocol, builds pipelines.
 
     Protocol (in-memory sources): hold out num_meta clean examples (num_meta / C
     per class; default per dataset), then long tail (imbalance_factor < 1), then
     label noise (noise_type, noise_rate); all draws seeded by `seed`.
+    train_per_class caps the training examples per class after the meta split
+    (a smaller, still balanced set for CPU-sized protocols; it is then img_max).
     augment: recipe name (available_augmentations()); default per dataset.
     Flags are validated before any data is read (except the num_meta checks
     that need the class sizes); errors name the flag and value.
     """
     spec = SOURCES.get(name)
-    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0, seed).validate()
+    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0, seed,
+                            train_per_class).validate()
     batch_size = _check_batch("--batch_size", batch_size)
     meta_batch_size = batch_size if meta_batch_size is None else _check_batch("--meta_batch_size", meta_batch_size)
     if num_meta is not None and (isinstance(num_meta, bool) or not isinstance(num_meta, (int, np.integer))
@@ -114,6 +117,7 @@ def _steps(num_train: int, batch_size: int) -> int:
 def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options, meta_source):
     return {
         "order": list(ORDER), "seed": config.seed, "num_meta": num_meta, "meta_source": meta_source,
+        "train_per_class": config.train_per_class,
         "augment": aug.name, "batch_size": batch_size, "meta_batch_size": meta_batch_size,
         "data_dir": options.data_dir, "manual_dir": options.manual_dir, "cache_dir": options.cache_dir,
     }
@@ -193,7 +197,8 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
     for flag, value, neutral in (("--noise_type", config.noise_type, "none"),
                                  ("--noise_rate", float(config.noise_rate), 0.0),
                                  ("--imbalance_factor", float(config.imbalance_factor), 1.0),
-                                 ("--num_meta", num_meta, None)):
+                                 ("--num_meta", num_meta, None),
+                                 ("--train_per_class", config.train_per_class, None)):
         if value != neutral:
             raise ValueError(f"{flag}={value!r} is not supported: {fixed}; leave {flag} unset")
     aug = _augmentation(spec, splits, augment)

@@ -1,6 +1,7 @@
 """The paper's data protocol on an in-memory training split.
 
-Order (fixed): 1. hold out the clean, class-balanced meta set; 2. subsample the
+Order (fixed): 1. hold out the clean, class-balanced meta set; 1b. optionally keep
+at most `train_per_class` examples per class (CPU-sized protocols); 2. subsample the
 rest to a long tail (if imbalance_factor < 1); 3. corrupt the remaining labels
 with the noise transition matrix. The meta set is therefore clean and balanced,
 and noise rates are measured on the (possibly long-tailed) training set.
@@ -15,7 +16,7 @@ import numpy as np
 from gdw_tf.data.imbalance import check_imbalance, long_tail_counts, long_tail_subsample
 from gdw_tf.data.meta_split import split_meta
 from gdw_tf.data.noise import check_noise, corrupt_labels, transition_matrix
-from gdw_tf.data.seeding import check_seed
+from gdw_tf.data.seeding import check_seed, rng_for
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,13 @@ class ProtocolConfig:
     imbalance_factor: float = 1.0
     num_meta: int = 0
     seed: int = 0
+    train_per_class: int | None = None
 
     def validate(self) -> "ProtocolConfig":
+        if self.train_per_class is not None and (
+                isinstance(self.train_per_class, bool) or not isinstance(self.train_per_class, (int, np.integer))
+                or self.train_per_class < 1):
+            raise ValueError(f"--train_per_class must be a positive integer, got {self.train_per_class!r}")
         check_noise(self.noise_type, self.noise_rate)
         check_imbalance(self.imbalance_factor)
         check_seed(self.seed)
@@ -62,10 +68,16 @@ def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig) -> Pr
     clean = np.asarray(clean_labels, dtype=np.int64)
     meta, rest = split_meta(clean, config.num_meta, num_classes, config.seed)
 
+    if config.train_per_class is not None:
+        rng = rng_for(config.seed, "train_subset")
+        rest = np.sort(np.concatenate([
+            rng.permutation(rest[clean[rest] == c])[: config.train_per_class]
+            for c in range(num_classes)])).astype(np.int64)
     img_max, targets, shortfall = None, None, {}
     train = rest
     if config.imbalance_factor < 1.0:
-        img_max = (clean.size - config.num_meta) / num_classes
+        img_max = (config.train_per_class if config.train_per_class is not None
+                   else (clean.size - config.num_meta) / num_classes)
         targets = long_tail_counts(img_max, num_classes, config.imbalance_factor)
         keep, shortfall = long_tail_subsample(clean[rest], targets, config.seed)
         train = rest[keep]

@@ -25,20 +25,27 @@ def fresh_copy(backbone, method):
     return copy
 
 
-def main_schedule(settings, steps_per_epoch, epochs, learning_rate=None):
-    """The run's learning rate, cosine-decayed per epoch when the epochs are known.
+def optimizer_like(optimizer, epochs=None):
+    """A fresh optimizer of `optimizer`'s class and configuration (no state).
 
-    Reads settings["lr"] (default 0.1) unless `learning_rate` is given.
+    A per-epoch cosine learning rate (`EpochCosineDecay`) is spread over
+    `epochs` instead when given, so a shorter or longer run still decays to
+    zero at its end. A loss-scale wrapper is dropped (its inner one copied).
     """
-    lr = float(settings.get("lr", 0.1) if learning_rate is None else learning_rate)
-    if steps_per_epoch and epochs:
-        return EpochCosineDecay(lr, int(steps_per_epoch), int(epochs))
-    return lr
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    config = inner.get_config()
+    schedule = config["learning_rate"]
+    if isinstance(schedule, dict):
+        schedule = keras.saving.deserialize_keras_object(schedule)
+    if epochs and isinstance(schedule, EpochCosineDecay):
+        schedule = EpochCosineDecay(schedule.initial_learning_rate, schedule.steps_per_epoch,
+                                    int(epochs))
+    config["learning_rate"] = schedule
+    return type(inner).from_config(config)
 
 
-def plain_trainer(backbone, num_classes, learning_rate, momentum, weight_decay, strategy,
-                  name):
-    """`GDWModel(method="base")` around `backbone`, compiled with SGD + momentum.
+def plain_trainer(backbone, num_classes, make_optimizer, weight_decay, strategy, name):
+    """`GDWModel(method="base")` around `backbone`, compiled with `make_optimizer()`.
 
     The wrapper shares the backbone's variables: fitting it trains `backbone`.
     Built in `strategy`'s scope so it runs like the main model.
@@ -48,6 +55,5 @@ def plain_trainer(backbone, num_classes, learning_rate, momentum, weight_decay, 
     with strategy.scope():
         wrapper = GDWModel(backbone, num_classes, method="base",
                            weight_decay=weight_decay, name=name)
-        wrapper.compile(keras.optimizers.SGD(learning_rate, momentum=momentum),
-                        metrics=["accuracy"])
+        wrapper.compile(make_optimizer(), metrics=["accuracy"])
     return wrapper

@@ -43,8 +43,10 @@ class CoTeaching(Method):
     The peer uses its own SGD (momentum `peer_momentum`) at the backbone
     optimizer's current learning rate, plus the model's weight decay.
     Options (paper defaults): forget_rate = the noise rate (the trainer
-    passes --noise_rate), num_gradual=10, steps_per_epoch (from the data),
-    peer_momentum=0.9 (the main optimizer's). Evaluation uses the backbone.
+    passes --noise_rate for synthetic noise, 0 for --noise_type=none: give
+    it explicitly for real noise such as Clothing1M's), num_gradual=10,
+    steps_per_epoch (from the data), peer_momentum=0.9 (as the main SGD).
+    Evaluation uses the backbone.
     The reported weights are the backbone's 0/1 selection (so target_weight
     is the kept fraction and target_weight_clean/noisy the kept rates).
     """
@@ -73,7 +75,8 @@ class CoTeaching(Method):
 
     @classmethod
     def options_from_data(cls, bundle, settings):
-        return {"forget_rate": float(settings.get("noise_rate", 0.0)),
+        noisy = settings.get("noise_type", "none") != "none"
+        return {"forget_rate": float(settings.get("noise_rate", 0.0)) if noisy else 0.0,
                 "steps_per_epoch": int(bundle.steps_per_epoch)}
 
     def setup(self, model):

@@ -1,4 +1,6 @@
 """finetune: BaseModel, then a few epochs of plain cross-entropy on the meta set."""
+import keras
+
 from gdw_tf.methods.auxiliary import plain_trainer
 from gdw_tf.methods.plain import BaseModel
 from gdw_tf.methods.registry import register_method
@@ -42,9 +44,11 @@ class FineTune(BaseModel):
     def finish(self, model, bundle, settings):
         """Fine-tunes `model.backbone` on the meta set; returns {"finetune": results}."""
         self.prepare(model, bundle, settings)
-        tuner = plain_trainer(model.backbone, model.num_classes, self.finetune_learning_rate,
-                              self.finetune_momentum, model.weight_decay,
-                              model.distribute_strategy, name="finetune")
+        tuner = plain_trainer(
+            model.backbone, model.num_classes,
+            lambda: keras.optimizers.SGD(self.finetune_learning_rate,
+                                         momentum=self.finetune_momentum),
+            model.weight_decay, model.distribute_strategy, name="finetune")
         verbose = settings.get("verbose", 0)
         results = {"learning_rate": self.finetune_learning_rate,
                    "epochs": self.finetune_epochs}

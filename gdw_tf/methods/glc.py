@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size
 from gdw_tf.losses import cross_entropy
-from gdw_tf.methods.auxiliary import fresh_copy, main_schedule, plain_trainer
+from gdw_tf.methods.auxiliary import fresh_copy, optimizer_like, plain_trainer
 from gdw_tf.methods.base import Method, StepOutputs
 from gdw_tf.methods.loss_step import loss_gradients
 from gdw_tf.methods.registry import register_method
@@ -61,8 +61,10 @@ class GLC(Method):
     Options:
       estimation_epochs: epochs of the noisy-label model trained in `prepare`
         (GLC trains it like the main model; the trainer passes the run's
-        epochs). Its optimizer is SGD, momentum 0.9, the run's lr with the
-        per-epoch cosine schedule, and the model's weight decay.
+        epochs). It is a fresh copy of the backbone trained with a copy of
+        the model's compiled optimizer (a per-epoch cosine schedule spread
+        over estimation_epochs) and the model's weight decay; so `prepare`
+        needs a compiled model.
       trusted_fraction: weight a of the trusted loss; the step minimises
         (1 - a) * mean corrected loss + a * mean trusted CE. GLC trains on the
         union of both sets, so the trainer passes a = num_meta / (num_train +
@@ -109,8 +111,7 @@ class GLC(Method):
             raise ValueError("glc: set the option estimation_epochs (or the run's epochs)")
         estimator = plain_trainer(
             fresh_copy(model.backbone, "glc"), model.num_classes,
-            main_schedule(settings, getattr(bundle, "steps_per_epoch", None), epochs),
-            float(settings.get("momentum", 0.9)), model.weight_decay,
+            lambda: optimizer_like(model.optimizer, epochs), model.weight_decay,
             model.distribute_strategy, name="glc_estimator")
         estimator.fit(bundle.train, epochs=int(epochs), verbose=settings.get("verbose", 0))
         probs, labels = [], []

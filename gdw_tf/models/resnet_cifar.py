@@ -42,17 +42,26 @@ def cifar_resnet(depth: int, num_classes: int, input_shape, name: str) -> keras.
     return keras.Model(inputs, logits, name=name)
 
 
-@register_model("resnet32", default_input_shape=(32, 32, 3))
-def resnet32(num_classes: int = 10, input_shape=(32, 32, 3),
-             init_weights: str | None = None) -> keras.Model:
-    """ResNet-32 (5 BasicBlocks per stage, 16/32/64 filters, option-A shortcuts).
+def _cifar_resnet_constructor(depth: int):
+    name = f"resnet{depth}"
 
-    (N, 32, 32, 3) -> (N, num_classes) logits. ``init_weights``: optional local
-    ``.weights.h5`` saved from this architecture (a differently sized head is skipped).
-    """
-    check_num_classes("resnet32", num_classes)
-    input_shape = check_image_shape("resnet32", input_shape)
-    model = cifar_resnet(32, num_classes, input_shape, name="resnet32")
-    if init_weights is not None:
-        load_init_weights(model, init_weights, formats=("keras",))
-    return model
+    def constructor(num_classes: int = 10, input_shape=(32, 32, 3),
+                    init_weights: str | None = None) -> keras.Model:
+        check_num_classes(name, num_classes)
+        shape = check_image_shape(name, input_shape)
+        model = cifar_resnet(depth, num_classes, shape, name=name)
+        if init_weights is not None:
+            load_init_weights(model, init_weights, formats=("keras",))
+        return model
+
+    constructor.__name__ = name
+    constructor.__doc__ = (
+        f"ResNet-{depth} ({(depth - 2) // 6} BasicBlocks per stage, 16/32/64 filters, option-A "
+        "shortcuts).\n\n    (N, 32, 32, 3) -> (N, num_classes) logits. ``init_weights``: "
+        "optional local ``.weights.h5`` saved from this architecture (a differently sized "
+        "head is skipped).")
+    return register_model(name, default_input_shape=(32, 32, 3))(constructor)
+
+
+resnet32 = _cifar_resnet_constructor(32)   # the paper's CIFAR model
+resnet8 = _cifar_resnet_constructor(8)     # 1 block per stage: CPU-sized protocols

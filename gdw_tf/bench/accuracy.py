@@ -1,0 +1,144 @@
+"""Test accuracy of methods x settings x seeds, as a markdown table and figures.
+
+  python -m gdw_tf.bench.accuracy                              # CPU protocol on real CIFAR-10 JPEGs
+  python -m gdw_tf.bench.accuracy --protocol=paper --data_dir=~/tensorflow_datasets   # GPUs
+
+Each run is `python -m gdw_tf.train` in its own process with its own output
+directory under --output_dir; finished runs are reused, so an interrupted
+benchmark continues where it stopped. The table reports mean +- standard
+deviation over seeds of the final accuracy (mean of the last 5 epochs' test
+accuracy, as the reference log), with the paper's numbers beside it.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+# The paper's ResNet-32 results (ALGORITHM.md / gdw_paper.md Tables 2-4), mean of 5 runs.
+PAPER = {
+    "uniform40": {"base": 84.38, "mwnet": 86.46, "gdw": 88.14, "l2rw": 84.66, "insw": 84.88,
+                  "finetune": 84.73, "coteaching": 85.26, "glc": 86.12, "soft_label": 86.52,
+                  "gen_label": 84.68},
+    "uniform60": {"base": 77.92, "mwnet": 81.14, "gdw": 84.11, "l2rw": 79.98, "insw": 78.77,
+                  "finetune": 78.41, "coteaching": 78.90, "glc": 81.55, "soft_label": 80.94,
+                  "gen_label": 78.32},
+    "flip40": {"base": 81.20, "mwnet": 85.55, "gdw": 87.70, "l2rw": 82.90, "insw": 80.09,
+               "finetune": 81.53, "coteaching": 69.77, "glc": 89.74, "soft_label": 85.52,
+               "gen_label": 80.93},
+    "longtail001": {"base": 69.77, "mwnet": 62.70, "gdw": 71.31, "l2rw": 51.15, "insw": 70.27,
+                    "finetune": 59.76, "focal": 65.78, "class_balanced": 63.63},
+}
+
+SETTINGS = {  # flags shared by both protocols
+    "uniform40": ["--noise_type=uniform", "--noise_rate=0.4"],
+    "uniform60": ["--noise_type=uniform", "--noise_rate=0.6"],
+    "flip40": ["--noise_type=flip", "--noise_rate=0.4"],
+    "longtail001": ["--noise_type=none", "--noise_rate=0", "--imbalance_factor=0.01"],
+}
+PAPER_FLAGFILES = {"uniform40": "cifar10_uniform40", "uniform60": "cifar10_uniform60",
+                   "flip40": "cifar10_flip40", "longtail001": "cifar10_longtail001"}
+
+
+def protocol_flags(args, setting):
+    """Command-line flags of one run (without method, seed and output_dir)."""
+    if args.protocol == "paper":
+        return [f"--flagfile=flags/{PAPER_FLAGFILES[setting]}.flags",
+                f"--data_dir={args.data_dir}"] + ([f"--epochs={args.epochs}"] if args.epochs else [])
+    # CPU protocol: the real CIFAR-10 images, a smaller ResNet, fewer images and epochs.
+    return ["--dataset=folder", f"--data_dir={args.data_dir}", "--model=resnet8",
+            f"--train_per_class={args.train_per_class}", "--num_meta=1000", "--batch_size=100",
+            f"--epochs={args.epochs or 12}", "--lr=0.1", "--schedule=cosine", "--verbose=0",
+            *SETTINGS[setting]]
+
+
+def run_one(args, setting, method, seed):
+    out = os.path.join(args.output_dir, f"{setting}_{method}_seed{seed}")
+    path = os.path.join(out, "results.json")
+    if not os.path.exists(path):
+        cmd = [sys.executable, "-m", "gdw_tf.train", *protocol_flags(args, setting),
+               f"--method={method}", f"--seed={seed}", f"--output_dir={out}"]
+        print("running:", " ".join(cmd[1:]), flush=True)
+        proc = subprocess.run(cmd, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def table(args, results):
+    seeds = len(args.seeds.split(","))
+    lines = [f"| method | " + " | ".join(args.settings.split(",")) + " |",
+             "| --- |" + " --- |" * len(args.settings.split(","))]
+    for method in args.methods.split(","):
+        cells = []
+        for setting in args.settings.split(","):
+            accs = [r["final_accuracy"] for r in results.get((setting, method), []) if r]
+            paper = PAPER.get(setting, {}).get(method)
+            cell = (f"{np.mean(accs):.2f} ± {np.std(accs):.2f}" if accs else "n/a")
+            if len(accs) < seeds:
+                cell += f" ({len(accs)}/{seeds} runs)"
+            cells.append(cell + (f" (paper {paper:.2f})" if paper else ""))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curves(args, results):
+    """Mean test-accuracy curve per method, one panel per setting."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    settings = args.settings.split(",")
+    fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings), 3.2), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        for method in args.methods.split(","):
+            runs = [r["history"]["val_accuracy"] for r in results.get((setting, method), []) if r]
+            if runs:
+                length = min(map(len, runs))
+                mean = 100 * np.mean([r[:length] for r in runs], axis=0)
+                ax.plot(np.arange(1, length + 1), mean, label=method)
+        ax.set(title=setting, xlabel="epoch", ylabel="test accuracy (%)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(args.output_dir, "accuracy_curves.png")
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--protocol", choices=["cpu", "paper"], default="cpu")
+    p.add_argument("--data_dir", default="../shared/data/cifar10-jpeg",
+                   help="image folder (cpu protocol) or prepared TFDS directory (paper)")
+    p.add_argument("--methods", default="base,mwnet,gdw")
+    p.add_argument("--settings", default="uniform40,uniform60,flip40,longtail001")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
+    p.add_argument("--train_per_class", type=int, default=400, help="cpu protocol only")
+    p.add_argument("--output_dir", default="bench_results/accuracy")
+    args = p.parse_args(argv)
+    for setting in args.settings.split(","):
+        if setting not in SETTINGS:
+            p.error(f"unknown setting {setting!r}; known: {', '.join(SETTINGS)}")
+    os.makedirs(args.output_dir, exist_ok=True)
+
+    results = {}
+    for seed in args.seeds.split(","):
+        for setting in args.settings.split(","):
+            for method in args.methods.split(","):
+                results.setdefault((setting, method), []).append(
+                    run_one(args, setting, method, int(seed)))
+    md = table(args, results)
+    figure = curves(args, results)
+    with open(os.path.join(args.output_dir, "table.md"), "w") as f:
+        f.write(md + "\n")
+    print(md)
+    print(f"\nfigure: {figure}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Per-iteration cost of each method, and of each pass of one GDW iteration.
+
+  python -m gdw_tf.bench.speed                         # base, mwnet, gdw on ResNet-32, batch 100
+  python -m gdw_tf.bench.speed --methods=all --jit     # every registered method, XLA on
+
+All methods are built in one process and timed round-robin, one iteration
+each per round, so that load from other processes hits them alike; inputs are
+CIFAR-shaped synthetic batches, the whole train step is one traced function
+(as under `model.fit`), timed after warm-up. Reports median, 10th/90th
+percentile and the ratio to `base` of the same run. Peak memory is measured
+per method in a process of its own (process RSS on CPU, TensorFlow's
+allocator peak on GPU).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def _parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default="base,mwnet,gdw",
+                   help="comma-separated method names, or 'all'")
+    p.add_argument("--model", default="resnet32")
+    p.add_argument("--batch_size", type=int, default=100)
+    p.add_argument("--num_classes", type=int, default=10)
+    p.add_argument("--iters", type=int, default=20, help="timed iterations")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--jit", action="store_true", help="XLA-compile the step")
+    p.add_argument("--mixed_precision", action="store_true", help="bfloat16 compute")
+    p.add_argument("--breakdown", action="store_true", help="also time GDW's passes")
+    p.add_argument("--output", default=None, help="write the results as JSON here")
+    p.add_argument("--single", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _setup(args, method):
+    import keras
+    import tensorflow as tf
+
+    import gdw_tf
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(0)
+    backbone = gdw_tf.models.build(args.model, args.num_classes)
+    shape = tuple(backbone.input_shape[1:])
+    options = {"num_train": 50000} if method in ("insw", "soft_label", "gen_label") else {}
+    try:
+        model = gdw_tf.GDWModel(backbone, args.num_classes, method=method, **options)
+    except (TypeError, ValueError):
+        model = gdw_tf.GDWModel(backbone, args.num_classes, method=method)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    n = args.batch_size
+    data = {"image": tf.constant(rng.normal(size=(n, *shape)), tf.float32),
+            "label": tf.constant(rng.integers(0, args.num_classes, n), tf.int32),
+            "true_label": tf.constant(rng.integers(0, args.num_classes, n), tf.int32),
+            "index": tf.constant(rng.permutation(n), tf.int32)}
+    if model.method.needs_meta:
+        data["meta_image"] = tf.constant(rng.normal(size=(n, *shape)), tf.float32)
+        data["meta_label"] = tf.constant(rng.integers(0, args.num_classes, n), tf.int32)
+    return model, data
+
+
+def _peak_memory_mb():
+    import tensorflow as tf
+    if tf.config.list_physical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _stats(times):
+    t = np.asarray(times)
+    return {"median_s": float(np.median(t)), "p10_s": float(np.percentile(t, 10)),
+            "p90_s": float(np.percentile(t, 90)), "iters": len(t)}
+
+
+def peak_memory(args, method):
+    """Peak memory (MB) of a process that builds `method` and runs two steps."""
+    import tensorflow as tf
+    model, data = _setup(args, method)
+    step = tf.function(model.train_step, jit_compile=args.jit)
+    for _ in range(2):
+        float(step(data)["loss"])
+    return {"peak_memory_mb": _peak_memory_mb()}
+
+
+def time_methods(args, methods):
+    """Round-robin timing of every method's train step in this process."""
+    import tensorflow as tf
+    steps = {}
+    for method in methods:
+        model, data = _setup(args, method)
+        step = tf.function(model.train_step, jit_compile=args.jit, reduce_retracing=True)
+        steps[method] = (lambda step=step, data=data: float(step(data)["loss"]))
+        for _ in range(args.warmup):
+            steps[method]()
+        if args.breakdown and method == "gdw":
+            breakdown_result = breakdown(args, model, data)
+    times = {method: [] for method in methods}
+    for _ in range(args.iters):
+        for method, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            times[method].append(time.perf_counter() - start)
+    results = {method: _stats(t) for method, t in times.items()}
+    if args.breakdown and "gdw" in results:
+        results["gdw"]["breakdown"] = breakdown_result
+    return results
+
+
+def breakdown(args, model, data):
+    """Cumulative timings of one GDW iteration cut after each pass."""
+    import tensorflow as tf
+
+    from gdw_tf.losses import class_weighted_cross_entropy, cross_entropy
+    method, backbone = model.method, model.backbone
+    theta = backbone.trainable_variables
+    phi = method.weighting_net.trainable_variables
+    x, y = data["image"], data["label"]
+
+    def passes(stop):
+        with tf.GradientTape(watch_accessed_variables=False) as outer:
+            outer.watch([v.value for v in phi])
+            with tf.GradientTape(persistent=True) as inner:
+                logits = tf.cast(backbone(x, training=True), tf.float32)
+                state = method.first_stage(logits, data)
+                loss = tf.reduce_mean(class_weighted_cross_entropy(y, logits, state["weights"]))
+            if stop == "forward":
+                return loss
+            grads = inner.gradient(loss, theta)
+            theta_hat = [v - 0.1 * g for v, g in zip(theta, grads)]
+            if stop == "virtual_backward":
+                return tf.add_n([tf.reduce_sum(t) for t in theta_hat])
+            meta_logits, _ = backbone.stateless_call(
+                theta_hat, backbone.non_trainable_variables, data["meta_image"], training=True)
+            meta_loss = tf.reduce_mean(cross_entropy(data["meta_label"], meta_logits))
+        if stop == "meta_forward":
+            return meta_loss
+        g_phi, g_omega = outer.gradient(meta_loss, [phi, state["weights"]])
+        return tf.add_n([tf.reduce_sum(g) for g in g_phi]) + tf.reduce_sum(g_omega)
+
+    fns = {stop: tf.function(lambda stop=stop: passes(stop), jit_compile=args.jit)
+           for stop in ("forward", "virtual_backward", "meta_forward", "second_order_backward")}
+    fns["full_step"] = tf.function(lambda: model.train_step(data)["loss"], jit_compile=args.jit)
+    for fn in fns.values():  # trace and warm up
+        float(fn())
+    times = {stop: [] for stop in fns}
+    for _ in range(args.iters):  # round-robin, as for the methods
+        for stop, fn in fns.items():
+            start = time.perf_counter()
+            float(fn())
+            times[stop].append(time.perf_counter() - start)
+    cumulative = {stop: float(np.median(t)) for stop, t in times.items()}
+    names = list(cumulative)
+    parts = {names[0]: cumulative[names[0]]}
+    for prev, name in zip(names, names[1:]):
+        parts["final_backward_and_updates" if name == "full_step" else name] = (
+            cumulative[name] - cumulative[prev])
+    return {"cumulative_s": cumulative, "pass_s": parts}
+
+
+def _device():
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def main(argv=None):
+    args = _parse(argv)
+    if args.single:
+        print(json.dumps(peak_memory(args, args.single)))
+        return
+    from gdw_tf.methods import available_methods
+    methods = available_methods() if args.methods == "all" else args.methods.split(",")
+    if "base" not in methods:
+        methods = ["base", *methods]
+    passthrough = [a for a in (argv or sys.argv[1:]) if not a.startswith("--methods")
+                   and not a.startswith("--output")]
+    results = {}
+    for method in methods:  # a method that cannot be built is reported, not fatal
+        proc = subprocess.run([sys.executable, "-m", "gdw_tf.bench.speed", f"--single={method}",
+                               *passthrough], capture_output=True, text=True,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        if proc.returncode != 0:
+            results[method] = {"error": proc.stderr.strip().splitlines()[-1][:300]}
+        else:
+            results[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+    timed = time_methods(args, [m for m in methods if "error" not in results[m]])
+    for method, stats in timed.items():
+        results[method].update(stats)
+    base = results["base"].get("median_s")
+    report = {"device": _device(), "model": args.model, "batch_size": args.batch_size,
+              "jit_compile": args.jit, "mixed_precision": args.mixed_precision,
+              "methods": results}
+    print(f"\n{args.model}, batch {args.batch_size}, {report['device']}, "
+          f"jit_compile={args.jit}, mixed_precision={args.mixed_precision}\n")
+    print("| method | median s/iter | p10-p90 | x base | peak memory (MB) |")
+    print("| --- | --- | --- | --- | --- |")
+    for method, r in results.items():
+        if "error" in r:
+            print(f"| {method} | failed: {r['error']} | | | |")
+            continue
+        print(f"| {method} | {r['median_s']:.3f} | {r['p10_s']:.3f}-{r['p90_s']:.3f} | "
+              f"{r['median_s'] / base:.2f} | {r['peak_memory_mb']:.0f} |")
+    gdw = results.get("gdw", {})
+    if "breakdown" in gdw:
+        print("\n| GDW pass | seconds |\n| --- | --- |")
+        for name, sec in gdw["breakdown"]["pass_s"].items():
+            print(f"| {name} | {sec:.3f} |")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
