@@ -1,11 +1,13 @@
 """Every comparison method fits through GDWModel.fit; two replicas equal one."""
 import types
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import gdw_tf
+from gdw_tf.methods.auxiliary import optimizer_like
 from tests import tiny
 
 NUM_TRAIN, BATCH, META_BATCH = 24, 6, 5
@@ -59,13 +61,15 @@ def test_each_method_fits_one_epoch_with_finite_metrics(method):
 def test_options_from_data_supply_what_the_methods_need():
     bundle = types.SimpleNamespace(num_train=1234, num_meta=100, num_classes=3,
                                    steps_per_epoch=12, train_labels=np.array([0, 0, 2, 2, 2]))
-    settings = {"noise_rate": 0.4, "epochs": 7, "lr": 0.1}
+    settings = {"noise_type": "uniform", "noise_rate": 0.4, "epochs": 7, "lr": 0.1}
     methods = gdw_tf.methods
     assert methods.INSW.options_from_data(bundle, settings) == {"num_train": 1234}
     assert methods.GenLabel.options_from_data(bundle, settings) == {"num_train": 1234}
     assert methods.SoftLabel.options_from_data(bundle, settings) == {"num_train": 1234}
     assert methods.CoTeaching.options_from_data(bundle, settings) == {
         "forget_rate": 0.4, "steps_per_epoch": 12}
+    clean = {**settings, "noise_type": "none"}
+    assert methods.CoTeaching.options_from_data(bundle, clean)["forget_rate"] == 0.0
     assert methods.ClassBalanced.options_from_data(bundle, settings) == {
         "class_counts": [2, 0, 3]}
     glc = methods.GLC.options_from_data(bundle, settings)
@@ -100,11 +104,26 @@ def test_finetune_trains_on_the_meta_set_after_fit():
         model.method.finish(model, types.SimpleNamespace(meta_once=None, test=None), {})
 
 
+def test_optimizer_like_copies_the_configuration_and_respreads_the_cosine():
+    original = keras.optimizers.SGD(gdw_tf.EpochCosineDecay(0.1, 10, 30), momentum=0.8)
+    copy = optimizer_like(original, epochs=5)
+    config = copy.get_config()
+    assert copy is not original and config["momentum"] == 0.8
+    assert config["learning_rate"]["config"] == {
+        "initial_learning_rate": 0.1, "steps_per_epoch": 10, "epochs": 5}
+    constant = optimizer_like(keras.optimizers.SGD(0.05, momentum=0.9), epochs=5)
+    assert float(constant.learning_rate) == pytest.approx(0.05)
+
+
 @pytest.fixture(scope="module")
 def mirrored():
+    """Two replicas reduced through one device: the same replica-context semantics
+    as the default, without collective ops, whose instance keys would clash with
+    the MirroredStrategy of tests/test_distributed.py in the same process."""
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("needs two logical CPU devices (set up in conftest)")
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    return tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def _fit_on(strategy, method, initial, data):

@@ -78,7 +78,8 @@ def test_class_balanced_step_weights_each_example_by_its_class():
     np.testing.assert_allclose(out.weights.numpy()[:, 0], expected, rtol=1e-12)
     theta = model.backbone.trainable_variables
     with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(expected * cross_entropy(batch["label"], model.backbone(batch["image"])))
+        logits = model.backbone(batch["image"])
+        loss = tf.reduce_mean(expected * cross_entropy(batch["label"], logits))
     for a, b in zip(out.grads, tape.gradient(loss, theta)):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10)
 
@@ -131,9 +132,10 @@ def test_glc_prepare_recovers_a_known_corruption_matrix():
 
     (Seeds 0-2 give errors <= 0.022; sampling alone gives ~0.017.)"""
     bundle = _blobs_with_known_corruption()
-    model = tiny.gdw_model("glc", dtype="float32", backbone=tiny.mlp("float32", hidden=16),
-                           estimation_epochs=8)
-    model.method.prepare(model, bundle, {"lr": 0.1, "momentum": 0.9})
+    schedule = gdw_tf.EpochCosineDecay(0.1, bundle.steps_per_epoch, epochs=30)
+    model = tiny.gdw_model("glc", lr=schedule, dtype="float32",
+                           backbone=tiny.mlp("float32", hidden=16), estimation_epochs=8)
+    model.method.prepare(model, bundle, {})  # the estimator's schedule: 8 epochs
     estimate = model.method.corruption.numpy()
     np.testing.assert_allclose(estimate, CORRUPTION, atol=0.05)
     np.testing.assert_allclose(estimate.sum(axis=1), 1.0, rtol=1e-5)

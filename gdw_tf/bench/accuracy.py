@@ -50,7 +50,7 @@ def protocol_flags(args, setting):
     # CPU protocol: the real CIFAR-10 images, a smaller ResNet, fewer images and epochs.
     return ["--dataset=folder", f"--data_dir={args.data_dir}", "--model=resnet8",
             f"--train_per_class={args.train_per_class}", "--num_meta=1000", "--batch_size=100",
-            f"--epochs={args.epochs or 12}", "--lr=0.1", "--schedule=cosine", "--verbose=0",
+            f"--epochs={args.epochs or 10}", "--lr=0.1", "--schedule=cosine", "--verbose=0",
             *SETTINGS[setting]]
 
 
@@ -118,7 +118,7 @@ def main(argv=None):
     p.add_argument("--settings", default="uniform40,uniform60,flip40,longtail001")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
-    p.add_argument("--train_per_class", type=int, default=400, help="cpu protocol only")
+    p.add_argument("--train_per_class", type=int, default=300, help="cpu protocol only")
     p.add_argument("--output_dir", default="bench_results/accuracy")
     args = p.parse_args(argv)
     for setting in args.settings.split(","):

@@ -86,7 +86,9 @@ class Method(keras.layers.Layer):
     def finish(self, model, bundle, settings):
         """Runs after the main `fit` (e.g. fine-tuning on the meta set).
 
-        Returns None or a dict of extra results for results.json.
+        Returns None or a dict of extra results for results.json; its
+        `final_accuracy` / `best_accuracy` entries (in %), if any, replace the
+        ones computed from the fit history (e.g. after fine-tuning).
         """
 
     def train_gradients(self, model, batch, meta):

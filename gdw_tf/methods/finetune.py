@@ -60,7 +60,12 @@ class FineTune(BaseModel):
         if bundle.test is not None:
             results["test_after"] = _floats(tuner.evaluate(bundle.test, return_dict=True,
                                                            verbose=verbose))
-        return {"finetune": results}
+        out = {"finetune": results}
+        if "test_after" in results:  # the method's result is the fine-tuned model's
+            out["final_accuracy"] = 100.0 * results["test_after"]["accuracy"]
+            out["best_accuracy"] = max(out["final_accuracy"],
+                                       100.0 * results["test_before"]["accuracy"])
+        return out
 
 
 def _floats(logs):
