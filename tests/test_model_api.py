@@ -130,3 +130,18 @@ def test_epoch_cosine_schedule_is_constant_within_an_epoch():
     values = [float(schedule(s)) for s in (0, 9, 10, 20, 39)]
     np.testing.assert_allclose(values, [0.1, 0.1, 0.1 * (1 + np.cos(np.pi / 4)) / 2,
                                         0.05, 0.1 * (1 + np.cos(3 * np.pi / 4)) / 2], rtol=1e-6)
+
+
+def test_meta_optimizer_is_a_constructor_knob_and_survives_save(tmp_path):
+    model = tiny.gdw_model("gdw", meta_optimizer=keras.optimizers.SGD(0.5), hidden_units=4)
+    assert isinstance(model.method.meta_optimizer, keras.optimizers.SGD)
+    phi = [v.numpy().copy() for v in model.method.weighting_net.weights]
+    model.fit(tiny.paired_dataset(tiny.batches(1)), epochs=1, verbose=0)
+    assert any(not np.array_equal(a, b.numpy())
+               for a, b in zip(phi, model.method.weighting_net.weights))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.method.meta_optimizer, keras.optimizers.SGD)
+    with pytest.raises(ValueError, match="meta_optimizer must be a keras optimizer"):
+        tiny.gdw_model("gdw", meta_optimizer="adam")

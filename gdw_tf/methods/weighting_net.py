@@ -18,20 +18,27 @@ class MWNet(BilevelMethod):
     Options (reference defaults): hidden_units=100 (V_phi is 1-100-1),
     meta_learning_rate=1e-3 and meta_weight_decay=1e-4 for V_phi's Adam
     (L2 decay added to the gradient, as torch.optim.Adam; epsilon 1e-8).
+    meta_optimizer: another (unbuilt) Keras optimizer, or its config dict, to
+    use instead of that Adam; meta_weight_decay still applies.
     """
 
     def __init__(self, hidden_units=100, meta_learning_rate=1e-3,
-                 meta_weight_decay=1e-4, **kwargs):
+                 meta_weight_decay=1e-4, meta_optimizer=None, **kwargs):
         super().__init__(**kwargs)
         self.hidden_units = int(hidden_units)
         self.meta_learning_rate = float(meta_learning_rate)
         self.meta_weight_decay = float(meta_weight_decay)
+        if isinstance(meta_optimizer, dict):
+            meta_optimizer = keras.optimizers.deserialize(meta_optimizer)
+        if meta_optimizer is not None and not isinstance(meta_optimizer, keras.optimizers.Optimizer):
+            raise ValueError(f"meta_optimizer must be a keras optimizer, got {meta_optimizer!r}")
+        self._custom_meta_optimizer = meta_optimizer
 
     def setup(self, model):
         self.weighting_net = WeightingNetwork(
             self.hidden_units, dtype=parameter_dtype(model.backbone))
         self.weighting_net.build((None, 1))
-        self.meta_optimizer = keras.optimizers.Adam(
+        self.meta_optimizer = self._custom_meta_optimizer or keras.optimizers.Adam(
             self.meta_learning_rate, epsilon=1e-8, name="meta_optimizer")
         # Built here, outside any replica context (keras-team/keras#23085).
         self.meta_optimizer.build(self.weighting_net.trainable_variables)
@@ -39,7 +46,9 @@ class MWNet(BilevelMethod):
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units,
                 "meta_learning_rate": self.meta_learning_rate,
-                "meta_weight_decay": self.meta_weight_decay}
+                "meta_weight_decay": self.meta_weight_decay,
+                "meta_optimizer": (keras.optimizers.serialize(self._custom_meta_optimizer)
+                                   if self._custom_meta_optimizer is not None else None)}
 
     def meta_variables(self):
         return self.weighting_net.trainable_variables
