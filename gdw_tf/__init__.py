@@ -8,7 +8,7 @@ Public API:
   models                   backbones: resnet32, resnet18, small_cnn, ... (registry)
   WeightingNetwork, EpochCosineDecay
 """
-from gdw_tf import data, diagnostics, losses, methods, models
+from gdw_tf import data, diagnostics, losses, methods, metrics, models
 from gdw_tf.model import GDWModel
 from gdw_tf.schedules import EpochCosineDecay
 from gdw_tf.weighting import WeightingNetwork

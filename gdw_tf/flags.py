@@ -45,7 +45,8 @@ flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "
 flags.DEFINE_integer("num_cpu_devices", 1, "Split the CPU into this many logical devices (testing mirrored).")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
 flags.DEFINE_bool("mixed_precision", False, "Compute in bfloat16 (weights and losses stay float32).")
-flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA (turns off the "
+                  "step's runtime input checks; slower on CPU).")
 flags.DEFINE_integer("seed", 0, "Seed of the data protocol and of the initialisation.")
 flags.DEFINE_string("output_dir", None, "Checkpoints, logs, results.json and figures (resumes if present).")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")

@@ -1,4 +1,6 @@
 """`GDWModel`: a Keras model whose `train_step` runs a (meta-)weighting method."""
+import warnings
+
 import keras
 import tensorflow as tf
 
@@ -87,6 +89,12 @@ class GDWModel(keras.Model):
             raise ValueError(
                 "GDWModel.compile: do not pass `loss`; the training method "
                 "defines it (softmax cross-entropy with learned weights)")
+        if kwargs.get("jit_compile") is True:
+            warnings.warn(
+                "GDWModel: XLA (jit_compile=True) compiles away the step's runtime checks "
+                "(labels in range, finite losses and gradients): bad input will then "
+                "corrupt the weights instead of raising. Validate the data first.",
+                stacklevel=2)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         # Create all state now, outside replica contexts: the optimizer only
         # for the backbone (not the method's meta-parameters) and the metrics.

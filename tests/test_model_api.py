@@ -145,3 +145,19 @@ def test_meta_optimizer_is_a_constructor_knob_and_survives_save(tmp_path):
     assert isinstance(loaded.method.meta_optimizer, keras.optimizers.SGD)
     with pytest.raises(ValueError, match="meta_optimizer must be a keras optimizer"):
         tiny.gdw_model("gdw", meta_optimizer="adam")
+
+
+def test_histogram_counts_values_per_bin_with_weights():
+    hist = gdw_tf.metrics.Histogram(bins=4, low=0.0, high=2.0)
+    hist.update_state(tf.constant([0.1, 0.6, 0.7, 1.9, 5.0, -1.0]),
+                      tf.constant([1.0, 1.0, 0.0, 1.0, 1.0, 1.0]))
+    np.testing.assert_array_equal(hist.result().numpy(), [2, 1, 0, 2])
+
+
+@pytest.mark.parametrize("method", ["base", "gdw"])
+def test_train_step_compiles_with_xla(method):
+    model = tiny.gdw_model(method, dtype="float32")
+    (batch, meta), = tiny.batches(1, dtype="float32")
+    step = tf.function(model.train_step, jit_compile=True)
+    logs = step({**batch, "meta_image": meta[0], "meta_label": meta[1]})
+    assert np.isfinite(float(logs["loss"]))

@@ -58,6 +58,8 @@ def run_one(args, setting, method, seed):
     out = os.path.join(args.output_dir, f"{setting}_{method}_seed{seed}")
     path = os.path.join(out, "results.json")
     if not os.path.exists(path):
+        if args.report_only:
+            return None
         cmd = [sys.executable, "-m", "gdw_tf.train", *protocol_flags(args, setting),
                f"--method={method}", f"--seed={seed}", f"--output_dir={out}"]
         print("running:", " ".join(cmd[1:]), flush=True)
@@ -120,6 +122,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
     p.add_argument("--train_per_class", type=int, default=300, help="cpu protocol only")
     p.add_argument("--output_dir", default="bench_results/accuracy")
+    p.add_argument("--report_only", action="store_true",
+                   help="tabulate the finished runs, start none")
     args = p.parse_args(argv)
     for setting in args.settings.split(","):
         if setting not in SETTINGS:
