@@ -21,12 +21,11 @@ from gdw_tf.flags import FLAGS
 DATASET_DEFAULTS = {"digits": ("small_cnn", 0.05), "cifar10": ("resnet32", 0.1),
                     "cifar100": ("resnet32", 0.1), "folder": ("resnet32", 0.1),
                     "clothing1m": ("resnet18", 1e-3)}
-OUR_FLAGS = None  # names of the flags defined in gdw_tf.flags (filled in main)
 
 
 def settings_from_flags():
     """The run's configuration: every gdw_tf flag's value, as a plain dict."""
-    return {name: FLAGS[name].value for name in OUR_FLAGS}
+    return {flag.name: flag.value for flag in FLAGS.get_flags_for_module(gdw_flags)}
 
 
 def default_output_dir(s):
@@ -169,10 +168,5 @@ def main(argv):
           f"{results['wall_time_s']:.0f} s; results in {results['output_dir']}]")
 
 
-def _flag_names():
-    return [f.name for f in FLAGS.get_flags_for_module(gdw_flags)]
-
-
 if __name__ == "__main__":
-    OUR_FLAGS = _flag_names()
     app.run(main)

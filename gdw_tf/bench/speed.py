@@ -49,11 +49,9 @@ def _setup(args, method):
     keras.utils.set_random_seed(0)
     backbone = gdw_tf.models.build(args.model, args.num_classes)
     shape = tuple(backbone.input_shape[1:])
+    # Per-example tables are sized for CIFAR's training set.
     options = {"num_train": 50000} if method in ("insw", "soft_label", "gen_label") else {}
-    try:
-        model = gdw_tf.GDWModel(backbone, args.num_classes, method=method, **options)
-    except (TypeError, ValueError):
-        model = gdw_tf.GDWModel(backbone, args.num_classes, method=method)
+    model = gdw_tf.GDWModel(backbone, args.num_classes, method=method, **options)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), metrics=["accuracy"])
     rng = np.random.default_rng(0)
     n = args.batch_size
