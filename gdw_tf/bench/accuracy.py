@@ -4,10 +4,12 @@
   python -m gdw_tf.bench.accuracy --protocol=paper --data_dir=~/tensorflow_datasets   # GPUs
 
 Each run is `python -m gdw_tf.train` in its own process with its own output
-directory under --output_dir; finished runs are reused, so an interrupted
-benchmark continues where it stopped. The table reports mean +- standard
-deviation over seeds of the final accuracy (mean of the last 5 epochs' test
-accuracy, as the reference log), with the paper's numbers beside it.
+directory under --output_dir; finished runs are reused (after checking they were
+made with the same flags), so an interrupted benchmark continues where it
+stopped. The table reports mean +- standard deviation over seeds of the test
+accuracy, with the paper's numbers beside it: for the paper protocol the mean of
+the last 5 epochs (as the reference log), for the short CPU protocol the last
+epoch (the cosine schedule has decayed; earlier epochs are not converged).
 """
 import argparse
 import json
@@ -50,18 +52,42 @@ def protocol_flags(args, setting):
     # CPU protocol: the real CIFAR-10 images, a smaller ResNet, fewer images and epochs.
     return ["--dataset=folder", f"--data_dir={args.data_dir}", "--model=resnet8",
             f"--train_per_class={args.train_per_class}", "--num_meta=1000", "--batch_size=100",
-            f"--epochs={args.epochs or 10}", "--lr=0.1", "--schedule=cosine", "--verbose=0",
-            *SETTINGS[setting]]
+            f"--epochs={args.epochs or CPU_EPOCHS}", "--lr=0.1", "--schedule=cosine",
+            "--verbose=0", *SETTINGS[setting]]
+
+
+# Metric of the table per protocol (keys of each run's results.json).
+METRIC = {"paper": "final_accuracy", "cpu": "last_accuracy"}
+CPU_EPOCHS = 8
+
+
+def _check_same_flags(path, flags):
+    """Raises if the finished run at `path` was made with other flags than `flags`."""
+    with open(path) as f:
+        stored = json.load(f)["flags"]
+    for flag in flags:
+        if flag.startswith("--flagfile="):
+            continue
+        name, _, value = flag[2:].partition("=")
+        have = stored.get(name)
+        same = (str(have) == value or (isinstance(have, (int, float)) and not isinstance(have, bool)
+                                       and float(have) == float(value)))
+        if not same:
+            raise SystemExit(f"{path}: this run was made with --{name}={have}, the benchmark "
+                             f"asks for --{name}={value}; pass another --output_dir (or remove "
+                             "the old runs) instead of mixing protocols in one table")
 
 
 def run_one(args, setting, method, seed):
     out = os.path.join(args.output_dir, f"{setting}_{method}_seed{seed}")
     path = os.path.join(out, "results.json")
-    if not os.path.exists(path):
+    flags = [*protocol_flags(args, setting), f"--method={method}", f"--seed={seed}"]
+    if os.path.exists(path):
+        _check_same_flags(path, flags)
+    else:
         if args.report_only:
             return None
-        cmd = [sys.executable, "-m", "gdw_tf.train", *protocol_flags(args, setting),
-               f"--method={method}", f"--seed={seed}", f"--output_dir={out}"]
+        cmd = [sys.executable, "-m", "gdw_tf.train", *flags, f"--output_dir={out}"]
         print("running:", " ".join(cmd[1:]), flush=True)
         proc = subprocess.run(cmd, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
                               capture_output=True, text=True)
@@ -79,13 +105,16 @@ def table(args, results):
     for method in args.methods.split(","):
         cells = []
         for setting in args.settings.split(","):
-            accs = [r["final_accuracy"] for r in results.get((setting, method), []) if r]
+            accs = [r[METRIC[args.protocol]] for r in results.get((setting, method), []) if r]
             paper = PAPER.get(setting, {}).get(method)
             cell = (f"{np.mean(accs):.2f} ± {np.std(accs):.2f}" if accs else "n/a")
             if len(accs) < seeds:
                 cell += f" ({len(accs)}/{seeds} runs)"
             cells.append(cell + (f" (paper {paper:.2f})" if paper else ""))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    done = [r for runs in results.values() for r in runs if r]
+    lines.append(f"\n{len(done)} runs, {sum(r['wall_time_s'] for r in done) / 60:.1f} min of "
+                 f"training processes; metric: {METRIC[args.protocol]} (%).")
     return "\n".join(lines)
 
 
@@ -118,9 +147,9 @@ def main(argv=None):
                    help="image folder (cpu protocol) or prepared TFDS directory (paper)")
     p.add_argument("--methods", default="base,mwnet,gdw")
     p.add_argument("--settings", default="uniform40,uniform60,flip40,longtail001")
-    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
-    p.add_argument("--train_per_class", type=int, default=300, help="cpu protocol only")
+    p.add_argument("--train_per_class", type=int, default=250, help="cpu protocol only")
     p.add_argument("--output_dir", default="bench_results/accuracy")
     p.add_argument("--report_only", action="store_true",
                    help="tabulate the finished runs, start none")

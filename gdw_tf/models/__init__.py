@@ -8,13 +8,14 @@ from gdw_tf.models.registry import available_models, build, get_model_spec, regi
 from gdw_tf.models.weights import WeightLoadReport, load_init_weights
 from gdw_tf.models import torchvision_weights  # noqa: F401  (registers the .npz format)
 from gdw_tf.models.layers import OptionAShortcut
+from gdw_tf.models.batch_norm import FusedBatchNormalization
 from gdw_tf.models.heads import HEAD_LAYER
 from gdw_tf.models.resnet_cifar import resnet8, resnet32
 from gdw_tf.models.resnet_imagenet import resnet18
 from gdw_tf.models.small_nets import mlp, small_cnn, small_cnn_nobn
 
 __all__ = [
-    "HEAD_LAYER", "OptionAShortcut", "WeightLoadReport", "available_models", "build",
+    "FusedBatchNormalization", "HEAD_LAYER", "OptionAShortcut", "WeightLoadReport", "available_models", "build",
     "get_model_spec", "load_init_weights", "mlp", "register_model", "resnet18",
     "resnet8", "resnet32", "small_cnn", "small_cnn_nobn",
 ]

@@ -9,14 +9,16 @@ from typing import Callable
 
 import keras
 
+from gdw_tf.models.batch_norm import FusedBatchNormalization
+
 # PyTorch BatchNorm2d defaults: running = 0.9 * running + 0.1 * batch, eps = 1e-5.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
 def batch_norm(x, name: str):
-    """BatchNorm over the channel axis with PyTorch's momentum / epsilon."""
-    return keras.layers.BatchNormalization(
+    """BatchNorm over the channel axis with PyTorch's momentum / epsilon (fused kernel)."""
+    return FusedBatchNormalization(
         axis=-1, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
     )(x)
 

@@ -75,7 +75,7 @@ def expected_tensors(model: keras.Model) -> dict[str, tuple]:
     for layer in model.layers:
         if not layer.weights:
             continue
-        maps = PARAM_MAPS.get(type(layer))
+        maps = next((PARAM_MAPS[c] for c in type(layer).__mro__ if c in PARAM_MAPS), None)
         if maps is None:
             raise ValueError(f"model '{model.name}': layer '{layer.name}' of type "
                              f"{type(layer).__name__} has no torchvision mapping")
