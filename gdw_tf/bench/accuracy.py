@@ -70,8 +70,11 @@ def _check_same_flags(path, flags):
             continue
         name, _, value = flag[2:].partition("=")
         have = stored.get(name)
-        same = (str(have) == value or (isinstance(have, (int, float)) and not isinstance(have, bool)
-                                       and float(have) == float(value)))
+        same = (str(have) == value
+                or (name == "data_dir" and have is not None
+                    and os.path.realpath(have) == os.path.realpath(value))
+                or (isinstance(have, (int, float)) and not isinstance(have, bool)
+                    and float(have) == float(value)))
         if not same:
             raise SystemExit(f"{path}: this run was made with --{name}={have}, the benchmark "
                              f"asks for --{name}={value}; pass another --output_dir (or remove "
@@ -140,7 +143,7 @@ def curves(args, results):
     return path
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocol", choices=["cpu", "paper"], default="cpu")
     p.add_argument("--data_dir", default="../shared/data/cifar10-jpeg",
@@ -157,6 +160,11 @@ def main(argv=None):
     for setting in args.settings.split(","):
         if setting not in SETTINGS:
             p.error(f"unknown setting {setting!r}; known: {', '.join(SETTINGS)}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)
 
     results = {}
