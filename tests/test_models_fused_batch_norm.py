@@ -24,7 +24,7 @@ def _pair(channels=5):
 def test_training_output_and_moving_statistics_match_keras():
     keras_bn, fused_bn = _pair()
     x = tf.constant(np.random.default_rng(1).normal(2.0, 3.0, size=(6, 4, 3, 5)), tf.float32)
-    assert fused_bn._fused(x, True, None)  # the fused kernel is what is tested
+    assert fused_bn._fused(x, None)  # the fused kernels are what is tested
     for _ in range(2):  # two updates: the moving averages compound
         expected, got = keras_bn(x, training=True), fused_bn(x, training=True)
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
@@ -37,6 +37,25 @@ def test_training_output_and_moving_statistics_match_keras():
     np.testing.assert_allclose(fused_bn.moving_variance.numpy(), 0.81 + 0.19 * var, rtol=1e-5)
     np.testing.assert_allclose(fused_bn(x, training=False).numpy(),
                                keras_bn(x, training=False).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_inference_and_frozen_layers_match_keras():
+    """training=False, and trainable=False (Keras: inference mode, statistics frozen)."""
+    keras_bn, fused_bn = _pair()
+    x = tf.constant(np.random.default_rng(4).normal(1.0, 2.0, size=(6, 4, 3, 5)), tf.float32)
+    keras_bn(x, training=True), fused_bn(x, training=True)  # non-trivial moving statistics
+    for layer in (keras_bn, fused_bn):
+        layer.trainable = False
+    frozen = fused_bn.moving_mean.numpy()
+    outputs = []
+    for layer in (keras_bn, fused_bn):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        outputs.append((y.numpy(), tape.gradient(y, x, output_gradients=x).numpy()))
+    np.testing.assert_allclose(outputs[1][0], outputs[0][0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outputs[1][1], outputs[0][1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(fused_bn.moving_mean.numpy(), frozen)
 
 
 def _plain_batch_norm(x, gamma, beta, epsilon=1e-5):

@@ -101,21 +101,29 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Same semantics, parameters and moving-statistics update as the Keras layer (biased batch
     variance, ``moving = momentum * moving + (1 - momentum) * batch``), in float32 like
-    Keras, so it loads the same weights. In training mode on (N, H, W, C) inputs of float32
-    compute (bfloat16/float16 are upcast, as Keras does) it runs fused kernels instead of
-    Keras' moments + affine composite; anything else (inference, masks, renorm, float64,
-    other axes) is the Keras layer.
+    Keras, so it loads the same weights. On (N, H, W, C) inputs of float32 compute
+    (bfloat16/float16 are upcast, as Keras does) it runs fused kernels instead of Keras'
+    moments + affine composite, in training and in inference; anything else (masks,
+    renorm, float64, other axes) is the Keras layer.
     """
 
-    def _fused(self, inputs, training, mask) -> bool:
-        return (bool(training) and self.trainable and mask is None and not self.renorm
-                and self.scale and self.center and len(inputs.shape) == 4
-                and self.axis in (-1, 3)
+    def _fused(self, inputs, mask) -> bool:
+        return (mask is None and not self.renorm and self.scale and self.center
+                and len(inputs.shape) == 4 and self.axis in (-1, 3)
                 and keras.backend.result_type(inputs.dtype, "float32") == "float32")
 
     def call(self, inputs, training=None, mask=None):
-        if not self._fused(inputs, training, mask):
+        if not self._fused(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
+        if not (training and self.trainable):
+            # Inference: normalise with the moving statistics (TF's registered gradients).
+            y = tf.raw_ops.FusedBatchNormV3(
+                x=tf.cast(inputs, tf.float32), scale=tf.cast(self.gamma, tf.float32),
+                offset=tf.cast(self.beta, tf.float32),
+                mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
+                data_format="NHWC", is_training=False)[0]
+            return tf.cast(y, self.compute_dtype)
         y, mean, variance = fused_batch_norm_training(
             tf.cast(inputs, tf.float32), tf.cast(self.gamma, tf.float32),
             tf.cast(self.beta, tf.float32), self.epsilon)
