@@ -42,3 +42,20 @@ def test_a_finished_run_with_other_flags_is_refused(tmp_path):
     _finished_run(tmp_path, args, epochs=10)
     with pytest.raises(SystemExit, match=r"--epochs=10.*--epochs=8.*--output_dir"):
         accuracy.run_one(args, "uniform40", "gdw", 0)
+
+
+def test_weight_figure_shows_only_methods_whose_weights_vary(tmp_path):
+    args = accuracy.parse_args([f"--output_dir={tmp_path}", "--seeds=0", "--methods=base,gdw",
+                                "--settings=uniform40", "--report_only"])
+    edges = [0.0, 0.5, 1.0, 1.5]
+
+    def run(clean, noisy):
+        return {"target_weight_histograms": {"edges": edges, "by_epoch": {
+            "0": {"clean": [0, 0, 1, 0], "noisy": [0, 0, 1, 0]},
+            "1": {"clean": clean, "noisy": noisy}}}}
+
+    constant = {("uniform40", "base"): [run([0, 0, 5, 0], [0, 0, 3, 0])]}
+    assert accuracy.weight_figure(args, constant) is None
+    varying = dict(constant, **{("uniform40", "gdw"): [run([0, 1, 4, 0], [2, 1, 0, 0])]})
+    path = accuracy.weight_figure(args, varying)
+    assert path == os.path.join(str(tmp_path), "target_weights.png") and os.path.getsize(path) > 0

@@ -163,6 +163,50 @@ def parse_args(argv=None):
     return args
 
 
+def weight_figure(args, results):
+    """Last-epoch target-weight distributions, clean vs noisy (paper Fig. 3), summed over
+    seeds: one row per weighting method, one column per setting. None if no run has them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    settings = args.settings.split(",")
+    def varies(r):  # constant weights (e.g. base: all 1) fill one bin; nothing to show
+        by_epoch = (r or {}).get("target_weight_histograms", {}).get("by_epoch")
+        if not by_epoch:
+            return False
+        last = by_epoch[max(by_epoch, key=int)]
+        return np.count_nonzero(np.add(last["clean"], last["noisy"])) > 1
+
+    rows = [m for m in args.methods.split(",")
+            if any(varies(r) for s in settings for r in results.get((s, m), []))]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(len(rows), len(settings), figsize=(4 * len(settings), 2.6 * len(rows)),
+                             squeeze=False)
+    for ax_row, method in zip(axes, rows):
+        for ax, setting in zip(ax_row, settings):
+            totals, edges = {}, None
+            for r in results.get((setting, method), []):
+                hist = (r or {}).get("target_weight_histograms", {})
+                if not hist.get("by_epoch"):
+                    continue
+                edges = np.asarray(hist["edges"])
+                last = hist["by_epoch"][max(hist["by_epoch"], key=int)]
+                for kind in ("clean", "noisy"):
+                    totals[kind] = totals.get(kind, 0) + np.asarray(last[kind])
+            for kind, counts in totals.items():
+                if counts.sum() > 0:
+                    ax.stairs(counts / counts.sum(), edges, label=f"{kind} ({int(counts.sum())})",
+                              fill=True, alpha=0.5)
+            ax.set(title=f"{method}, {setting}", xlabel="target weight", ylabel="fraction")
+            if totals:
+                ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(args.output_dir, "target_weights.png")
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -174,11 +218,11 @@ def main(argv=None):
                 results.setdefault((setting, method), []).append(
                     run_one(args, setting, method, int(seed)))
     md = table(args, results)
-    figure = curves(args, results)
+    figures = [curves(args, results), weight_figure(args, results)]
     with open(os.path.join(args.output_dir, "table.md"), "w") as f:
         f.write(md + "\n")
     print(md)
-    print(f"\nfigure: {figure}")
+    print("\nfigures:", ", ".join(f for f in figures if f))
 
 
 if __name__ == "__main__":
