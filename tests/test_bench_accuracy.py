@@ -47,7 +47,7 @@ def test_a_finished_run_with_other_flags_is_refused(tmp_path):
 def test_weight_figure_shows_only_methods_whose_weights_vary(tmp_path):
     args = accuracy.parse_args([f"--output_dir={tmp_path}", "--seeds=0", "--methods=base,gdw",
                                 "--settings=uniform40", "--report_only"])
-    edges = [0.0, 0.5, 1.0, 1.5]
+    edges = [0.0, 0.5, 1.0, 1.5, 2.0]  # 4 bins
 
     def run(clean, noisy):
         return {"target_weight_histograms": {"edges": edges, "by_epoch": {
@@ -56,6 +56,6 @@ def test_weight_figure_shows_only_methods_whose_weights_vary(tmp_path):
 
     constant = {("uniform40", "base"): [run([0, 0, 5, 0], [0, 0, 3, 0])]}
     assert accuracy.weight_figure(args, constant) is None
-    varying = dict(constant, **{("uniform40", "gdw"): [run([0, 1, 4, 0], [2, 1, 0, 0])]})
+    varying = {**constant, ("uniform40", "gdw"): [run([0, 1, 4, 0], [2, 1, 0, 0])]}
     path = accuracy.weight_figure(args, varying)
     assert path == os.path.join(str(tmp_path), "target_weights.png") and os.path.getsize(path) > 0
