@@ -47,6 +47,8 @@ def _fused_backward(dy, x, gamma, reserves, x_hat, epsilon):
             data_format="NHWC", is_training=True)
 
         def grad(u_dx, u_dgamma, u_dbeta):
+            u_dx, u_dgamma, u_dbeta = (tf.zeros_like(t) if u is None else u for u, t in
+                                       zip((u_dx, u_dgamma, u_dbeta), (dx, dgamma, dbeta)))
             # W.r.t. dy: the transpose of a symmetric operator is the same kernel.
             u_dy = tf.raw_ops.FusedBatchNormGradV3(
                 y_backprop=u_dx, x=x, scale=gamma, reserve_space_1=reserves[0],
