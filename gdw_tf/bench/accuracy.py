@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 
@@ -82,6 +83,9 @@ def _check_same_flags(path, flags):
                              "the old runs) instead of mixing protocols in one table")
 
 
+_PRINT_LOCK = threading.Lock()
+
+
 def run_one(args, setting, method, seed):
     out = os.path.join(args.output_dir, f"{setting}_{method}_seed{seed}")
     path = os.path.join(out, "results.json")
@@ -92,14 +96,16 @@ def run_one(args, setting, method, seed):
         if args.report_only:
             return None
         cmd = [sys.executable, "-m", "gdw_tf.train", *flags, f"--output_dir={out}"]
-        print("running:", " ".join(cmd[1:]), flush=True)
+        with _PRINT_LOCK:
+            print("running:", " ".join(cmd[1:]), flush=True)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         if args.jobs > 1:  # share the cores between the concurrent runs
             threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
             env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads)
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            print(proc.stderr[-2000:], file=sys.stderr)
+            with _PRINT_LOCK:
+                print(f"FAILED ({out}):\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
             return None
     with open(path) as f:
         return json.load(f)
