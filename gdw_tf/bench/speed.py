@@ -34,7 +34,8 @@ def _parse(argv=None):
     p.add_argument("--jit", action="store_true", help="XLA-compile the step")
     p.add_argument("--mixed_precision", action="store_true", help="bfloat16 compute")
     p.add_argument("--breakdown", action="store_true", help="also time GDW's passes")
-    p.add_argument("--output", default=None, help="write the results as JSON here")
+    p.add_argument("--output", default=None,
+                   help="write the results as JSON here (and as markdown beside it, .md)")
     p.add_argument("--single", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -49,8 +50,11 @@ def _setup(args, method):
     keras.utils.set_random_seed(0)
     backbone = gdw_tf.models.build(args.model, args.num_classes)
     shape = tuple(backbone.input_shape[1:])
-    # Per-example tables are sized for CIFAR's training set.
-    options = {"num_train": 50000} if method in ("insw", "soft_label", "gen_label") else {}
+    # What the trainer derives from the data, for a CIFAR-sized noisy training set.
+    options = {"insw": {"num_train": 50000}, "soft_label": {"num_train": 50000},
+               "gen_label": {"num_train": 50000},
+               "coteaching": {"forget_rate": 0.4, "steps_per_epoch": 500},
+               "class_balanced": {"class_counts": [5000] * args.num_classes}}.get(method, {})
     model = gdw_tf.GDWModel(backbone, args.num_classes, method=method, **options)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), metrics=["accuracy"])
     rng = np.random.default_rng(0)
@@ -198,24 +202,26 @@ def main(argv=None):
     report = {"device": _device(), "model": args.model, "batch_size": args.batch_size,
               "jit_compile": args.jit, "mixed_precision": args.mixed_precision,
               "methods": results}
-    print(f"\n{args.model}, batch {args.batch_size}, {report['device']}, "
-          f"jit_compile={args.jit}, mixed_precision={args.mixed_precision}\n")
-    print("| method | median s/iter | p10-p90 | x base | peak memory (MB) |")
-    print("| --- | --- | --- | --- | --- |")
+    lines = [f"{args.model}, batch {args.batch_size}, {report['device']}, "
+             f"jit_compile={args.jit}, mixed_precision={args.mixed_precision}", "",
+             "| method | median s/iter | p10-p90 | x base | peak memory (MB) |",
+             "| --- | --- | --- | --- | --- |"]
     for method, r in results.items():
         if "error" in r:
-            print(f"| {method} | failed: {r['error']} | | | |")
+            lines.append(f"| {method} | failed: {r['error']} | | | |")
             continue
-        print(f"| {method} | {r['median_s']:.3f} | {r['p10_s']:.3f}-{r['p90_s']:.3f} | "
-              f"{r['median_s'] / base:.2f} | {r['peak_memory_mb']:.0f} |")
+        lines.append(f"| {method} | {r['median_s']:.3f} | {r['p10_s']:.3f}-{r['p90_s']:.3f} | "
+                     f"{r['median_s'] / base:.2f} | {r['peak_memory_mb']:.0f} |")
     gdw = results.get("gdw", {})
     if "breakdown" in gdw:
-        print("\n| GDW pass | seconds |\n| --- | --- |")
-        for name, sec in gdw["breakdown"]["pass_s"].items():
-            print(f"| {name} | {sec:.3f} |")
-    if args.output:
+        lines += ["", "| GDW pass | seconds |", "| --- | --- |"]
+        lines += [f"| {name} | {sec:.3f} |" for name, sec in gdw["breakdown"]["pass_s"].items()]
+    print("\n" + "\n".join(lines))
+    if args.output:  # the JSON, and the same tables as markdown beside it
         with open(args.output, "w") as f:
             json.dump(report, f, indent=2)
+        with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
+            f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
