@@ -131,11 +131,23 @@ def table(args, results):
     return "\n".join(lines)
 
 
-def curves(args, results):
-    """Mean test-accuracy curve per method, one panel per setting."""
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(args, fig, name):
+    fig.tight_layout()
+    path = os.path.join(args.output_dir, name)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def curves(args, results):
+    """Mean test-accuracy curve per method, one panel per setting."""
+    plt = _pyplot()
     settings = args.settings.split(",")
     fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings), 3.2), squeeze=False)
     for ax, setting in zip(axes[0], settings):
@@ -147,10 +159,7 @@ def curves(args, results):
                 ax.plot(np.arange(1, length + 1), mean, label=method)
         ax.set(title=setting, xlabel="epoch", ylabel="test accuracy (%)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(args.output_dir, "accuracy_curves.png")
-    fig.savefig(path, dpi=100)
-    return path
+    return _save(args, fig, "accuracy_curves.png")
 
 
 def parse_args(argv=None):
@@ -181,9 +190,7 @@ def parse_args(argv=None):
 def weight_figure(args, results):
     """Last-epoch target-weight distributions, clean vs noisy (paper Fig. 3), summed over
     seeds: one row per weighting method, one column per setting. None if no run has them."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     settings = args.settings.split(",")
     def varies(r):  # constant weights (e.g. base: all 1) fill one bin; nothing to show
         by_epoch = (r or {}).get("target_weight_histograms", {}).get("by_epoch")
@@ -216,10 +223,7 @@ def weight_figure(args, results):
             ax.set(title=f"{method}, {setting}", xlabel="target weight", ylabel="fraction")
             if totals:
                 ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(args.output_dir, "target_weights.png")
-    fig.savefig(path, dpi=100)
-    return path
+    return _save(args, fig, "target_weights.png")
 
 
 def main(argv=None):
