@@ -59,3 +59,13 @@ def test_weight_figure_shows_only_methods_whose_weights_vary(tmp_path):
     varying = {**constant, ("uniform40", "gdw"): [run([0, 1, 4, 0], [2, 1, 0, 0])]}
     path = accuracy.weight_figure(args, varying)
     assert path == os.path.join(str(tmp_path), "target_weights.png") and os.path.getsize(path) > 0
+
+
+def test_a_mixed_table_is_refused_before_any_run_starts(tmp_path, monkeypatch):
+    _finished_run(tmp_path, _args(tmp_path), epochs=10)  # seed 0, other flags
+    started = []
+    monkeypatch.setattr(accuracy.subprocess, "run", lambda *a, **k: started.append(a))
+    with pytest.raises(SystemExit, match="--epochs=10"):
+        accuracy.main([f"--output_dir={tmp_path}", "--seeds=1,0", "--methods=gdw",
+                       "--settings=uniform40", "--jobs=1"])
+    assert started == []

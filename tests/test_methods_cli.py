@@ -18,3 +18,6 @@ def test_method_trains_one_epoch_from_the_command_line(tmp_path, method):
     assert res["flags"]["method"] == method
     assert res["epochs_completed"] == 1 and 0 <= res["final_accuracy"] <= 100
     assert all(v == v for v in res["history"]["loss"])  # finite, not NaN
+    if method == "finetune":  # every reported accuracy is the fine-tuned model's
+        after = 100 * res["finetune"]["test_after"]["accuracy"]
+        assert res["final_accuracy"] == res["last_accuracy"] == pytest.approx(after)

@@ -86,10 +86,19 @@ def _check_same_flags(path, flags):
 _PRINT_LOCK = threading.Lock()
 
 
+def run_dir(args, setting, method, seed):
+    return os.path.join(args.output_dir, f"{setting}_{method}_seed{seed}")
+
+
+def run_flags(args, setting, method, seed):
+    """Every flag of one run except its --output_dir."""
+    return [*protocol_flags(args, setting), f"--method={method}", f"--seed={seed}"]
+
+
 def run_one(args, setting, method, seed):
-    out = os.path.join(args.output_dir, f"{setting}_{method}_seed{seed}")
+    out = run_dir(args, setting, method, seed)
     path = os.path.join(out, "results.json")
-    flags = [*protocol_flags(args, setting), f"--method={method}", f"--seed={seed}"]
+    flags = run_flags(args, setting, method, seed)
     if os.path.exists(path):
         _check_same_flags(path, flags)
     else:
@@ -187,17 +196,24 @@ def parse_args(argv=None):
     return args
 
 
+def _last_histogram(run):
+    """(bin edges, {"clean": counts, "noisy": counts}) of a run's last epoch, or None."""
+    hist = (run or {}).get("target_weight_histograms", {})
+    if not hist.get("by_epoch"):
+        return None
+    last = hist["by_epoch"][max(hist["by_epoch"], key=int)]
+    return np.asarray(hist["edges"]), {k: np.asarray(v) for k, v in last.items()}
+
+
 def weight_figure(args, results):
     """Last-epoch target-weight distributions, clean vs noisy (paper Fig. 3), summed over
     seeds: one row per weighting method, one column per setting. None if no run has them."""
     plt = _pyplot()
     settings = args.settings.split(",")
+
     def varies(r):  # constant weights (e.g. base: all 1) fill one bin; nothing to show
-        by_epoch = (r or {}).get("target_weight_histograms", {}).get("by_epoch")
-        if not by_epoch:
-            return False
-        last = by_epoch[max(by_epoch, key=int)]
-        return np.count_nonzero(np.add(last["clean"], last["noisy"])) > 1
+        last = _last_histogram(r)
+        return last is not None and np.count_nonzero(last[1]["clean"] + last[1]["noisy"]) > 1
 
     rows = [m for m in args.methods.split(",")
             if any(varies(r) for s in settings for r in results.get((s, m), []))]
@@ -208,14 +224,10 @@ def weight_figure(args, results):
     for ax_row, method in zip(axes, rows):
         for ax, setting in zip(ax_row, settings):
             totals, edges = {}, None
-            for r in results.get((setting, method), []):
-                hist = (r or {}).get("target_weight_histograms", {})
-                if not hist.get("by_epoch"):
-                    continue
-                edges = np.asarray(hist["edges"])
-                last = hist["by_epoch"][max(hist["by_epoch"], key=int)]
+            for edges, last in filter(None, map(_last_histogram,
+                                                results.get((setting, method), []))):
                 for kind in ("clean", "noisy"):
-                    totals[kind] = totals.get(kind, 0) + np.asarray(last[kind])
+                    totals[kind] = totals.get(kind, 0) + last[kind]
             for kind, counts in totals.items():
                 if counts.sum() > 0:
                     ax.stairs(counts / counts.sum(), edges, label=f"{kind} ({int(counts.sum())})",
@@ -232,6 +244,10 @@ def main(argv=None):
 
     runs = [(setting, method, int(seed)) for seed in args.seeds.split(",")
             for setting in args.settings.split(",") for method in args.methods.split(",")]
+    for setting, method, seed in runs:  # refuse a mixed table before starting anything
+        path = os.path.join(run_dir(args, setting, method, seed), "results.json")
+        if os.path.exists(path):
+            _check_same_flags(path, run_flags(args, setting, method, seed))
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         finished = list(pool.map(lambda run: run_one(args, *run), runs))
     results = {}

@@ -87,7 +87,7 @@ class Method(keras.layers.Layer):
         """Runs after the main `fit` (e.g. fine-tuning on the meta set).
 
         Returns None or a dict of extra results for results.json; its
-        `final_accuracy` / `best_accuracy` entries (in %), if any, replace the
+        `final_accuracy` / `best_accuracy` / `last_accuracy` entries (in %), if any, replace the
         ones computed from the fit history (e.g. after fine-tuning).
         """
 

@@ -63,6 +63,7 @@ class FineTune(BaseModel):
         out = {"finetune": results}
         if "test_after" in results:  # the method's result is the fine-tuned model's
             out["final_accuracy"] = 100.0 * results["test_after"]["accuracy"]
+            out["last_accuracy"] = out["final_accuracy"]
             out["best_accuracy"] = max(out["final_accuracy"],
                                        100.0 * results["test_before"]["accuracy"])
         return out

@@ -15,7 +15,7 @@ from gdw_tf.models.resnet_imagenet import resnet18
 from gdw_tf.models.small_nets import mlp, small_cnn, small_cnn_nobn
 
 __all__ = [
-    "FusedBatchNormalization", "HEAD_LAYER", "OptionAShortcut", "WeightLoadReport", "available_models", "build",
-    "get_model_spec", "load_init_weights", "mlp", "register_model", "resnet18",
-    "resnet8", "resnet32", "small_cnn", "small_cnn_nobn",
+    "FusedBatchNormalization", "HEAD_LAYER", "OptionAShortcut", "WeightLoadReport",
+    "available_models", "build", "get_model_spec", "load_init_weights", "mlp",
+    "register_model", "resnet18", "resnet8", "resnet32", "small_cnn", "small_cnn_nobn",
 ]

@@ -55,7 +55,8 @@ def _fused_backward(dy, x, gamma, reserves, x_hat, epsilon):
                 reserve_space_2=reserves[1], reserve_space_3=reserves[2], epsilon=epsilon,
                 data_format="NHWC", is_training=True)[0]
             u_dy += x_hat * u_dgamma + u_dbeta
-            # W.r.t. x and gamma (only built into the graph when someone needs them).
+            # W.r.t. x and gamma, through the composite; inside a tf.function these ops are
+            # pruned when nothing consumes them (as in the meta step).
             with tf.GradientTape() as tape:
                 tape.watch([x, gamma])
                 outputs = _backward_composite(dy, x, gamma, epsilon)
