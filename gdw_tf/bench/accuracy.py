@@ -1,4 +1,4 @@
-"""Test accuracy of methods x settings x seeds, as a markdown table and figures.
+"""Test accuracy of methods x settings x seeds, as markdown tables and figures.
 
   python -m gdw_tf.bench.accuracy                              # CPU protocol on real CIFAR-10 JPEGs
   python -m gdw_tf.bench.accuracy --protocol=paper --data_dir=~/tensorflow_datasets   # GPUs
@@ -6,10 +6,17 @@
 Each run is `python -m gdw_tf.train` in its own process with its own output
 directory under --output_dir; finished runs are reused (after checking they were
 made with the same flags), so an interrupted benchmark continues where it
-stopped. The table reports mean +- standard deviation over seeds of the test
-accuracy, with the paper's numbers beside it: for the paper protocol the mean of
-the last 5 epochs (as the reference log), for the short CPU protocol the last
-epoch (the cosine schedule has decayed; earlier epochs are not converged).
+stopped. Tables (mean +- standard deviation over seeds): the final test accuracy
+(mean of the last 5 epochs, as the reference log), with the paper's numbers
+beside it; the best epoch's test accuracy; the last epoch's training accuracy on
+the given (noisy) labels; and, for methods that learn per-example weights, the
+ROC-AUC with which the last epoch's target weights rank clean above noisy
+examples (from the binned weights, ties counted half).
+
+The CPU protocol is built for the regime meta-reweighting works in: thousands of
+cheap iterations (ITERATIONS per run; the epochs follow from the training-set
+size) of a small strided CNN, so that the weighting network gets thousands of
+Adam steps, as in the paper's runs (which give it ~40,000).
 """
 import argparse
 import concurrent.futures
@@ -41,9 +48,42 @@ SETTINGS = {  # flags shared by both protocols
     "uniform60": ["--noise_type=uniform", "--noise_rate=0.6"],
     "flip40": ["--noise_type=flip", "--noise_rate=0.4"],
     "longtail001": ["--noise_type=none", "--noise_rate=0", "--imbalance_factor=0.01"],
+    "mixed": ["--noise_type=flip", "--noise_rate=0.4", "--imbalance_factor=0.1"],
 }
 PAPER_FLAGFILES = {"uniform40": "cifar10_uniform40", "uniform60": "cifar10_uniform60",
-                   "flip40": "cifar10_flip40", "longtail001": "cifar10_longtail001"}
+                   "flip40": "cifar10_flip40", "longtail001": "cifar10_longtail001",
+                   "mixed": "cifar10_mixed_flip40_longtail01"}
+
+# CPU protocol: real CIFAR-10 images (10 classes, 5,000 training images each), 1,000
+# of them held out as the clean meta set, batch 100, ITERATIONS iterations per run.
+CIFAR_CLASSES, CIFAR_PER_CLASS, NUM_META, BATCH = 10, 5000, 1000, 100
+ITERATIONS = 4000
+
+
+def _setting_value(setting, flag, default):
+    for item in SETTINGS[setting]:
+        if item.startswith(f"--{flag}="):
+            return float(item.partition("=")[2])
+    return default
+
+
+def cpu_train_per_class(args, setting):
+    """The CPU protocol's cap: --train_per_class for balanced settings, none for long tails
+    (whose tail classes would otherwise keep a handful of images)."""
+    return args.train_per_class if _setting_value(setting, "imbalance_factor", 1.0) == 1.0 else None
+
+
+def cpu_epochs(args, setting):
+    """Epochs giving at least --iterations iterations on the setting's training set."""
+    from gdw_tf.data.imbalance import long_tail_counts
+
+    img_max = CIFAR_PER_CLASS - NUM_META // CIFAR_CLASSES
+    cap = cpu_train_per_class(args, setting) or img_max
+    mu = _setting_value(setting, "imbalance_factor", 1.0)
+    counts = [min(cap, n) for n in long_tail_counts(min(cap, img_max), CIFAR_CLASSES, mu)] \
+        if mu < 1.0 else [min(cap, img_max)] * CIFAR_CLASSES
+    steps = sum(counts) // BATCH
+    return -(-args.iterations // steps)
 
 
 def protocol_flags(args, setting):
@@ -51,16 +91,12 @@ def protocol_flags(args, setting):
     if args.protocol == "paper":
         return [f"--flagfile=flags/{PAPER_FLAGFILES[setting]}.flags",
                 f"--data_dir={args.data_dir}"] + ([f"--epochs={args.epochs}"] if args.epochs else [])
-    # CPU protocol: the real CIFAR-10 images, a smaller ResNet, fewer images and epochs.
-    return ["--dataset=folder", f"--data_dir={args.data_dir}", "--model=resnet8",
-            f"--train_per_class={args.train_per_class}", "--num_meta=1000", "--batch_size=100",
-            f"--epochs={args.epochs or CPU_EPOCHS}", "--lr=0.1", "--schedule=cosine",
-            "--verbose=0", *SETTINGS[setting]]
-
-
-# Metric of the table per protocol (keys of each run's results.json).
-METRIC = {"paper": "final_accuracy", "cpu": "last_accuracy"}
-CPU_EPOCHS = 5
+    cap = cpu_train_per_class(args, setting)
+    return ["--dataset=folder", f"--data_dir={args.data_dir}", "--model=strided_cnn",
+            "--augment=cifar", *([f"--train_per_class={cap}"] if cap else []),
+            f"--num_meta={NUM_META}", f"--batch_size={BATCH}",
+            f"--epochs={args.epochs or cpu_epochs(args, setting)}", "--lr=0.1",
+            "--schedule=cosine", "--verbose=0", *SETTINGS[setting]]
 
 
 def _check_same_flags(path, flags):
@@ -120,24 +156,67 @@ def run_one(args, setting, method, seed):
         return json.load(f)
 
 
-def table(args, results):
+def weight_auc(clean, noisy):
+    """ROC-AUC of binned weights for ranking clean above noisy examples, ties counted half:
+    P(w_clean > w_noisy) + P(same bin) / 2. clean, noisy: counts per bin (ascending)."""
+    clean, noisy = np.asarray(clean, float), np.asarray(noisy, float)
+    if clean.sum() == 0 or noisy.sum() == 0:
+        return None
+    below = np.cumsum(noisy) - noisy  # noisy examples in lower bins
+    return float((clean * (below + noisy / 2)).sum() / (clean.sum() * noisy.sum()))
+
+
+def _run_values(run, column):
+    """One run's value for a table column, or None where it does not apply."""
+    history = run.get("history", {})
+    if column == "final":
+        return run.get("final_accuracy")
+    if column == "best":
+        return run.get("best_accuracy")
+    if column == "train":
+        return 100 * history["accuracy"][-1] if history.get("accuracy") else None
+    last = _last_histogram(run)  # column == "auc"
+    if last is None or np.count_nonzero(last[1]["clean"] + last[1]["noisy"]) <= 1:
+        return None  # no weights, or constant ones
+    return weight_auc(last[1]["clean"], last[1]["noisy"])
+
+
+COLUMNS = {  # column -> (title, number format)
+    "final": ("Final test accuracy (%, mean of the last 5 epochs)", "{:.2f}"),
+    "best": ("Best epoch's test accuracy (%)", "{:.2f}"),
+    "train": ("Training accuracy on the given (noisy) labels, last epoch (%)", "{:.1f}"),
+    "auc": ("ROC-AUC of the last epoch's target weights, clean vs noisy examples", "{:.3f}"),
+}
+
+
+def table(args, results, column="final"):
+    """Markdown table of one column: methods x settings, mean +- std over seeds."""
     seeds = len(args.seeds.split(","))
-    lines = [f"| method | " + " | ".join(args.settings.split(",")) + " |",
-             "| --- |" + " --- |" * len(args.settings.split(","))]
+    settings = args.settings.split(",")
+    title, fmt = COLUMNS[column]
+    lines = [f"{title}:\n", "| method | " + " | ".join(settings) + " |",
+             "| --- |" + " --- |" * len(settings)]
     for method in args.methods.split(","):
         cells = []
-        for setting in args.settings.split(","):
-            accs = [r[METRIC[args.protocol]] for r in results.get((setting, method), []) if r]
-            paper = PAPER.get(setting, {}).get(method)
-            cell = (f"{np.mean(accs):.2f} ± {np.std(accs):.2f}" if accs else "n/a")
-            if len(accs) < seeds:
-                cell += f" ({len(accs)}/{seeds} runs)"
+        for setting in settings:
+            runs = [r for r in results.get((setting, method), []) if r]
+            values = [v for v in (_run_values(r, column) for r in runs) if v is not None]
+            cell = (f"{fmt.format(np.mean(values))} ± {fmt.format(np.std(values))}"
+                    if values else ("-" if runs else "n/a"))
+            if values and len(values) < seeds:
+                cell += f" ({len(values)}/{seeds} runs)"
+            paper = PAPER.get(setting, {}).get(method) if column == "final" else None
             cells.append(cell + (f" (paper {paper:.2f})" if paper else ""))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    done = [r for runs in results.values() for r in runs if r]
-    lines.append(f"\n{len(done)} runs, {sum(r['wall_time_s'] for r in done) / 60:.1f} min of "
-                 f"training processes; metric: {METRIC[args.protocol]} (%).")
     return "\n".join(lines)
+
+
+def report(args, results):
+    """Every column's table, and the runs' total training time."""
+    done = [r for runs in results.values() for r in runs if r]
+    tables = [table(args, results, column) for column in COLUMNS]
+    return ("\n\n".join(tables) + f"\n\n{len(done)} runs, "
+            f"{sum(r['wall_time_s'] for r in done) / 60:.1f} min of training processes.")
 
 
 def _pyplot():
@@ -177,10 +256,14 @@ def parse_args(argv=None):
     p.add_argument("--data_dir", default="../shared/data/cifar10-jpeg",
                    help="image folder (cpu protocol) or prepared TFDS directory (paper)")
     p.add_argument("--methods", default="base,mwnet,gdw")
-    p.add_argument("--settings", default="uniform40,uniform60,flip40,longtail001")
+    p.add_argument("--settings", default=None,
+                   help="default: uniform40,uniform60,flip40,longtail001 and (cpu) mixed")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
-    p.add_argument("--train_per_class", type=int, default=300, help="cpu protocol only")
+    p.add_argument("--train_per_class", type=int, default=1000,
+                   help="cpu protocol: training images per class in the balanced settings")
+    p.add_argument("--iterations", type=int, default=ITERATIONS,
+                   help="cpu protocol: iterations per run (the epochs follow)")
     p.add_argument("--output_dir", default="bench_results/accuracy")
     p.add_argument("--jobs", type=int, default=2,
                    help="runs at a time, sharing the CPU cores (on this 2-core machine two "
@@ -188,11 +271,15 @@ def parse_args(argv=None):
     p.add_argument("--report_only", action="store_true",
                    help="tabulate the finished runs, start none")
     args = p.parse_args(argv)
+    if args.settings is None:
+        args.settings = ",".join(SETTINGS if args.protocol == "cpu" else PAPER_FLAGFILES)
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
+    known = SETTINGS if args.protocol == "cpu" else PAPER_FLAGFILES
     for setting in args.settings.split(","):
-        if setting not in SETTINGS:
-            p.error(f"unknown setting {setting!r}; known: {', '.join(SETTINGS)}")
+        if setting not in known:
+            p.error(f"unknown setting {setting!r} for --protocol={args.protocol}; "
+                    f"known: {', '.join(known)}")
     return args
 
 
@@ -253,7 +340,7 @@ def main(argv=None):
     results = {}
     for (setting, method, _), result in zip(runs, finished):
         results.setdefault((setting, method), []).append(result)
-    md = table(args, results)
+    md = report(args, results)
     figures = [curves(args, results), weight_figure(args, results)]
     with open(os.path.join(args.output_dir, "table.md"), "w") as f:
         f.write(md + "\n")

@@ -2,7 +2,7 @@
 
 Registered models: ``resnet32`` (CIFAR, option-A shortcuts), ``resnet18`` (ImageNet,
 torchvision-compatible, optional local pretrained weights), ``small_cnn`` /
-``small_cnn_nobn`` / ``mlp`` (8x8x1 scikit-learn digits).
+``small_cnn_nobn`` / ``mlp`` (8x8x1 scikit-learn digits), ``strided_cnn`` (CPU-sized CIFAR).
 """
 from gdw_tf.models.registry import available_models, build, get_model_spec, register_model
 from gdw_tf.models.weights import WeightLoadReport, load_init_weights
@@ -12,10 +12,10 @@ from gdw_tf.models.batch_norm import FusedBatchNormalization
 from gdw_tf.models.heads import HEAD_LAYER
 from gdw_tf.models.resnet_cifar import resnet8, resnet32
 from gdw_tf.models.resnet_imagenet import resnet18
-from gdw_tf.models.small_nets import mlp, small_cnn, small_cnn_nobn
+from gdw_tf.models.small_nets import mlp, small_cnn, small_cnn_nobn, strided_cnn
 
 __all__ = [
     "FusedBatchNormalization", "HEAD_LAYER", "OptionAShortcut", "WeightLoadReport",
     "available_models", "build", "get_model_spec", "load_init_weights", "mlp",
-    "register_model", "resnet18", "resnet8", "resnet32", "small_cnn", "small_cnn_nobn",
+    "register_model", "resnet18", "resnet8", "resnet32", "small_cnn", "small_cnn_nobn", "strided_cnn",
 ]
