@@ -4,6 +4,7 @@ Each function returns {metric name: (values [k], sample weights [k])}; the
 model averages them into `keras.metrics.Mean` trackers. A sample weight of 0
 excludes an entry (for example noisy examples from the clean average).
 """
+import numpy as np
 import tensorflow as tf
 
 TARGET_WEIGHT = "target_weight"
@@ -62,3 +63,17 @@ def increase_fractions(before, after, labels, true_labels):
         INCREASED_TRUETARGET_NOISY: (values, flat(noisy * true_target)),
         INCREASED_NONTARGET_NOISY: (values, flat(noisy * non_target)),
     }
+
+
+def binned_auc(clean, noisy):
+    """ROC-AUC with which weights rank clean above noisy examples, from binned counts.
+
+    clean, noisy: counts per weight bin, bins ascending (e.g. an epoch's target-weight
+    histograms). Returns P(w_clean > w_noisy) + P(same bin) / 2, or None when either
+    group is empty. 1 = every clean weight above every noisy one, 0.5 = no separation.
+    """
+    clean, noisy = np.asarray(clean, float), np.asarray(noisy, float)
+    if clean.sum() == 0 or noisy.sum() == 0:
+        return None
+    below = np.cumsum(noisy) - noisy  # noisy examples in lower bins
+    return float((clean * (below + noisy / 2)).sum() / (clean.sum() * noisy.sum()))

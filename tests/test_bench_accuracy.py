@@ -5,6 +5,7 @@ import os
 import pytest
 
 from gdw_tf.bench import accuracy
+from gdw_tf.diagnostics import binned_auc
 
 
 def _args(tmp_path):
@@ -25,22 +26,28 @@ def _finished_run(tmp_path, args, **changed):
     out = tmp_path / "uniform40_gdw_seed0"
     out.mkdir()
     (out / "results.json").write_text(json.dumps(
-        {"flags": flags, "last_accuracy": 41.5, "final_accuracy": 40.0, "wall_time_s": 60.0}))
+        {"flags": flags, "last_accuracy": 41.5, "final_accuracy": 40.0, "best_accuracy": 43.0,
+         "wall_time_s": 60.0, "history": {"accuracy": [0.3, 0.45]}}))
 
 
 def test_a_finished_run_with_the_same_flags_is_reused_and_tabulated(tmp_path):
     args = _args(tmp_path)
     _finished_run(tmp_path, args)
     result = accuracy.run_one(args, "uniform40", "gdw", 0)
-    assert result["last_accuracy"] == 41.5
-    table = accuracy.table(args, {("uniform40", "gdw"): [result]})
-    assert "41.50 ± 0.00" in table and "(paper 88.14)" in table and "last_accuracy" in table
+    assert result["final_accuracy"] == 40.0
+    results = {("uniform40", "gdw"): [result]}
+    assert "| gdw | 40.00 ± 0.00 (paper 88.14) |" in accuracy.table(args, results, "final")
+    assert "| gdw | 43.00 ± 0.00 |" in accuracy.table(args, results, "best")
+    assert "| gdw | 45.0 ± 0.0 |" in accuracy.table(args, results, "train")
+    assert "| gdw | - |" in accuracy.table(args, results, "auc")  # ran, but recorded no weights
+    report = accuracy.report(args, results)
+    assert "1 runs, 1.0 min" in report and report.count("| method |") == len(accuracy.COLUMNS)
 
 
 def test_a_finished_run_with_other_flags_is_refused(tmp_path):
     args = _args(tmp_path)
     _finished_run(tmp_path, args, epochs=10)
-    with pytest.raises(SystemExit, match=r"--epochs=10.*--epochs=5.*--output_dir"):
+    with pytest.raises(SystemExit, match=r"--epochs=10.*--epochs=40.*--output_dir"):
         accuracy.run_one(args, "uniform40", "gdw", 0)
 
 
@@ -69,3 +76,42 @@ def test_a_mixed_table_is_refused_before_any_run_starts(tmp_path, monkeypatch):
         accuracy.main([f"--output_dir={tmp_path}", "--seeds=1,0", "--methods=gdw",
                        "--settings=uniform40", "--jobs=1"])
     assert started == []
+
+
+def test_binned_auc_is_the_probability_that_a_clean_weight_ranks_above_a_noisy_one():
+    # Bins ascending. Clean: 1 in bin 1, 3 in bin 3; noisy: 2 in bin 0, 1 in bin 1, 1 in bin 3.
+    clean, noisy = [0, 1, 0, 3], [2, 1, 0, 1]
+    pairs = [(c, n) for c, kc in enumerate(clean) for _ in range(kc)
+             for n, kn in enumerate(noisy) for _ in range(kn)]
+    by_hand = sum(1.0 if c > n else 0.5 if c == n else 0.0 for c, n in pairs) / len(pairs)
+    assert binned_auc(clean, noisy) == pytest.approx(by_hand)
+    assert binned_auc([0, 0, 5], [5, 0, 0]) == 1.0
+    assert binned_auc([5, 0, 0], [0, 0, 5]) == 0.0
+    assert binned_auc([0, 4, 0], [0, 2, 0]) == 0.5
+    assert binned_auc([0, 4, 0], [0, 0, 0]) is None  # no noisy examples
+
+
+def test_cpu_protocol_gives_every_setting_its_iterations():
+    args = accuracy.parse_args([])
+    assert args.settings.split(",") == list(accuracy.SETTINGS)
+    from gdw_tf.data.imbalance import long_tail_counts
+
+    for setting in accuracy.SETTINGS:
+        flags = dict(f[2:].partition("=")[::2] for f in accuracy.protocol_flags(args, setting))
+        mu = float(flags.get("imbalance_factor", 1.0))
+        if mu == 1.0:  # balanced: 1,000 images per class
+            assert flags["train_per_class"] == "1000"
+            images = 10 * 1000
+        else:  # long tail over the full 4,900 images per class left after the meta split
+            assert "train_per_class" not in flags
+            images = sum(long_tail_counts(4900, 10, mu))
+        epochs, steps = int(flags["epochs"]), images // 100
+        assert epochs * steps >= accuracy.ITERATIONS > (epochs - 1) * steps
+        assert flags["model"] == "strided_cnn" and flags["augment"] == "cifar"
+
+
+def test_paper_protocol_refuses_a_setting_it_has_no_flagfile_for():
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--protocol=paper", "--settings=mixed"])
+    assert accuracy.parse_args(["--protocol=paper"]).settings.split(",") == list(
+        accuracy.PAPER_FLAGFILES)

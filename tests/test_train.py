@@ -12,6 +12,8 @@ import pytest
 import tensorflow as tf
 
 from gdw_tf.data.fixtures import write_clothing1m_release
+from gdw_tf.diagnostics import binned_auc
+from gdw_tf.train import DATASET_DEFAULTS, with_dataset_defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16"]
@@ -47,13 +49,25 @@ def test_default_command_trains_gdw_and_writes_every_report(tmp_path):
     for key in ("meta_loss", "target_weight_clean", "target_weight_noisy",
                 "increased_truetarget_noisy"):
         assert key in res["history"], key
-    assert res["target_weight_histograms"]["by_epoch"]["1"]["noisy"]
+    last = res["target_weight_histograms"]["by_epoch"]["1"]
+    assert last["noisy"]
+    assert res["target_weight_auc"] == pytest.approx(binned_auc(last["clean"], last["noisy"]))
     for name in ("log.csv", "history.json", "data_summary.json", "figures/accuracy.png",
                  "figures/target_weights.png", "figures/increased_weights.png"):
         assert os.path.exists(os.path.join(out, name)), name
     assert os.listdir(os.path.join(out, "tensorboard"))
     summary = json.load(open(os.path.join(out, "data_summary.json")))
     assert summary["num_classes"] == 10
+
+
+def test_unset_flags_take_their_dataset_defaults_and_set_ones_win():
+    unset = {"model": None, "lr": None, "epochs": None}
+    digits = with_dataset_defaults({"dataset": "digits", **unset})
+    assert (digits["model"], digits["lr"], digits["epochs"]) == ("small_cnn", 0.05, 150)
+    assert with_dataset_defaults({"dataset": "cifar10", **unset})["epochs"] == 80
+    chosen = with_dataset_defaults({"dataset": "digits", "model": "mlp", "lr": 0.2, "epochs": 3})
+    assert (chosen["model"], chosen["lr"], chosen["epochs"]) == ("mlp", 0.2, 3)
+    assert set(DATASET_DEFAULTS) == {"digits", "cifar10", "cifar100", "folder", "clothing1m"}
 
 
 @pytest.mark.parametrize("flag, fragment", [

@@ -28,6 +28,8 @@ import threading
 
 import numpy as np
 
+from gdw_tf.diagnostics import binned_auc
+
 # The paper's ResNet-32 results (ALGORITHM.md / gdw_paper.md Tables 2-4), mean of 5 runs.
 PAPER = {
     "uniform40": {"base": 84.38, "mwnet": 86.46, "gdw": 88.14, "l2rw": 84.66, "insw": 84.88,
@@ -51,8 +53,7 @@ SETTINGS = {  # flags shared by both protocols
     "mixed": ["--noise_type=flip", "--noise_rate=0.4", "--imbalance_factor=0.1"],
 }
 PAPER_FLAGFILES = {"uniform40": "cifar10_uniform40", "uniform60": "cifar10_uniform60",
-                   "flip40": "cifar10_flip40", "longtail001": "cifar10_longtail001",
-                   "mixed": "cifar10_mixed_flip40_longtail01"}
+                   "flip40": "cifar10_flip40", "longtail001": "cifar10_longtail001"}
 
 # CPU protocol: real CIFAR-10 images (10 classes, 5,000 training images each), 1,000
 # of them held out as the clean meta set, batch 100, ITERATIONS iterations per run.
@@ -156,16 +157,6 @@ def run_one(args, setting, method, seed):
         return json.load(f)
 
 
-def weight_auc(clean, noisy):
-    """ROC-AUC of binned weights for ranking clean above noisy examples, ties counted half:
-    P(w_clean > w_noisy) + P(same bin) / 2. clean, noisy: counts per bin (ascending)."""
-    clean, noisy = np.asarray(clean, float), np.asarray(noisy, float)
-    if clean.sum() == 0 or noisy.sum() == 0:
-        return None
-    below = np.cumsum(noisy) - noisy  # noisy examples in lower bins
-    return float((clean * (below + noisy / 2)).sum() / (clean.sum() * noisy.sum()))
-
-
 def _run_values(run, column):
     """One run's value for a table column, or None where it does not apply."""
     history = run.get("history", {})
@@ -178,7 +169,7 @@ def _run_values(run, column):
     last = _last_histogram(run)  # column == "auc"
     if last is None or np.count_nonzero(last[1]["clean"] + last[1]["noisy"]) <= 1:
         return None  # no weights, or constant ones
-    return weight_auc(last[1]["clean"], last[1]["noisy"])
+    return binned_auc(last[1]["clean"], last[1]["noisy"])
 
 
 COLUMNS = {  # column -> (title, number format)
