@@ -115,3 +115,13 @@ def test_paper_protocol_refuses_a_setting_it_has_no_flagfile_for():
         accuracy.parse_args(["--protocol=paper", "--settings=mixed"])
     assert accuracy.parse_args(["--protocol=paper"]).settings.split(",") == list(
         accuracy.PAPER_FLAGFILES)
+
+
+def test_digits_protocol_is_the_default_job_with_a_setting():
+    args = accuracy.parse_args(["--protocol=digits"])
+    assert args.settings == "uniform40"
+    assert accuracy.run_flags(args, "uniform40", "gdw", 2) == [
+        "--dataset=digits", "--verbose=0", "--noise_type=uniform", "--noise_rate=0.4",
+        "--method=gdw", "--seed=2"]
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--protocol=digits", "--settings=longtail001"])

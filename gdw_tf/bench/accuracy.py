@@ -1,6 +1,8 @@
 """Test accuracy of methods x settings x seeds, as markdown tables and figures.
 
   python -m gdw_tf.bench.accuracy                              # CPU protocol on real CIFAR-10 JPEGs
+  python -m gdw_tf.bench.accuracy --protocol=digits --output_dir=bench_results/digits
+                                                               # the default job (python -m gdw_tf.train)
   python -m gdw_tf.bench.accuracy --protocol=paper --data_dir=~/tensorflow_datasets   # GPUs
 
 Each run is `python -m gdw_tf.train` in its own process with its own output
@@ -87,8 +89,16 @@ def cpu_epochs(args, setting):
     return -(-args.iterations // steps)
 
 
+# Settings each protocol runs (digits: ~125 training images per class leave a long
+# tail too few images to measure anything).
+PROTOCOL_SETTINGS = {"cpu": list(SETTINGS), "paper": list(PAPER_FLAGFILES),
+                     "digits": ["uniform40", "uniform60", "flip40"]}
+
+
 def protocol_flags(args, setting):
     """Command-line flags of one run (without method, seed and output_dir)."""
+    if args.protocol == "digits":  # the no-flag default job, other settings on request
+        return ["--dataset=digits", "--verbose=0", *SETTINGS[setting]]
     if args.protocol == "paper":
         return [f"--flagfile=flags/{PAPER_FLAGFILES[setting]}.flags",
                 f"--data_dir={args.data_dir}"] + ([f"--epochs={args.epochs}"] if args.epochs else [])
@@ -243,12 +253,14 @@ def curves(args, results):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--protocol", choices=["cpu", "paper"], default="cpu")
+    p.add_argument("--protocol", choices=list(PROTOCOL_SETTINGS), default="cpu",
+                   help="cpu: CIFAR-10 JPEGs, strided_cnn; digits: the default job; "
+                        "paper: the paper's flagfiles (GPUs)")
     p.add_argument("--data_dir", default="../shared/data/cifar10-jpeg",
                    help="image folder (cpu protocol) or prepared TFDS directory (paper)")
     p.add_argument("--methods", default="base,mwnet,gdw")
     p.add_argument("--settings", default=None,
-                   help="default: uniform40,uniform60,flip40,longtail001 and (cpu) mixed")
+                   help="default: every setting of the protocol (digits: uniform40 only)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
     p.add_argument("--train_per_class", type=int, default=1000,
@@ -263,10 +275,11 @@ def parse_args(argv=None):
                    help="tabulate the finished runs, start none")
     args = p.parse_args(argv)
     if args.settings is None:
-        args.settings = ",".join(SETTINGS if args.protocol == "cpu" else PAPER_FLAGFILES)
+        args.settings = ("uniform40" if args.protocol == "digits"
+                         else ",".join(PROTOCOL_SETTINGS[args.protocol]))
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
-    known = SETTINGS if args.protocol == "cpu" else PAPER_FLAGFILES
+    known = PROTOCOL_SETTINGS[args.protocol]
     for setting in args.settings.split(","):
         if setting not in known:
             p.error(f"unknown setting {setting!r} for --protocol={args.protocol}; "
