@@ -12,7 +12,6 @@ import ast
 import dataclasses
 import inspect
 import os
-import sys
 
 from absl import app, logging
 
@@ -81,7 +80,6 @@ def check_before_build(s, model_name):
                        "--init_weights=resnet18.npz (README: Pretrained weights), or "
                        f"--init_weights={NO_INIT_WEIGHTS} to train from scratch without this warning")
             logging.warning(message)
-            print(f"WARNING: {message}", file=sys.stderr, flush=True)
         return None
     models.check_init_weights(model_name, path, gdw_tf.data.known_input(s["dataset"], s["augment"]))
     return path
