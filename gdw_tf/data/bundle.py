@@ -85,8 +85,10 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     that need the class sizes); errors name the flag and value.
     """
     spec = SOURCES.get(name)
-    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0, seed,
-                            train_per_class).validate()
+    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0, seed, train_per_class)
+    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images))
+    _check_source_flags(spec, config, num_meta, options)  # first: the flag this source cannot take
+    config.validate()
     batch_size = _check_batch("--batch_size", batch_size)
     meta_batch_size = batch_size if meta_batch_size is None else _check_batch("--meta_batch_size", meta_batch_size)
     if num_meta is not None and (isinstance(num_meta, bool) or not isinstance(num_meta, (int, np.integer))
@@ -94,8 +96,6 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
         raise ValueError(f"--num_meta must be a non-negative integer, got {num_meta!r}")
     if augment is not None:
         AUGMENTATIONS.get(augment)  # fail before reading any data
-    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images))
-    _check_source_flags(spec, config, num_meta, options)
     splits = spec.load(options)
     assemble = _ASSEMBLERS[type(splits)]
     return assemble(spec, splits, config, num_meta=num_meta, batch_size=batch_size,
@@ -106,8 +106,8 @@ def _check_source_flags(spec: SourceSpec, config: ProtocolConfig, num_meta, opti
     """Rejects flags the source cannot take, before it reads anything."""
     if spec.fixed_protocol:
         for flag, value, neutral in (("--noise_type", config.noise_type, "none"),
-                                     ("--noise_rate", float(config.noise_rate), 0.0),
-                                     ("--imbalance_factor", float(config.imbalance_factor), 1.0),
+                                     ("--noise_rate", config.noise_rate, 0.0),
+                                     ("--imbalance_factor", config.imbalance_factor, 1.0),
                                      ("--num_meta", num_meta, None),
                                      ("--train_per_class", config.train_per_class, None)):
             if value != neutral:
