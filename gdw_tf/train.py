@@ -74,7 +74,8 @@ def check_before_build(s, model_name):
     if path == NO_INIT_WEIGHTS:
         return None
     if path is None:
-        if DATASET_DEFAULTS.get(s["dataset"], OTHER_DATASET_DEFAULTS).pretrained:
+        defaults = DATASET_DEFAULTS.get(s["dataset"], OTHER_DATASET_DEFAULTS)
+        if defaults.pretrained and model_name == defaults.model:
             message = (f"--dataset={s['dataset']} without --init_weights trains {model_name} from "
                        "scratch, not from the paper's ImageNet-pretrained weights; pass "
                        "--init_weights=resnet18.npz (README: Pretrained weights), or "
