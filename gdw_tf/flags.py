@@ -9,9 +9,14 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "digits", "Dataset name: digits, folder, cifar10, cifar100, clothing1m.")
 flags.DEFINE_string("data_dir", None, "Prepared TFDS directory, or ROOT of an image folder (--dataset=folder).")
 flags.DEFINE_string("manual_dir", None, "Clothing1M release directory (key lists, label files, images/).")
-flags.DEFINE_string("cache_dir", None, "Where decoded images are cached (default ~/.cache/gdw_tf).")
-flags.DEFINE_enum("noise_type", "uniform", list(NOISE_TYPES), "Synthetic label noise.")
-flags.DEFINE_float("noise_rate", 0.4, "Label noise ratio r in [0, 1].")
+flags.DEFINE_string("cache_dir", None, "Where decoded images are cached (default ~/.cache/gdw_tf; "
+                    "folder and cifar datasets).")
+flags.DEFINE_bool("skip_bad_images", False, "clothing1m: leave images that cannot be decoded out of the "
+                  "prepared dataset (counted and listed in data_summary.json) instead of failing.")
+flags.DEFINE_enum("noise_type", None, list(NOISE_TYPES), "Synthetic label noise. Default per dataset: "
+                  "uniform (digits, folder, cifar), none (clothing1m: real noise, no synthetic noise).")
+flags.DEFINE_float("noise_rate", None, "Label noise ratio r in [0, 1]. Default per dataset: 0.4 with "
+                   "synthetic noise, 0 for clothing1m.")
 flags.DEFINE_float("imbalance_factor", 1.0, "Long-tail factor mu in (0, 1]: smallest / largest class.")
 flags.DEFINE_integer("num_meta", None, "Clean meta examples (class-balanced). Default per dataset.")
 flags.DEFINE_integer("train_per_class", None, "Keep at most this many training examples per class "
@@ -22,7 +27,8 @@ flags.DEFINE_string("augment", None, "Augmentation recipe (cifar, imagenet, none
 flags.DEFINE_string("method", "gdw", "Training method, see gdw_tf.methods.available_methods().")
 flags.DEFINE_multi_string("method_option", [], "Extra method option as key=value (repeatable).")
 flags.DEFINE_string("model", None, "Backbone: resnet32, resnet18, small_cnn, ... Default per dataset.")
-flags.DEFINE_string("init_weights", None, "Local weights file for the backbone (.weights.h5 or torchvision .npz).")
+flags.DEFINE_string("init_weights", None, "Local weights file for the backbone (.weights.h5 or torchvision "
+                    ".npz), or 'none' to train from scratch where the setting expects pretrained weights.")
 
 # Optimisation (reference defaults: ALGORITHM.md).
 flags.DEFINE_integer("epochs", None, "Training epochs. Default per dataset: 150 digits, "
@@ -57,7 +63,7 @@ def _check(name, predicate, requirement):
     flags.register_validator(name, predicate, message=f"--{name} {requirement}")
 
 
-_check("noise_rate", lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
+_check("noise_rate", lambda v: v is None or 0.0 <= v <= 1.0, "must be in [0, 1]")
 _check("imbalance_factor", lambda v: 0.0 < v <= 1.0, "must be in (0, 1]")
 _check("num_meta", lambda v: v is None or v >= 0, "must be >= 0")
 _check("epochs", lambda v: v is None or v >= 1, "must be >= 1")

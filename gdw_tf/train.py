@@ -2,13 +2,14 @@
 
   python -m gdw_tf.train                                   # GDW, digits, 40% uniform noise
   python -m gdw_tf.train --flagfile=flags/cifar10_uniform40.flags --method=mwnet
-  python -m gdw_tf.train --dataset=clothing1m --manual_dir=... --strategy=mirrored
+  python -m gdw_tf.train --dataset=clothing1m --strategy=mirrored --manual_dir=RELEASE
 
 Everything goes to --output_dir (default runs/<dataset>_<noise>_<method>_seed<seed>):
 checkpoints (the same command resumes a killed run), history.json, log.csv,
 TensorBoard summaries, data_summary.json, results.json and PNG figures.
 """
 import ast
+import dataclasses
 import inspect
 import os
 
@@ -17,27 +18,78 @@ from absl import app, logging
 from gdw_tf import flags as gdw_flags  # noqa: F401  (defines the flags)
 from gdw_tf.flags import FLAGS
 
-# Per-dataset values of the flags left unset (None). digits runs 150 epochs (1,800
-# iterations): long enough for the weighting network to learn and for plain training
-# to memorise the noisy labels, the regime GDW is for (README, "The embedded default").
-DATASET_DEFAULTS = {
-    "digits": {"model": "small_cnn", "lr": 0.05, "epochs": 150},
-    "cifar10": {"model": "resnet32", "lr": 0.1, "epochs": 80},
-    "cifar100": {"model": "resnet32", "lr": 0.1, "epochs": 80},
-    "folder": {"model": "resnet32", "lr": 0.1, "epochs": 30},
-    "clothing1m": {"model": "resnet18", "lr": 1e-3, "epochs": 5},
-}
+
+@dataclasses.dataclass(frozen=True)
+class DatasetDefaults:
+    """Values of the flags left unset, per --dataset.
+
+    noise_type: synthetic noise ("none" for a dataset with real noise); its rate
+    defaults to SYNTHETIC_NOISE_RATE, or 0 with "none". pretrained: the paper's
+    setting starts `model` from pretrained weights (--init_weights).
+    """
+
+    model: str
+    lr: float
+    epochs: int
+    noise_type: str = "uniform"
+    pretrained: bool = False
 
 
-def with_dataset_defaults(s):
-    """`s` with every unset (None) flag of DATASET_DEFAULTS filled in for its dataset."""
-    defaults = DATASET_DEFAULTS.get(s["dataset"], DATASET_DEFAULTS["folder"])
-    return {**s, **{k: v for k, v in defaults.items() if s[k] is None}}
+SYNTHETIC_NOISE_RATE = 0.4
+# digits runs 150 epochs (1,800 iterations): long enough for the weighting network to
+# learn and for plain training to memorise the noisy labels, the regime GDW is for
+# (README, "The embedded default").
+DATASET_DEFAULTS = {"digits": DatasetDefaults("small_cnn", 0.05, 150),
+                    "cifar10": DatasetDefaults("resnet32", 0.1, 80),
+                    "cifar100": DatasetDefaults("resnet32", 0.1, 80),
+                    "folder": DatasetDefaults("resnet32", 0.1, 30),
+                    "clothing1m": DatasetDefaults("resnet18", 1e-3, 5, noise_type="none",
+                                                  pretrained=True)}
+OTHER_DATASET_DEFAULTS = DatasetDefaults("resnet32", 0.1, 30)
+NO_INIT_WEIGHTS = "none"  # --init_weights=none: from scratch, on purpose
 
 
 def settings_from_flags():
     """The run's configuration: every gdw_tf flag's value, as a plain dict."""
     return {flag.name: flag.value for flag in FLAGS.get_flags_for_module(gdw_flags)}
+
+
+def with_dataset_defaults(s):
+    """`s` with the flags left unset (None) replaced by the dataset's defaults."""
+    defaults = DATASET_DEFAULTS.get(s["dataset"], OTHER_DATASET_DEFAULTS)
+    noise_type = s["noise_type"] or defaults.noise_type
+    noise_rate = s["noise_rate"]
+    if noise_rate is None:
+        noise_rate = 0.0 if noise_type == "none" else SYNTHETIC_NOISE_RATE
+    chosen = {k: s[k] if s[k] is not None else getattr(defaults, k) for k in ("model", "lr", "epochs")}
+    return {**s, **chosen, "noise_type": noise_type, "noise_rate": noise_rate}
+
+
+def check_before_build(s, model_name):
+    """Validates what the dataset build does not read: --init_weights, before any data is built.
+
+    Returns the weights file for models.build (None: from scratch). The file must
+    exist and, where the dataset fixes classes and image size before reading
+    data (clothing1m), load into `model_name`; a setting that expects pretrained
+    weights without --init_weights gets a warning.
+    """
+    import gdw_tf
+    from gdw_tf import models
+
+    path = s["init_weights"]
+    if path == NO_INIT_WEIGHTS:
+        return None
+    if path is None:
+        defaults = DATASET_DEFAULTS.get(s["dataset"], OTHER_DATASET_DEFAULTS)
+        if defaults.pretrained and model_name == defaults.model:
+            message = (f"--dataset={s['dataset']} without --init_weights trains {model_name} from "
+                       "scratch, not from the paper's ImageNet-pretrained weights; pass "
+                       "--init_weights=resnet18.npz (README: Pretrained weights), or "
+                       f"--init_weights={NO_INIT_WEIGHTS} to train from scratch without this warning")
+            logging.warning(message)
+        return None
+    models.check_init_weights(model_name, path, gdw_tf.data.known_input(s["dataset"], s["augment"]))
+    return path
 
 
 def default_output_dir(s):
@@ -98,6 +150,7 @@ def run(s):
         if s[flag] is not None and s[flag] % replicas:
             raise ValueError(f"--{flag}={s[flag]} is not divisible by the {replicas} replicas "
                              f"of --strategy={s['strategy']}")
+    init_weights = check_before_build(s, model_name)
     if s["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(s["seed"])
@@ -107,7 +160,8 @@ def run(s):
         noise_type=s["noise_type"], noise_rate=s["noise_rate"],
         imbalance_factor=s["imbalance_factor"], num_meta=s["num_meta"], seed=s["seed"],
         batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
-        augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"])
+        augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"],
+        skip_bad_images=s["skip_bad_images"])
     if method_cls.needs_meta and bundle.meta is None:
         raise ValueError(f"--method={s['method']} needs a meta set but --num_meta=0")
 
@@ -121,7 +175,7 @@ def run(s):
 
     with strategy.scope():
         backbone = models.build(model_name, bundle.num_classes, input_shape=bundle.image_shape,
-                                init_weights=s["init_weights"])
+                                init_weights=init_weights)
         model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
                                 weight_decay=s["weight_decay"],
                                 **method_options(method_cls, bundle, s))

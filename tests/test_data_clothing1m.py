@@ -44,7 +44,7 @@ def test_tfds_splits_and_features(bundle, data_dir, release):
         key = r["file_name"].decode()
         assert key == info["keys"]["noisy_train"][r["index"]]            # index = key-list position
         assert r["label"] == int(info["noisy_kv"][key])                  # noisy label
-        clean_known = int(key.rsplit("_", 1)[1].split(".")[0]) < 2       # first 2 per class overlap
+        clean_known = key in info["clean_known"]                         # also in clean_label_kv.txt
         assert r["true_label"] == (info["true"]["noisy_train"][r["index"]] if clean_known else -1)
         assert r["image"].ndim == 3 and r["image"].shape[2] == 3
     val = list(tfds.as_numpy(builder.as_dataset(split="clean_val")))
@@ -81,21 +81,54 @@ def test_prepared_dataset_is_reused_without_manual_dir(bundle, data_dir):
     assert again.num_train == 56
 
 
+def test_release_in_the_official_layout_is_read_as_written(release):
+    root, info = release
+    with open(os.path.join(root, "noisy_label_kv.txt"), "rb") as f:
+        assert f.readline().endswith(b"\r\n")                            # CRLF, as released
+    assert all("," in k for k in info["keys"]["clean_test"])             # images/<d>/<dd>/<a>,<b>.jpg
+    parsed = read_release(root)
+    for split, keys in info["keys"].items():
+        assert [e[0] for e in parsed.splits[split]] == keys              # extra labelled keys ignored
+        if split != "noisy_train":
+            assert [e[2] for e in parsed.splits[split]] == info["true"][split]
+
+
 @pytest.mark.parametrize("kw, flag", [
     ({"noise_type": "uniform", "noise_rate": 0.2}, "--noise_type='uniform'"),
+    ({"noise_rate": 0.4}, "--noise_rate=0.4"),
     ({"imbalance_factor": 0.5}, "--imbalance_factor=0.5"),
     ({"num_meta": 100}, "--num_meta=100"),
+    ({"cache_dir": "/tmp/cache"}, "--cache_dir=/tmp/cache does not apply to --dataset=clothing1m"),
+])
+def test_flags_it_cannot_take_fail_before_reading_anything(tmp_path, kw, flag):
+    # An unprepared --data_dir and no --manual_dir: only a check before loading can answer.
+    with pytest.raises(ValueError) as err:
+        data.build("clothing1m", data_dir=str(tmp_path), **kw)
+    assert flag in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kw, flag", [
     ({"augment": "cifar"}, "--augment=cifar needs fixed-size images"),
     ({"augment": "none"}, "--augment=none keeps clothing1m images"),
 ])
-def test_protocol_flags_are_rejected(bundle, data_dir, kw, flag):
+def test_augmentations_that_cannot_batch_are_rejected(bundle, data_dir, kw, flag):
     with pytest.raises(ValueError) as err:
         data.build("clothing1m", data_dir=data_dir, **kw)
     assert flag in str(err.value)
 
 
+def test_skip_bad_images_is_rejected_where_it_does_nothing():
+    with pytest.raises(ValueError, match="--skip_bad_images=True does not apply to --dataset=digits"):
+        data.build("digits", skip_bad_images=True)
+
+
+def test_known_input_before_reading_data():
+    assert data.known_input("clothing1m") == (14, (224, 224, 3))
+    assert data.known_input("digits") is None
+
+
 def test_unprepared_without_manual_dir_says_how(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--manual_dir"):
+    with pytest.raises(FileNotFoundError, match=f"--data_dir={tmp_path} .*--manual_dir"):
         data.build("clothing1m", data_dir=str(tmp_path))
 
 
@@ -130,10 +163,50 @@ def test_malformed_and_unlabelled_lines_are_named(release, tmp_path):
         read_release(root)
 
 
-def test_bad_image_file_is_named(release, tmp_path):
+def _damage(root, split, n):
+    """Truncates the first n images of `split` to 70% of their bytes; deletes the next one."""
+    keys = read_release(root).splits[split]
+    for key, _, _ in keys[:n]:
+        path = os.path.join(root, key)
+        data_ = open(path, "rb").read()
+        open(path, "wb").write(data_[:int(0.7 * len(data_))])
+    os.remove(os.path.join(root, keys[n][0]))
+    return [k for k, _, _ in keys[:n + 1]]
+
+
+def _tfrecords(folder):
+    return [f for _, _, files in os.walk(folder) for f in files if ".tfrecord" in f]
+
+
+def test_bad_images_fail_in_one_error_before_anything_is_written(release, tmp_path, monkeypatch):
+    from gdw_tf.data.sources import clothing1m_tfds
     root = str(tmp_path / "rel")
     shutil.copytree(release[0], root)
-    key = open(os.path.join(root, "clean_val_key_list.txt")).readline().strip()
-    open(os.path.join(root, key), "wb").write(b"garbage")
-    with pytest.raises(ValueError, match=f"Clothing1M image file {root}/{key} is not a readable image"):
-        data.build("clothing1m", data_dir=str(tmp_path / "tfds"), manual_dir=root)
+    bad = _damage(root, "clean_val", 3) + _damage(root, "noisy_train", 1)
+    monkeypatch.setattr(clothing1m_tfds, "MAX_LISTED_BAD_IMAGES", 4)
+    tfds_dir = str(tmp_path / "tfds")
+    with pytest.raises(ValueError) as err:
+        data.build("clothing1m", data_dir=tfds_dir, manual_dir=root)
+    message = str(err.value)
+    assert message.startswith(f"Clothing1M release {root}: 6 image(s) in the key lists cannot be used")
+    assert "--skip_bad_images" in message and "... and 2 more" in message
+    listed = [line.split(":")[0].strip() for line in message.splitlines()[1:-1]]
+    assert listed == sorted(bad)[:4]
+    assert "cannot be decoded" in message or "does not exist" in message
+    assert not _tfrecords(tfds_dir) and not clothing1m_builder(tfds_dir).is_prepared()
+
+
+def test_skip_bad_images_leaves_them_out_and_counts_them(release, tmp_path):
+    root = str(tmp_path / "rel")
+    shutil.copytree(release[0], root)
+    bad = _damage(root, "clean_val", 2)
+    b = data.build("clothing1m", data_dir=str(tmp_path / "tfds"), manual_dir=root, batch_size=8,
+                   skip_bad_images=True)
+    assert b.num_meta == 28 - 3
+    assert b.summary["skipped_images"] == {"count": 3, "keys": sorted(bad)}
+    builder = clothing1m_builder(str(tmp_path / "tfds"))
+    rows = list(tfds.as_numpy(builder.as_dataset(split="clean_val")))
+    assert sorted(r["index"] for r in rows) == list(range(25))          # still 0..N-1
+    assert not {r["file_name"].decode() for r in rows} & set(bad)
+    images = [image for image, _ in b.meta_once]                         # every kept image decodes
+    assert sum(x.shape[0] for x in images) == 25

@@ -189,3 +189,95 @@ def test_converter_arrays_and_cli_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)  # simulate: torch not installed
     assert convert_torchvision.main([str(src), str(tmp_path / "o.npz")]) == 2
     assert "needs PyTorch" in capsys.readouterr().err
+
+
+def write_torch_zip(path, tensors, monkeypatch, extra=None):
+    """Writes name -> numpy array as ``torch.save(state_dict)`` does (zip: data.pkl + storages).
+
+    Built without PyTorch from stand-ins pickled under torch's own names; fc.weight is
+    stored transposed (a non-contiguous view) and fc.bias at an offset in a shared storage.
+    """
+    import collections
+    import pickle
+    import types
+    import zipfile
+
+    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+    names = {np.dtype("float32"): "FloatStorage", np.dtype("int64"): "LongStorage"}
+    for name in names.values():
+        setattr(torch, name, type(name, (), {"__module__": "torch", "__qualname__": name}))
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("only pickled")
+
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    torch._utils = utils
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils)
+
+    storages = []
+
+    class Storage:
+        def __init__(self, flat):
+            self.key, self.flat = str(len(storages)), flat
+            storages.append(self)
+
+    class Tensor:
+        def __init__(self, storage, offset, size, stride):
+            self.args = (storage, offset, size, stride)
+
+        def __reduce_ex__(self, protocol):
+            return _rebuild_tensor_v2, (*self.args, False, collections.OrderedDict())
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Storage):
+                return ("storage", getattr(torch, names[obj.flat.dtype]), obj.key, "cpu", obj.flat.size)
+            return None
+
+    sd = collections.OrderedDict()
+    for name, a in tensors.items():
+        if name == "fc.weight":  # column-major: strides (1, rows)
+            sd[name] = Tensor(Storage(np.ascontiguousarray(a.T).ravel()), 0, a.shape, (1, a.shape[0]))
+        elif name == "fc.bias":
+            sd[name] = Tensor(Storage(np.concatenate([np.zeros(3, a.dtype), a])), 3, a.shape, (1,))
+        else:
+            strides = tuple(int(s) // a.itemsize for s in a.strides)
+            sd[name] = Tensor(Storage(a.ravel()), 0, a.shape, strides)
+    if extra is not None:
+        sd["extra"] = extra
+    buffer = __import__("io").BytesIO()
+    Pickler(buffer, protocol=2).dump(sd)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", buffer.getvalue())
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/version", "3\n")
+        for s in storages:
+            z.writestr(f"archive/data/{s.key}", s.flat.tobytes())
+    monkeypatch.setitem(sys.modules, "torch", None)  # from here on: torch not installed
+    monkeypatch.delitem(sys.modules, "torch._utils")
+
+
+def test_converter_reads_a_torch_save_file_with_numpy_only(state_dict, tmp_path, monkeypatch, capsys):
+    pth, npz = str(tmp_path / "resnet18-f37072fd.pth"), str(tmp_path / "resnet18.npz")
+    write_torch_zip(pth, state_dict, monkeypatch)
+    assert convert_torchvision.main([pth, npz]) == 0
+    assert f"wrote {len(state_dict)} tensors" in capsys.readouterr().out
+    with np.load(npz) as got:
+        assert sorted(got.files) == sorted(state_dict)
+        for name, value in state_dict.items():
+            assert got[name].dtype == value.dtype and got[name].shape == value.shape, name
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
+    model = models.build("resnet18", 14, input_shape=SHAPE, init_weights=npz)  # head skipped
+    np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(),
+                                  state_dict["conv1.weight"].transpose(2, 3, 1, 0))
+
+
+def test_converter_refuses_pickles_beyond_a_state_dict(state_dict, tmp_path, monkeypatch, capsys):
+    import os
+    pth = str(tmp_path / "evil.pth")
+    write_torch_zip(pth, {"fc.bias": state_dict["fc.bias"]}, monkeypatch, extra=os.system)
+    assert convert_torchvision.main([pth, str(tmp_path / "o.npz")]) == 2
+    assert "system, which is not part of a plain state_dict" in capsys.readouterr().err

@@ -61,11 +61,13 @@ def test_default_command_trains_gdw_and_writes_every_report(tmp_path):
 
 
 def test_unset_flags_take_their_dataset_defaults_and_set_ones_win():
-    unset = {"model": None, "lr": None, "epochs": None}
+    unset = {"model": None, "lr": None, "epochs": None, "noise_type": None, "noise_rate": None}
     digits = with_dataset_defaults({"dataset": "digits", **unset})
     assert (digits["model"], digits["lr"], digits["epochs"]) == ("small_cnn", 0.05, 150)
+    assert (digits["noise_type"], digits["noise_rate"]) == ("uniform", 0.4)
     assert with_dataset_defaults({"dataset": "cifar10", **unset})["epochs"] == 80
-    chosen = with_dataset_defaults({"dataset": "digits", "model": "mlp", "lr": 0.2, "epochs": 3})
+    chosen = with_dataset_defaults({**unset, "dataset": "digits", "model": "mlp", "lr": 0.2,
+                                    "epochs": 3})
     assert (chosen["model"], chosen["lr"], chosen["epochs"]) == ("mlp", 0.2, 3)
     assert set(DATASET_DEFAULTS) == {"digits", "cifar10", "cifar100", "folder", "clothing1m"}
 
@@ -94,6 +96,21 @@ def test_every_flagfile_parses_and_validates():
             values[flag.name] = flag  # the same definitions, validators and defaults
         values(["train", f"--flagfile={os.path.join(ROOT, 'flags', name)}"])
         assert values["dataset"].value in ("cifar10", "cifar100", "clothing1m"), name
+
+
+@pytest.mark.parametrize("given, expected", [
+    (("digits", None, None), ("uniform", 0.4)),        # as before: 40% uniform noise
+    (("digits", "none", None), ("none", 0.0)),
+    (("folder", "flip", None), ("flip", 0.4)),
+    (("cifar10", None, 0.6), ("uniform", 0.6)),
+    (("clothing1m", None, None), ("none", 0.0)),        # real noise: nothing to unset
+    (("clothing1m", None, 0.4), ("none", 0.4)),         # ... and data.build rejects this
+])
+def test_noise_flags_default_per_dataset(given, expected):
+    from gdw_tf.train import with_dataset_defaults
+    dataset, noise_type, noise_rate = given
+    s = with_dataset_defaults({"dataset": dataset, "noise_type": noise_type, "noise_rate": noise_rate})
+    assert (s["noise_type"], s["noise_rate"]) == expected
 
 
 def test_killed_run_resumes_where_it_stopped(tmp_path):
@@ -168,15 +185,78 @@ def test_multi_worker_without_tf_config_is_a_clear_error(tmp_path):
     assert proc.returncode != 0 and "TF_CONFIG" in proc.stderr
 
 
-def test_clothing1m_mirrored_end_to_end_on_a_miniature_release(tmp_path):
+C1M_PER_CLASS = {"noisy_train": 2, "clean_train": 1, "clean_val": 1, "clean_test": 1}
+
+
+def _tfrecords(folder):
+    return [f for _, _, files in os.walk(folder) for f in files if ".tfrecord" in f]
+
+
+def test_clothing1m_headline_command_on_two_logical_cpus(tmp_path):
+    """The README's command as written, plus --manual_dir (and test-sized runs)."""
     release = str(tmp_path / "release")
-    write_clothing1m_release(release, {"noisy_train": 4, "clean_train": 1, "clean_val": 2,
-                                       "clean_test": 1})
+    write_clothing1m_release(release, C1M_PER_CLASS)  # official layout, CRLF, gray/CMYK JPEGs
     out = str(tmp_path / "run")
-    train("--flagfile=flags/clothing1m.flags", f"--manual_dir={release}",
-          f"--data_dir={tmp_path / 'tfds'}", "--epochs=1", "--batch_size=8",
-          "--strategy=mirrored", "--num_cpu_devices=2", "--hidden_units=8",
-          f"--output_dir={out}", "--verbose=0", timeout=600)
+    proc = train("--dataset=clothing1m", "--strategy=mirrored", f"--manual_dir={release}",
+                 "--num_cpu_devices=2", f"--data_dir={tmp_path / 'tfds'}", "--epochs=1",
+                 "--batch_size=8", f"--output_dir={out}", "--verbose=0", timeout=600)
+    assert "without --init_weights trains resnet18 from scratch" in proc.stderr
     res = results(out)
     assert res["model"] == "resnet18" and res["num_replicas"] == 2
+    assert res["flags"]["noise_type"] == "none" and res["flags"]["noise_rate"] == 0
     assert res["epochs_completed"] == 1 and 0 <= res["final_accuracy"] <= 100
+    summary = json.load(open(os.path.join(out, "data_summary.json")))
+    assert summary["num_train"] == 28 and summary["num_meta"] == 14 and summary["num_test"] == 14
+    assert summary["noise"]["type"] == "real" and summary["skipped_images"]["count"] == 0
+
+
+def test_clothing1m_flagfile_with_pretrained_weights_converted_offline(tmp_path, monkeypatch):
+    from tests.test_models_torchvision import fake_resnet18_state_dict, write_torch_zip
+    from gdw_tf.models import convert_torchvision
+    release = str(tmp_path / "release")
+    write_clothing1m_release(release, C1M_PER_CLASS)
+    pth, npz = str(tmp_path / "resnet18-f37072fd.pth"), str(tmp_path / "resnet18.npz")
+    write_torch_zip(pth, fake_resnet18_state_dict(), monkeypatch)      # torchvision's file format
+    assert convert_torchvision.main([pth, npz]) == 0                   # without torch
+    out = str(tmp_path / "run")
+    proc = train("--flagfile=flags/clothing1m.flags", f"--manual_dir={release}",
+                 f"--init_weights={npz}", f"--data_dir={tmp_path / 'tfds'}", "--epochs=1",
+                 "--batch_size=8", "--strategy=mirrored", "--num_cpu_devices=2",
+                 "--hidden_units=8", f"--output_dir={out}", "--verbose=0", timeout=600)
+    assert "from scratch" not in proc.stderr
+    assert "skipped classifier head" in proc.stderr                    # 1000 classes -> 14
+    res = results(out)
+    assert res["flags"]["init_weights"] == npz and res["num_replicas"] == 2
+
+
+@pytest.mark.parametrize("case", ["noise_flag", "missing_weights", "wrong_weights", "bad_images"])
+def test_clothing1m_mistakes_fail_before_any_build_work(tmp_path, case):
+    release = str(tmp_path / "release")
+    info = write_clothing1m_release(release, C1M_PER_CLASS)
+    args = ["--dataset=clothing1m", f"--manual_dir={release}", f"--data_dir={tmp_path / 'tfds'}",
+            f"--output_dir={tmp_path / 'run'}", "--epochs=1", "--batch_size=8"]
+    if case == "noise_flag":
+        args.append("--noise_rate=0.4")
+        expected = ["--noise_rate=0.4 is not supported: clothing1m has real label noise"]
+    elif case == "missing_weights":
+        args.append(f"--init_weights={tmp_path / 'absent.npz'}")
+        expected = [f"--init_weights={tmp_path / 'absent.npz'}: file not found"]
+    elif case == "wrong_weights":
+        np.savez(tmp_path / "resnet34.npz", **{"conv1.weight": np.zeros((32, 3, 7, 7), np.float32)})
+        args.append(f"--init_weights={tmp_path / 'resnet34.npz'}")
+        expected = ["resnet34.npz", "missing tensor(s)"]
+    else:
+        bad = [info["keys"]["clean_test"][3], info["keys"]["noisy_train"][7]]
+        for key in bad:
+            path = os.path.join(release, key)
+            data = open(path, "rb").read()
+            open(path, "wb").write(data[:int(0.7 * len(data))])      # truncated JPEG
+        os.remove(os.path.join(release, info["keys"]["clean_val"][0]))
+        bad.append(info["keys"]["clean_val"][0])
+        expected = ["3 image(s) in the key lists cannot be used", *(f"  {k}: " for k in bad),
+                    "does not exist", "cannot be decoded"]
+    proc = train(*args, check=False, timeout=300)
+    assert proc.returncode != 0
+    for fragment in expected:
+        assert fragment in proc.stderr, (fragment, proc.stderr[-2000:])
+    assert not _tfrecords(tmp_path / "tfds") and not os.path.exists(tmp_path / "run")

@@ -2,6 +2,8 @@
 
   python -m gdw_tf.bench.speed                         # base, mwnet, gdw on ResNet-32, batch 100
   python -m gdw_tf.bench.speed --methods=all --jit     # every registered method, XLA on
+  python -m gdw_tf.bench.speed --model=resnet18 --image_size=224 --num_classes=14 \
+      --batch_size=16 --memory_batches=8,16            # the Clothing1M setting, memory per example
 
 All methods are built in one process and timed round-robin, one iteration
 each per round, so that load from other processes hits them alike; inputs are
@@ -9,7 +11,9 @@ CIFAR-shaped synthetic batches, the whole train step is one traced function
 (as under `model.fit`), timed after warm-up. Reports median, 10th/90th
 percentile and the ratio to `base` of the same run. Peak memory is measured
 per method in a process of its own (process RSS on CPU, TensorFlow's
-allocator peak on GPU).
+allocator peak on GPU). --memory_batches measures it at several batch sizes
+(training and meta batch alike) and fits peak = fixed + per_example * batch,
+which projects the memory of larger batches (see the README's memory plan).
 """
 import argparse
 import json
@@ -29,6 +33,11 @@ def _parse(argv=None):
     p.add_argument("--model", default="resnet32")
     p.add_argument("--batch_size", type=int, default=100)
     p.add_argument("--num_classes", type=int, default=10)
+    p.add_argument("--image_size", type=int, default=None,
+                   help="square input size (default: the model's own, e.g. 224 for resnet18)")
+    p.add_argument("--memory_batches", default=None,
+                   help="comma-separated batch sizes at which to measure peak memory and fit "
+                        "the memory per example (default: --batch_size only)")
     p.add_argument("--iters", type=int, default=20, help="timed iterations")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--jit", action="store_true", help="XLA-compile the step")
@@ -48,8 +57,11 @@ def _setup(args, method):
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
-    backbone = gdw_tf.models.build(args.model, args.num_classes)
-    shape = tuple(backbone.input_shape[1:])
+    spec = gdw_tf.models.get_model_spec(args.model)
+    shape = spec.default_input_shape
+    if args.image_size:
+        shape = (args.image_size, args.image_size, shape[-1])
+    backbone = gdw_tf.models.build(args.model, args.num_classes, input_shape=shape)
     # What the trainer derives from the data, for a CIFAR-sized noisy training set.
     options = {"insw": {"num_train": 50000}, "soft_label": {"num_train": 50000},
                "gen_label": {"num_train": 50000},
@@ -74,6 +86,15 @@ def _peak_memory_mb():
     if tf.config.list_physical_devices("GPU"):
         return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_fit(peak_by_batch: dict[int, float]) -> dict:
+    """Least-squares peak = fixed + per_example * batch over the measured batches (MB)."""
+    if len(peak_by_batch) < 2:
+        return {}
+    b = np.array(list(peak_by_batch), float)
+    per_example, fixed = np.polyfit(b, np.array(list(peak_by_batch.values()), float), 1)
+    return {"memory_per_example_mb": float(per_example), "memory_fixed_mb": float(fixed)}
 
 
 def _stats(times):
@@ -184,25 +205,37 @@ def main(argv=None):
     methods = available_methods() if args.methods == "all" else args.methods.split(",")
     if "base" not in methods:
         methods = ["base", *methods]
-    passthrough = [a for a in (argv or sys.argv[1:]) if not a.startswith("--methods")
-                   and not a.startswith("--output")]
+    passthrough = [a for a in (argv or sys.argv[1:]) if not a.startswith(("--methods", "--output",
+                                                                           "--batch_size"))]
+    batches = ([int(b) for b in args.memory_batches.split(",")] if args.memory_batches
+               else [args.batch_size])
     results = {}
     for method in methods:  # a method that cannot be built is reported, not fatal
-        proc = subprocess.run([sys.executable, "-m", "gdw_tf.bench.speed", f"--single={method}",
-                               *passthrough], capture_output=True, text=True,
-                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-        if proc.returncode != 0:
-            results[method] = {"error": proc.stderr.strip().splitlines()[-1][:300]}
-        else:
-            results[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[method] = {"peak_memory_mb_by_batch": {}}
+        for batch in batches:
+            proc = subprocess.run([sys.executable, "-m", "gdw_tf.bench.speed", f"--single={method}",
+                                   f"--batch_size={batch}", *passthrough], capture_output=True,
+                                  text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+            if proc.returncode != 0:
+                results[method] = {"error": proc.stderr.strip().splitlines()[-1][:300]}
+                break
+            peak = json.loads(proc.stdout.strip().splitlines()[-1])["peak_memory_mb"]
+            results[method]["peak_memory_mb_by_batch"][batch] = peak
+        if "error" not in results[method]:
+            results[method].update(memory_fit(results[method]["peak_memory_mb_by_batch"]))
+            results[method]["peak_memory_mb"] = results[method]["peak_memory_mb_by_batch"].get(
+                args.batch_size, max(results[method]["peak_memory_mb_by_batch"].values()))
     timed = time_methods(args, [m for m in methods if "error" not in results[m]])
     for method, stats in timed.items():
         results[method].update(stats)
     base = results["base"].get("median_s")
     report = {"device": _device(), "model": args.model, "batch_size": args.batch_size,
+              "image_size": args.image_size, "num_classes": args.num_classes,
               "jit_compile": args.jit, "mixed_precision": args.mixed_precision,
               "methods": results}
-    lines = [f"{args.model}, batch {args.batch_size}, {report['device']}, "
+    size = f" at {args.image_size}x{args.image_size}" if args.image_size else ""
+    lines = [f"{args.model}{size}, {args.num_classes} classes, batch {args.batch_size} "
+             f"(and a meta batch as large), {report['device']}, "
              f"jit_compile={args.jit}, mixed_precision={args.mixed_precision}", "",
              "| method | median s/iter | p10-p90 | x base | peak memory (MB) |",
              "| --- | --- | --- | --- | --- |"]
@@ -212,6 +245,13 @@ def main(argv=None):
             continue
         lines.append(f"| {method} | {r['median_s']:.3f} | {r['p10_s']:.3f}-{r['p90_s']:.3f} | "
                      f"{r['median_s'] / base:.2f} | {r['peak_memory_mb']:.0f} |")
+    fitted = {m: r for m, r in results.items() if "memory_per_example_mb" in r}
+    if fitted:
+        lines += ["", "| method | peak memory (MB) by batch | fixed (MB) | per example (MB) |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {m} | " + ", ".join(f"{b}: {v:.0f}" for b, v in r["peak_memory_mb_by_batch"].items())
+                  + f" | {r['memory_fixed_mb']:.0f} | {r['memory_per_example_mb']:.1f} |"
+                  for m, r in fitted.items()]
     gdw = results.get("gdw", {})
     if "breakdown" in gdw:
         lines += ["", "| GDW pass | seconds |", "| --- | --- |"]

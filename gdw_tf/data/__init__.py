@@ -13,7 +13,7 @@ from gdw_tf.data.augment import (
     make_augmentation,
     reflect_pad_crop_flip,
 )
-from gdw_tf.data.bundle import DEFAULT_DATASET, DataBundle, build
+from gdw_tf.data.bundle import DEFAULT_DATASET, DataBundle, build, known_input
 from gdw_tf.data.cache import default_cache_dir
 from gdw_tf.data.imbalance import check_imbalance, long_tail_counts, long_tail_subsample
 from gdw_tf.data.meta_split import check_num_meta, split_meta
@@ -39,7 +39,7 @@ from gdw_tf.data.sources.folder import list_image_folder, load_image_folder
 from gdw_tf.data.summary import write_summary
 
 __all__ = [
-    "with_meta", "build", "DataBundle", "DEFAULT_DATASET", "available_datasets",
+    "with_meta", "build", "known_input", "DataBundle", "DEFAULT_DATASET", "available_datasets",
     "available_augmentations", "make_augmentation", "Augmentation", "AUGMENTATIONS",
     "reflect_pad_crop_flip", "register_source", "SOURCES", "ArraySplits", "StreamSplits",
     "SourceOptions", "transition_matrix", "corrupt_labels", "flip_targets", "realised_noise",

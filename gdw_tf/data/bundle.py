@@ -68,7 +68,8 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
           noise_type: str = "none", noise_rate: float = 0.0, imbalance_factor: float = 1.0,
           num_meta: int | None = None, seed: int = 0, batch_size: int = 100,
           meta_batch_size: int | None = None, augment: str | None = None,
-          cache_dir: str | None = None, train_per_class: int | None = None) -> DataBundle:
+          cache_dir: str | None = None, train_per_class: int | None = None,
+          skip_bad_images: bool = False) -> DataBundle:
     """Loads dataset `name` (see available_datasets()), applies the protocol, builds pipelines.
 
     Protocol (in-memory sources): hold out num_meta clean examples (num_meta / C
@@ -77,12 +78,17 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     train_per_class caps the training examples per class after the meta split
     (a smaller, still balanced set for CPU-sized protocols; it is then img_max).
     augment: recipe name (available_augmentations()); default per dataset.
+    A release with real noise (clothing1m) takes no protocol flags; its build
+    decodes every image first and fails listing the bad ones, unless
+    skip_bad_images leaves them out.
     Flags are validated before any data is read (except the num_meta checks
     that need the class sizes); errors name the flag and value.
     """
     spec = SOURCES.get(name)
-    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0, seed,
-                            train_per_class).validate()
+    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0, seed, train_per_class)
+    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images))
+    _check_source_flags(spec, config, num_meta, options)  # first: the flag this source cannot take
+    config.validate()
     batch_size = _check_batch("--batch_size", batch_size)
     meta_batch_size = batch_size if meta_batch_size is None else _check_batch("--meta_batch_size", meta_batch_size)
     if num_meta is not None and (isinstance(num_meta, bool) or not isinstance(num_meta, (int, np.integer))
@@ -90,11 +96,39 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
         raise ValueError(f"--num_meta must be a non-negative integer, got {num_meta!r}")
     if augment is not None:
         AUGMENTATIONS.get(augment)  # fail before reading any data
-    options = SourceOptions(data_dir, manual_dir, cache_dir)
     splits = spec.load(options)
     assemble = _ASSEMBLERS[type(splits)]
     return assemble(spec, splits, config, num_meta=num_meta, batch_size=batch_size,
                     meta_batch_size=meta_batch_size, augment=augment, options=options)
+
+
+def _check_source_flags(spec: SourceSpec, config: ProtocolConfig, num_meta, options: SourceOptions):
+    """Rejects flags the source cannot take, before it reads anything."""
+    if spec.fixed_protocol:
+        for flag, value, neutral in (("--noise_type", config.noise_type, "none"),
+                                     ("--noise_rate", config.noise_rate, 0.0),
+                                     ("--imbalance_factor", config.imbalance_factor, 1.0),
+                                     ("--num_meta", num_meta, None),
+                                     ("--train_per_class", config.train_per_class, None)):
+            if value != neutral:
+                raise ValueError(f"{flag}={value!r} is not supported: {spec.name} has "
+                                 f"{spec.fixed_protocol}; leave {flag} unset")
+    used = spec.options if spec.options is not None else tuple(
+        f.name for f in dataclasses.fields(SourceOptions) if f.name != "skip_bad_images")
+    for field in dataclasses.fields(SourceOptions):
+        value = getattr(options, field.name)
+        if value not in (None, False) and field.name not in used:
+            raise ValueError(f"--{field.name}={value} does not apply to --dataset={spec.name} "
+                             f"(it reads {', '.join('--' + u for u in used) or 'no files'})")
+
+
+def known_input(name: str, augment: str | None = None) -> tuple[int, tuple] | None:
+    """(num_classes, model input shape) of dataset `name`, when known without reading data."""
+    spec = SOURCES.get(name)
+    if spec.num_classes is None or spec.stored_shape is None:
+        return None
+    aug = make_augmentation(augment or spec.default_augment(spec.stored_shape), spec.stored_shape, 255.0)
+    return None if None in aug.output_shape else (spec.num_classes, tuple(aug.output_shape))
 
 
 def _augmentation(spec: SourceSpec, splits, augment: str | None) -> Augmentation:
@@ -120,6 +154,7 @@ def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, o
         "train_per_class": config.train_per_class,
         "augment": aug.name, "batch_size": batch_size, "meta_batch_size": meta_batch_size,
         "data_dir": options.data_dir, "manual_dir": options.manual_dir, "cache_dir": options.cache_dir,
+        "skip_bad_images": options.skip_bad_images,
     }
 
 
@@ -193,14 +228,6 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
                  batch_size, meta_batch_size, augment, options) -> DataBundle:
-    fixed = f"{spec.name} has real label noise and a fixed meta set (its {splits.split_names['meta']} split)"
-    for flag, value, neutral in (("--noise_type", config.noise_type, "none"),
-                                 ("--noise_rate", float(config.noise_rate), 0.0),
-                                 ("--imbalance_factor", float(config.imbalance_factor), 1.0),
-                                 ("--num_meta", num_meta, None),
-                                 ("--train_per_class", config.train_per_class, None)):
-        if value != neutral:
-            raise ValueError(f"{flag}={value!r} is not supported: {fixed}; leave {flag} unset")
     aug = _augmentation(spec, splits, augment)
     seed, c = config.seed, splits.num_classes
     n, m, num_test = splits.sizes["train"], splits.sizes["meta"], splits.sizes["test"]
@@ -229,6 +256,7 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
                    "meta": splits.counts["meta"], "test": splits.counts["test"]},
         "noise": {"rate": None, "expected_rate": None, "transition_matrix": None, **splits.noise},
         "imbalance": {"factor": 1.0, "img_max": None, "target_counts": None, "shortfall": {}},
+        "skipped_images": {"count": len(splits.skipped_images), "keys": splits.skipped_images},
         "protocol": {**_protocol_params(spec, config, m, aug, batch_size, meta_batch_size, options,
                                         f"the release's {splits.split_names['meta']} split"),
                      "order": [], "splits": splits.split_names},

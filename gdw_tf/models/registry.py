@@ -1,6 +1,7 @@
 """Name -> constructor registry for the model zoo, and the generic ``build`` entry point."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,3 +61,25 @@ def build(name: str, num_classes: int, input_shape=None, init_weights: str | Non
         input_shape = spec.default_input_shape
     return spec.fn(num_classes=num_classes, input_shape=input_shape,
                    init_weights=init_weights, **kwargs)
+
+
+def check_init_weights(name: str, path, known_input: tuple[int, tuple] | None = None) -> None:
+    """Fails, naming the file, unless ``path`` can initialise model ``name`` (before data is read).
+
+    ``known_input`` = (num_classes, input_shape) of the run: the model is built and
+    the file loaded into it (every tensor's shape checked). None (not known before
+    the data): only that the file exists and has a weights format's extension.
+    """
+    from gdw_tf.models.weights import registered_suffixes
+
+    get_model_spec(name)
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--init_weights={path}: file not found")
+    if known_input is None:
+        if not path.endswith(registered_suffixes()):
+            raise ValueError(f"--init_weights={path}: unsupported file extension; expected one of "
+                             f"{', '.join(registered_suffixes())}")
+        return
+    num_classes, input_shape = known_input
+    build(name, num_classes, input_shape, init_weights=path)

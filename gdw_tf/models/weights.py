@@ -53,6 +53,11 @@ def register_weight_format(name: str, suffix: str, description: str):
     return decorator
 
 
+def registered_suffixes() -> tuple[str, ...]:
+    """File name endings of the registered weight formats."""
+    return tuple(f.suffix for f in _FORMATS.values())
+
+
 def load_init_weights(model: keras.Model, path, formats: Sequence[str]) -> WeightLoadReport:
     """Load the local file ``path`` into ``model`` using one of ``formats`` (by extension)."""
     path = os.fspath(path)

@@ -21,11 +21,13 @@ from gdw_tf.registry import Registry
 
 @dataclasses.dataclass(frozen=True)
 class SourceOptions:
-    """Where a source reads and caches data (the --data_dir/--manual_dir/--cache_dir flags)."""
+    """Where a source reads and caches data (--data_dir, --manual_dir, --cache_dir), and
+    whether a release build leaves undecodable images out (--skip_bad_images)."""
 
     data_dir: str | None = None
     manual_dir: str | None = None
     cache_dir: str | None = None
+    skip_bad_images: bool = False
 
 
 @dataclasses.dataclass
@@ -90,6 +92,7 @@ class StreamSplits:
     noise: dict                            # realised noise of the train split
     split_names: dict[str, str]            # role -> the release's split name
     pixel_max: float = 255.0
+    skipped_images: list[str] = dataclasses.field(default_factory=list)  # left out by the build
 
     @property
     def num_classes(self) -> int:
@@ -105,6 +108,13 @@ class SourceSpec:
 
     default_num_meta(num_classes) -> int, or None when the release fixes the
     meta set. default_augment(image_shape) -> recipe name.
+    fixed_protocol: for a release with real noise and its own meta split, what
+    it fixes (e.g. "real label noise and a fixed meta set (its clean_val split)");
+    the protocol flags are then rejected before any data is read. None: the
+    protocol applies.
+    options: the SourceOptions fields the loader reads; any other one set is
+    rejected (None: not declared, only skip_bad_images is checked).
+    num_classes / stored_shape: known before reading any data (else None).
     """
 
     name: str
@@ -112,15 +122,21 @@ class SourceSpec:
     default_num_meta: Callable[[int], int | None]
     default_augment: Callable[[tuple], str]
     description: str
+    fixed_protocol: str | None = None
+    options: tuple[str, ...] | None = None
+    num_classes: int | None = None
+    stored_shape: tuple | None = None
 
 
 SOURCES = Registry("dataset (--dataset)")
 
 
-def register_source(name: str, *, default_num_meta, default_augment):
+def register_source(name: str, *, default_num_meta, default_augment, fixed_protocol=None,
+                    options=None, num_classes=None, stored_shape=None):
     """Decorator registering `load(options) -> Splits` as dataset `name`.
 
-    default_num_meta / default_augment may be constants or callables (see SourceSpec).
+    default_num_meta / default_augment may be constants or callables; the other
+    keywords are SourceSpec's fields.
     """
 
     def as_fn(v):
@@ -128,7 +144,9 @@ def register_source(name: str, *, default_num_meta, default_augment):
 
     def add(load):
         spec = SourceSpec(name, load, as_fn(default_num_meta), as_fn(default_augment),
-                          (load.__doc__ or "").strip().splitlines()[0] if load.__doc__ else "")
+                          (load.__doc__ or "").strip().splitlines()[0] if load.__doc__ else "",
+                          fixed_protocol, None if options is None else tuple(options), num_classes,
+                          None if stored_shape is None else tuple(stored_shape))
         SOURCES.register(name)(spec)
         return load
 

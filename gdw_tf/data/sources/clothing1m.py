@@ -3,33 +3,40 @@
 The first call with --manual_dir=<release> writes sharded TFRecords under
 --data_dir (default ~/tensorflow_datasets); later calls just read them.
 Roles: train = noisy_train (real web noise), meta = clean_val, test = clean_test.
-No synthetic noise, long tail or num_meta apply (gdw_tf.data.build rejects them).
+No synthetic noise, long tail or num_meta apply (gdw_tf.data.build rejects them
+before reading anything). The build decodes every image before writing; bad
+images fail it in one error, or are left out with --skip_bad_images.
 """
 from __future__ import annotations
 
+import os
+
 from gdw_tf.data.sources.base import SourceOptions, StreamSplits, register_source
+
+NUM_CLASSES = 14
 
 ROLES = {"train": "noisy_train", "meta": "clean_val", "test": "clean_test"}
 
 
-def clothing1m_builder(data_dir: str | None):
+def clothing1m_builder(data_dir: str | None, skip_bad_images: bool = False):
     from gdw_tf.data.sources.clothing1m_tfds import Clothing1m
 
-    return Clothing1m(data_dir=data_dir)
+    return Clothing1m(data_dir=data_dir, skip_bad_images=skip_bad_images)
 
 
-def prepare_clothing1m(data_dir: str | None, manual_dir: str | None):
+def prepare_clothing1m(data_dir: str | None, manual_dir: str | None, skip_bad_images: bool = False):
     """Returns the prepared builder, building it from `manual_dir` if needed."""
     import tensorflow_datasets as tfds
 
     from gdw_tf.data.sources.clothing1m_tfds import read_release
 
-    builder = clothing1m_builder(data_dir)
+    builder = clothing1m_builder(data_dir, skip_bad_images)
     if not builder.is_prepared():
         if manual_dir is None:
+            root = data_dir or os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))
             raise FileNotFoundError(
-                f"clothing1m is not prepared under --data_dir={data_dir or builder.data_dir} "
-                f"(looked for {builder.data_dir}); pass --manual_dir=<Clothing1M release directory> "
+                f"clothing1m is not prepared under --data_dir={root} (looked for "
+                f"{builder.data_dir}); pass --manual_dir=<Clothing1M release directory> "
                 "to build it there once"
             )
         read_release(manual_dir)  # fail fast, naming the missing file
@@ -38,12 +45,15 @@ def prepare_clothing1m(data_dir: str | None, manual_dir: str | None):
     return builder
 
 
-@register_source("clothing1m", default_num_meta=None, default_augment="imagenet")
+@register_source("clothing1m", default_num_meta=None, default_augment="imagenet",
+                 fixed_protocol=f"real label noise and a fixed meta set (its {ROLES['meta']} split)",
+                 options=("data_dir", "manual_dir", "skip_bad_images"),
+                 num_classes=NUM_CLASSES, stored_shape=(None, None, 3))
 def load_clothing1m(options: SourceOptions) -> StreamSplits:
     """Clothing1M (TFDS, built from --manual_dir into --data_dir); meta set = clean_val."""
     import tensorflow_datasets as tfds
 
-    builder = prepare_clothing1m(options.data_dir, options.manual_dir)
+    builder = prepare_clothing1m(options.data_dir, options.manual_dir, options.skip_bad_images)
     meta = builder.info.metadata
     sizes = {role: builder.info.splits[split].num_examples for role, split in ROLES.items()}
     counts = {role: list(meta["counts"][split]) for role, split in ROLES.items()}
@@ -65,4 +75,5 @@ def load_clothing1m(options: SourceOptions) -> StreamSplits:
         "empirical_transition_matrix": meta["noisy_train_empirical_transition"],
     }
     return StreamSplits(list(builder.info.features["label"].names), (None, None, 3), read,
-                        sizes, counts, noise, dict(ROLES))
+                        sizes, counts, noise, dict(ROLES),
+                        skipped_images=list(meta.get("skipped_images", [])))

@@ -13,12 +13,16 @@ Splits (features: image, label, true_label, index, file_name):
                  is also in clean_label_kv.txt, else -1
     clean_train, clean_val, clean_test
                  label = true_label = clean label
-`index` is the position in the split's key list (0..N-1, stable). Examples
-are written as sharded TFRecords, so the 1M-image split streams from disk.
+`index` is the position in the split's key list (0..N-1, stable). Every image
+is decoded before anything is written: undecodable ones fail the build in one
+error listing them, or are left out with skip_bad_images (their keys are kept
+in the metadata). Examples are written as sharded TFRecords, so the 1M-image
+split streams from disk.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 import numpy as np
@@ -26,8 +30,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from gdw_tf.data.noise import empirical_transition, realised_noise
-
-NUM_CLASSES = 14
+from gdw_tf.data.sources.clothing1m import NUM_CLASSES
 KV_FILES = {"noisy": "noisy_label_kv.txt", "clean": "clean_label_kv.txt"}
 KEY_LISTS = {
     "noisy_train": "noisy_train_key_list.txt",
@@ -123,17 +126,65 @@ def read_release(root) -> Release:
     return Release(root, class_names, splits)
 
 
-def check_image_file(path: str) -> None:
-    """Cheap header check (no full decode); raises ValueError naming a bad file."""
-    from PIL import Image, UnidentifiedImageError
+MAX_LISTED_BAD_IMAGES = 20  # the error lists this many bad images, and counts them all
+
+
+def image_error(path: str) -> str | None:
+    """Why the image file `path` cannot be trained on, or None if it decodes.
+
+    Decodes it fully, as the training pipeline does (tf.io.decode_image to RGB),
+    so grayscale and CMYK JPEGs pass and truncated or corrupt files do not.
+    """
+    import tensorflow as tf
 
     try:
-        with Image.open(path) as im:
-            im.verify()
+        with open(path, "rb") as f:
+            encoded = f.read()
     except FileNotFoundError:
-        raise FileNotFoundError(f"Clothing1M image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"Clothing1M image file {path} is not a readable image: {e}") from None
+        return "file does not exist"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    try:
+        tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+        reason = e.message.split("}}")[-1].split("[Op:")[0].strip()
+        return f"cannot be decoded ({reason or type(e).__name__})"
+    return None
+
+
+def find_bad_images(release: Release, workers: int | None = None) -> dict[str, str]:
+    """key -> reason for every image of the release's key lists that does not decode."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = sorted({key for entries in release.splits.values() for key, _, _ in entries})
+    with ThreadPoolExecutor(workers or min(32, os.cpu_count() or 1)) as pool:
+        reasons = pool.map(lambda key: image_error(os.path.join(release.root, key)), keys)
+        return {key: reason for key, reason in zip(keys, reasons) if reason is not None}
+
+
+def screen_images(release: Release, skip_bad: bool) -> tuple[Release, list[str]]:
+    """The release without undecodable images, and their keys (sorted).
+
+    Every image is decoded before anything is written. Bad images raise one
+    ValueError listing them (up to MAX_LISTED_BAD_IMAGES, with the total) unless
+    `skip_bad`; skipped ones leave their key lists, so `index` stays 0..N-1.
+    """
+    bad = find_bad_images(release)
+    if not bad:
+        return release, []
+    if not skip_bad:
+        listed = [f"  {key}: {reason}" for key, reason in list(bad.items())[:MAX_LISTED_BAD_IMAGES]]
+        more = len(bad) - len(listed)
+        raise ValueError("\n".join([
+            f"Clothing1M release {release.root}: {len(bad)} image(s) in the key lists cannot be "
+            "used (nothing was written; fix or remove them, or pass --skip_bad_images to leave "
+            "them out):", *listed, *([f"  ... and {more} more"] if more > 0 else [])]))
+    splits = {}
+    for split, entries in release.splits.items():
+        splits[split] = [e for e in entries if e[0] not in bad]
+        if not splits[split]:
+            raise ValueError(f"Clothing1M release {release.root}: every image of {split} is bad")
+    return Release(release.root, release.class_names, splits), sorted(bad)
 
 
 class Clothing1m(tfds.core.GeneratorBasedBuilder):
@@ -154,6 +205,11 @@ class Clothing1m(tfds.core.GeneratorBasedBuilder):
     clean_test_key_list.txt, category_names_eng.txt and the images/ folder.
     """
 
+    def __init__(self, *, skip_bad_images: bool = False, **kwargs):
+        """skip_bad_images: a build leaves undecodable images out instead of failing."""
+        self.skip_bad_images = skip_bad_images
+        super().__init__(**kwargs)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
@@ -171,15 +227,18 @@ class Clothing1m(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        release = read_release(dl_manager.manual_dir)
+        release, skipped = screen_images(read_release(dl_manager.manual_dir), self.skip_bad_images)
+        if skipped:
+            logging.warning("clothing1m: left out %d image(s) that cannot be decoded: %s%s",
+                            len(skipped), skipped[:MAX_LISTED_BAD_IMAGES],
+                            " ..." if len(skipped) > MAX_LISTED_BAD_IMAGES else "")
         self.info.features["label"].names = release.class_names
         self.info.metadata.update(release.metadata())
+        self.info.metadata["skipped_images"] = skipped
         return {split: self._generate_examples(release.root, entries)
                 for split, entries in release.splits.items()}
 
     def _generate_examples(self, root, entries):
         for index, (key, label, true_label) in enumerate(entries):
-            path = os.path.join(root, key)
-            check_image_file(path)
-            yield index, {"image": path, "label": label, "true_label": true_label,
-                          "index": index, "file_name": key}
+            yield index, {"image": os.path.join(root, key), "label": label,
+                          "true_label": true_label, "index": index, "file_name": key}
