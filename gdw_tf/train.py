@@ -9,12 +9,17 @@ checkpoints (the same command resumes a killed run), history.json, log.csv,
 TensorBoard summaries, data_summary.json, results.json and PNG figures.
 """
 import ast
+import contextlib
 import inspect
 import os
+import re
+import sys
 
 from absl import app, logging
+from absl import flags as absl_flags
 
 from gdw_tf import flags as gdw_flags  # noqa: F401  (defines the flags)
+from gdw_tf import run_dir
 from gdw_tf.flags import FLAGS
 
 # Per-dataset defaults for flags left unset: (model, learning rate).
@@ -66,93 +71,143 @@ def method_options(method_cls, bundle, s):
     return options
 
 
-def run(s):
-    """Trains as configured by the settings dict `s`; returns the results dict."""
-    import keras
-    import tensorflow as tf
-
-    import gdw_tf
-    from gdw_tf import models, reporting, strategies
-    from gdw_tf.methods.registry import METHODS
-
-    timer = reporting.Timer()
-    method_cls = METHODS.get(s["method"])  # fails early on an unknown --method
+def resolved_settings(s):
+    """`s` with the per-dataset defaults filled in (what the run actually uses)."""
     default_model, default_lr = DATASET_DEFAULTS.get(s["dataset"], ("resnet32", 0.1))
-    model_name = s["model"] or default_model
-    strategy = strategies.make_strategy(s["strategy"], tpu=s["tpu"])
-    replicas = strategy.num_replicas_in_sync
-    for flag in ("batch_size", "meta_batch_size"):
-        if s[flag] is not None and s[flag] % replicas:
-            raise ValueError(f"--{flag}={s[flag]} is not divisible by the {replicas} replicas "
-                             f"of --strategy={s['strategy']}")
-    if s["mixed_precision"]:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    keras.utils.set_random_seed(s["seed"])
+    return {**s, "model": s["model"] or default_model, "lr": s["lr"] or default_lr}
 
-    bundle = gdw_tf.data.build(
-        s["dataset"], data_dir=s["data_dir"], manual_dir=s["manual_dir"],
-        noise_type=s["noise_type"], noise_rate=s["noise_rate"],
-        imbalance_factor=s["imbalance_factor"], num_meta=s["num_meta"], seed=s["seed"],
-        batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
-        augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"])
-    if method_cls.needs_meta and bundle.meta is None:
-        raise ValueError(f"--method={s['method']} needs a meta set but --num_meta=0")
 
+def run(s):
+    """Trains as configured by the settings dict `s`; returns the results dict.
+
+    Raises `run_dir.UserError` for bad input (flags, files, data, a diverging run).
+    """
+    import time
+
+    from gdw_tf import strategies
+
+    started = time.time()
+    with run_dir.user_errors():
+        strategy = strategies.make_strategy(s["strategy"], tpu=s["tpu"])
     chief = strategies.is_chief(strategy)
     out_dir = s["output_dir"] or default_output_dir(s)
     if not chief:  # every worker must save; only the chief's files are kept
         out_dir = os.path.join(out_dir, f"worker_{strategy.cluster_resolver.task_id}")
-    os.makedirs(out_dir, exist_ok=True)
-    if chief:
-        bundle.write_summary(os.path.join(out_dir, "data_summary.json"))
+    with run_dir.OutputDirLock(out_dir):
+        results = _run_locked(s, strategy, chief, out_dir, started)
+    results["output_dir"] = out_dir
+    return results
 
-    with strategy.scope():
-        backbone = models.build(model_name, bundle.num_classes, input_shape=bundle.image_shape,
-                                init_weights=s["init_weights"])
-        model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
-                                weight_decay=s["weight_decay"],
-                                **method_options(method_cls, bundle, s))
-        lr = s["lr"] or default_lr
-        if s["schedule"] == "cosine":
-            lr = gdw_tf.EpochCosineDecay(lr, bundle.steps_per_epoch, s["epochs"])
-        model.compile(keras.optimizers.SGD(lr, momentum=s["momentum"]),
-                      metrics=["accuracy"], jit_compile=s["jit_compile"])
 
-    checkpoint = reporting.ResumableCheckpoint(out_dir, model, write=chief)
-    start = checkpoint.restore()
-    if start:
-        logging.info("resuming from %s at epoch %d of %d", out_dir, start, s["epochs"])
-        print(f"Resuming from {out_dir} at epoch {start} of {s['epochs']}", flush=True)
+def _run_locked(s, strategy, chief, out_dir, started):
+    import keras
+    import tensorflow as tf
+
+    import gdw_tf
+    from gdw_tf import models, reporting
+    from gdw_tf.methods.registry import METHODS
+
+    resolved = resolved_settings(s)
+    with run_dir.user_errors():
+        if tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints")):
+            differ = run_dir.check_same_flags(out_dir, resolved, force=s["resume"] == "force")
+            if differ:
+                logging.warning("--resume=force: resuming %s despite other flags: %s",
+                                out_dir, ", ".join(differ))
+        method_cls = METHODS.get(s["method"])  # fails early on an unknown --method
+        replicas = strategy.num_replicas_in_sync
+        for flag in ("batch_size", "meta_batch_size"):
+            if s[flag] is not None and s[flag] % replicas:
+                raise ValueError(f"--{flag}={s[flag]} is not divisible by the {replicas} replicas "
+                                 f"of --strategy={s['strategy']}")
+        if s["mixed_precision"]:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        keras.utils.set_random_seed(s["seed"])
+
+        bundle = gdw_tf.data.build(
+            s["dataset"], data_dir=s["data_dir"], manual_dir=s["manual_dir"],
+            noise_type=s["noise_type"], noise_rate=s["noise_rate"],
+            imbalance_factor=s["imbalance_factor"], num_meta=s["num_meta"], seed=s["seed"],
+            batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
+            augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"])
+        if method_cls.needs_meta and bundle.meta is None:
+            raise ValueError(f"--method={s['method']} needs a meta set but --num_meta=0")
+        if chief:
+            bundle.write_summary(os.path.join(out_dir, "data_summary.json"))
+
+        with strategy.scope():
+            backbone = models.build(resolved["model"], bundle.num_classes,
+                                    input_shape=bundle.image_shape, init_weights=s["init_weights"])
+            model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
+                                    weight_decay=s["weight_decay"],
+                                    **method_options(method_cls, bundle, s))
+            lr = resolved["lr"]
+            if s["schedule"] == "cosine":
+                lr = gdw_tf.EpochCosineDecay(lr, bundle.steps_per_epoch, s["epochs"])
+            model.compile(keras.optimizers.SGD(lr, momentum=s["momentum"]),
+                          metrics=["accuracy"], jit_compile=s["jit_compile"])
+
+        checkpoint = reporting.ResumableCheckpoint(
+            out_dir, model, bundle.steps_per_epoch, every_steps=s["checkpoint_steps"], write=chief,
+            started=started)
+        start, step = checkpoint.restore()
+    if start or step:
+        where = f"epoch {start}" + (f", step {step}" if step else "")
+        logging.info("resuming from %s at %s of %d", out_dir, where, s["epochs"])
+        print(f"Resuming from {out_dir} at {where} of {s['epochs']}", flush=True)
     else:
         model.method.prepare(model, bundle, s)
+    if chief:
+        run_dir.save_flags(out_dir, resolved)
 
-    histograms = reporting.WeightHistograms()
     train_data = (gdw_tf.data.with_meta(bundle.train, bundle.meta)
                   if method_cls.needs_meta else bundle.train)
-    callbacks = [checkpoint, histograms,
-                 keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=start > 0),
+    callbacks = [checkpoint,
                  keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"),
                                              update_freq="epoch")]
     if start < s["epochs"]:
-        model.fit(train_data, epochs=s["epochs"], initial_epoch=start,
-                  validation_data=bundle.test, callbacks=callbacks, verbose=s["verbose"])
+        with _training_errors(tf):
+            model.fit(train_data, epochs=s["epochs"], initial_epoch=start,
+                      validation_data=bundle.test, callbacks=callbacks, verbose=s["verbose"])
     extra = model.method.finish(model, bundle, s) or {}
+    record = checkpoint.record
     extra["target_weight_histograms"] = {
         "edges": model.weight_histograms["clean"].edges(),
-        "by_epoch": {str(k): v for k, v in histograms.by_epoch.items()}}
+        "by_epoch": {str(k): v for k, v in sorted(record.histograms.items())}}
     extra["optimizer_iterations"] = int(model.optimizer.iterations.numpy())
     meta_optimizer = getattr(model.method, "meta_optimizer", None)
     if meta_optimizer is not None:
         extra["meta_optimizer_iterations"] = int(meta_optimizer.iterations.numpy())
-    extra["model"] = model_name
-    extra["num_replicas"] = replicas
-    results = reporting.results_summary(checkpoint.history, s, timer.elapsed(), extra)
+    extra["model"] = resolved["model"]
+    extra["num_replicas"] = strategy.num_replicas_in_sync
+    results = reporting.results_summary(record.history, s, record.wall_time_s, extra)
     if chief:
         reporting.write_results(out_dir, results)
-        reporting.write_figures(os.path.join(out_dir, "figures"), checkpoint.history,
-                                histograms.by_epoch, model.weight_histograms["clean"].edges())
-    results["output_dir"] = out_dir
+        reporting.write_figures(os.path.join(out_dir, "figures"), record.history,
+                                record.histograms, model.weight_histograms["clean"].edges())
     return results
+
+
+@contextlib.contextmanager
+def _training_errors(tf):
+    """The step's own checks (gdw_tf: non-finite gradient, label out of range) as UserErrors."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        found = re.search(r"(gdw_tf: [^\]\n]*)", error.message)
+        if found is None:
+            raise
+        kind = run_dir.NonFiniteError if "non-finite" in found.group(1) else run_dir.UserError
+        raise kind(f"training stopped: {found.group(1).removeprefix('gdw_tf: ')}") from error
+
+
+def _parse_flags(argv):
+    """absl's parser, with flag errors as one line and exit status 2."""
+    try:
+        return FLAGS(argv)
+    except absl_flags.Error as error:
+        print(f"gdw_tf.train: error: {error}", file=sys.stderr)
+        sys.exit(run_dir.USER_ERROR_EXIT_CODE)
 
 
 def main(argv):
@@ -161,7 +216,13 @@ def main(argv):
     s = settings_from_flags()
     from gdw_tf.strategies import split_cpu
     split_cpu(s["num_cpu_devices"])
-    results = run(s)
+    try:
+        results = run(s)
+    except run_dir.UserError as error:
+        if s["traceback"]:
+            raise
+        print(f"gdw_tf.train: error: {error}", file=sys.stderr)
+        sys.exit(run_dir.USER_ERROR_EXIT_CODE)
     print(f"Test accuracy: final (mean of last {min(5, results['epochs_completed'])} epochs) "
           f"{results['final_accuracy']:.2f}%, best {results['best_accuracy']:.2f}%, "
           f"last {results['last_accuracy']:.2f}%  [{s['method']} on {s['dataset']}, "
@@ -169,4 +230,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
