@@ -152,22 +152,24 @@ def _run_locked(s, strategy, chief, out_dir, started):
             started=started)
         start, step = checkpoint.restore()
     if start or step:
-        where = f"epoch {start}" + (f", step {step}" if step else "")
-        logging.info("resuming from %s at %s of %d", out_dir, where, s["epochs"])
-        print(f"Resuming from {out_dir} at {where} of {s['epochs']}", flush=True)
+        where = f"epoch {start} of {s['epochs']}"
+        if step:
+            where += f", step {step} of {bundle.steps_per_epoch}"
+        logging.info("resuming from %s at %s", out_dir, where)
+        print(f"Resuming from {out_dir} at {where}", flush=True)
     else:
         model.method.prepare(model, bundle, s)
     if chief:
         run_dir.save_flags(out_dir, resolved)
 
-    train_data = (gdw_tf.data.with_meta(bundle.train, bundle.meta)
-                  if method_cls.needs_meta else bundle.train)
     callbacks = [checkpoint,
                  keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"),
                                              update_freq="epoch")]
-    if start < s["epochs"]:
-        with _training_errors(tf):
-            model.fit(train_data, epochs=s["epochs"], initial_epoch=start,
+    with _training_errors(tf):
+        for first_epoch, first_step, last_epoch in _segments(start, step, s["epochs"]):
+            data, steps = _training_data(bundle, method_cls.needs_meta, first_epoch, first_step,
+                                         last_epoch)
+            model.fit(data, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                       validation_data=bundle.test, callbacks=callbacks, verbose=s["verbose"])
     extra = model.method.finish(model, bundle, s) or {}
     record = checkpoint.record
@@ -186,6 +188,36 @@ def _run_locked(s, strategy, chief, out_dir, started):
         reporting.write_figures(os.path.join(out_dir, "figures"), record.history,
                                 record.histograms, model.weight_histograms["clean"].edges())
     return results
+
+
+def _segments(start, step, epochs):
+    """The fit calls of a run resumed at step `step` of epoch `start`: (first epoch,
+    its first step, end epoch); the epoch in progress is finished by a call of its own."""
+    if step and start < epochs:
+        return [(start, step, start + 1)] + _segments(start + 1, 0, epochs)
+    return [(start, 0, epochs)] if start < epochs else []
+
+
+def _training_data(bundle, needs_meta, first_epoch, first_step, last_epoch):
+    """(dataset, steps_per_epoch for fit): the batches of epochs [first_epoch, last_epoch)
+    from step `first_step` on (paired with meta batches for meta methods), as an
+    uninterrupted run sees them.
+
+    Streamed sources have no positioned pipelines: each epoch is a fresh pass, and an
+    epoch resumed mid-way gets the first remaining-steps batches of a new pass.
+    """
+    import gdw_tf
+
+    steps = bundle.steps_per_epoch
+    if bundle.train_from is None:
+        train, meta = bundle.train, bundle.meta
+        fit_steps = steps - first_step if first_step else None  # None: one pass per epoch
+    else:
+        first = first_epoch * steps + first_step
+        train = bundle.train_from(first, last_epoch * steps)
+        meta = bundle.meta_from(first) if bundle.meta_from is not None else None
+        fit_steps = steps - first_step  # one dataset spans the epochs
+    return (gdw_tf.data.with_meta(train, meta) if needs_meta else train), fit_steps
 
 
 @contextlib.contextmanager
@@ -210,10 +242,30 @@ def _parse_flags(argv):
         sys.exit(run_dir.USER_ERROR_EXIT_CODE)
 
 
+def make_deterministic():
+    """--deterministic: the same flags give the same bits on the same machine, also
+    across a kill and resume. Deterministic ops, one thread per op and between ops
+    (the partition of a reduction depends on the thread count), oneDNN off (its
+    kernels are not deterministic); oneDNN is read when TensorFlow loads, which
+    the flag definitions already did, so the process restarts itself once with it off.
+    """
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "gdw_tf.train", *sys.argv[1:]])
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     s = settings_from_flags()
+    if s["deterministic"]:
+        make_deterministic()
     from gdw_tf.strategies import split_cpu
     split_cpu(s["num_cpu_devices"])
     try:

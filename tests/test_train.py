@@ -1,6 +1,7 @@
 """`python -m gdw_tf.train` end to end, as users run it (real subprocesses)."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -139,6 +140,8 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert f"at epoch {done} of 5" in again.stdout
     res = results(out)
     assert res["epochs_completed"] == 5
+    assert sorted(res["target_weight_histograms"]["by_epoch"], key=int) == [str(e) for e in range(5)]
+    assert len(open(os.path.join(out, "log.csv")).read().splitlines()) == 6
     steps = res["optimizer_iterations"] // 5
     assert res["optimizer_iterations"] == 5 * steps  # optimizer state came back
     assert res["meta_optimizer_iterations"] == res["optimizer_iterations"]
@@ -273,3 +276,31 @@ def test_divergence_under_xla_stops_and_keeps_the_last_good_checkpoint(tmp_path)
         np.testing.assert_array_equal(value, good[name])
         if np.issubdtype(np.asarray(value).dtype, np.floating):
             assert np.all(np.isfinite(value)), name
+
+
+def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
+    args = [*FAST, "--train_per_class=100", "--epochs=3", "--checkpoint_steps=3", "--deterministic"]
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    train(*args, f"--output_dir={whole}")
+
+    proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args, f"--output_dir={cut}"],
+                            cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = os.path.join(cut, "checkpoints", "ckpt-2.index")  # epoch 0, step 6 of 10
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not os.path.exists(second):
+        time.sleep(0.01)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = train(*args, f"--output_dir={cut}")
+    assert re.search(r"at epoch 0 of 3, step [369] of 10", again.stdout), again.stdout  # mid-epoch
+
+    a, b = results(whole), results(cut)
+    assert a["history"] == b["history"]
+    assert a["target_weight_histograms"] == b["target_weight_histograms"]
+    assert a["optimizer_iterations"] == b["optimizer_iterations"] == 30
+    tensors_a, tensors_b = _checkpoint_tensors(whole), _checkpoint_tensors(cut)
+    assert tensors_a.keys() == tensors_b.keys()
+    for name in tensors_a:
+        if not name.startswith("run_record"):  # holds the wall time
+            np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
