@@ -5,8 +5,11 @@
   python -m gdw_tf.train --dataset=clothing1m --manual_dir=... --strategy=mirrored
 
 Everything goes to --output_dir (default runs/<dataset>_<noise>_<method>_seed<seed>):
-checkpoints (the same command resumes a killed run), history.json, log.csv,
-TensorBoard summaries, data_summary.json, results.json and PNG figures.
+checkpoints (the same command resumes a killed run, at its last epoch or
+--checkpoint_steps step, and only with the same flags: flags.json), history.json,
+log.csv, TensorBoard summaries, data_summary.json, results.json and PNG figures.
+The directory is locked while a run uses it. Bad input and a diverging run end
+with one line on stderr and exit status 2 (--traceback shows the traceback).
 """
 import ast
 import contextlib
