@@ -92,21 +92,12 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             metrics=self._metric_variables)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(directory, "checkpoints"), max_to_keep=max_to_keep)
-        self._tensors = [t for t in tf.train.TrackableView(self.checkpoint).descendants()
-                         if isinstance(t, (tf.Variable, keras.Variable))]
         self._segment_start = time.time() if started is None else started  # this process's
         self._base_wall_time = 0.0
         self._resume = (0, 0)
         self._restored_metrics = None
         self._epoch_in_progress = None
         self._steps_done = 0
-
-    @property
-    def history(self):
-        return self.record.history
-
-    def exists(self):
-        return self.manager.latest_checkpoint is not None
 
     def restore(self):
         """Restores the latest checkpoint, if any; returns (epoch, step) to resume from."""
@@ -124,6 +115,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.record = RunRecord.from_json(self.saved_record.numpy().decode())
         self._base_wall_time = self.record.wall_time_s
         epoch, step = int(self.epoch.numpy()), int(self.step.numpy())
+        legacy = os.path.join(self.directory, "history.json")
+        if not self.record.history and epoch and os.path.exists(legacy):
+            with open(legacy) as f:  # a checkpoint written before the record was kept in it
+                self.record.history = {k: v[:epoch] for k, v in json.load(f).items()}
         if step:  # fit resets the metrics when the epoch starts: put them back then
             self._restored_metrics = [v.numpy() for v in self._metric_variables]
         self._resume = (epoch, step)
@@ -169,9 +164,11 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             self.record.histograms[epoch] = {"clean": clean.tolist(), "noisy": noisy.tolist()}
 
     def _save(self, epoch, step, logs):
-        where = f"epoch {epoch + 1 if step else epoch}" + (f", step {step}" if step else "")
+        where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
         bad = non_finite({f"{k} (logged)": v for k, v in (logs or {}).items()})
-        bad += non_finite({getattr(t, "path", t.name): t.numpy() for t in self._tensors})
+        bad += non_finite({getattr(t, "path", t.name): t.numpy()
+                           for t in tf.train.TrackableView(self.checkpoint).descendants()
+                           if isinstance(t, (tf.Variable, keras.Variable))})
         if bad:
             kept = self.manager.latest_checkpoint or "none yet"
             raise NonFiniteError(

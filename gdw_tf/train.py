@@ -17,6 +17,7 @@ import inspect
 import os
 import re
 import sys
+import time
 
 from absl import app, logging
 from absl import flags as absl_flags
@@ -85,8 +86,6 @@ def run(s):
 
     Raises `run_dir.UserError` for bad input (flags, files, data, a diverging run).
     """
-    import time
-
     from gdw_tf import strategies
 
     started = time.time()
@@ -232,8 +231,10 @@ def _training_errors(tf):
         found = re.search(r"(gdw_tf: [^\]\n]*)", error.message)
         if found is None:
             raise
-        kind = run_dir.NonFiniteError if "non-finite" in found.group(1) else run_dir.UserError
-        raise kind(f"training stopped: {found.group(1).removeprefix('gdw_tf: ')}") from error
+        message = found.group(1).removeprefix("gdw_tf: ")
+        if "non-finite" in message:
+            raise run_dir.NonFiniteError(f"training diverged: {message}") from error
+        raise run_dir.UserError(f"training stopped: {message}") from error
 
 
 def _parse_flags(argv):
@@ -265,7 +266,9 @@ def make_deterministic():
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        print(f"gdw_tf.train: error: unexpected arguments: {' '.join(argv[1:])} "
+              "(flags look like --name=value)", file=sys.stderr)
+        sys.exit(run_dir.USER_ERROR_EXIT_CODE)
     s = settings_from_flags()
     if s["deterministic"]:
         make_deterministic()
