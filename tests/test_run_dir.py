@@ -19,6 +19,13 @@ def test_second_lock_names_the_holder_and_release_frees_it(tmp_path):
         pass
 
 
+def test_unwritable_output_dir_is_a_user_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="--output_dir=.*file/run: cannot create"):
+        with OutputDirLock(str(tmp_path / "file" / "run")):
+            pass
+
+
 def test_lock_of_a_killed_process_is_taken_over(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from gdw_tf.run_dir import OutputDirLock\n"

@@ -106,6 +106,14 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, case):
         assert proc.returncode != 0 and "Traceback" in proc.stderr and message in proc.stderr
 
 
+def test_a_run_resumed_mid_epoch_finishes_that_epoch_in_a_fit_call_of_its_own():
+    from gdw_tf.train import _segments
+    assert _segments(0, 0, 3) == [(0, 0, 3)]
+    assert _segments(1, 4, 3) == [(1, 4, 2), (2, 0, 3)]
+    assert _segments(2, 4, 3) == [(2, 4, 3)]
+    assert _segments(3, 0, 3) == []
+
+
 def test_every_flagfile_parses_and_validates():
     from absl import flags as absl_flags
     from gdw_tf import flags as gdw_flags
