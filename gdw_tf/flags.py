@@ -57,6 +57,15 @@ flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA (turns 
 flags.DEFINE_integer("seed", 0, "Seed of the data protocol and of the initialisation.")
 flags.DEFINE_string("output_dir", None, "Checkpoints, logs, results.json and figures (resumes if present).")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+flags.DEFINE_enum("resume", "auto", ["auto", "force"],
+                  "auto: resume --output_dir only if its run had the same flags (else an error "
+                  "lists the differences); force: resume it even with other flags.")
+flags.DEFINE_integer("checkpoint_steps", 0, "Also checkpoint every N training steps (0: at epoch "
+                     "ends only); a killed run then loses at most N steps.")
+flags.DEFINE_bool("deterministic", False, "Deterministic TensorFlow ops, one thread, no oneDNN: "
+                  "a killed and resumed run ends bit for bit as an uninterrupted one (slower).")
+flags.DEFINE_bool("traceback", False, "Show the Python traceback of user errors (bad flags, "
+                  "files or data) instead of their one-line message.")
 
 
 def _check(name, predicate, requirement):
@@ -77,5 +86,6 @@ _check("clip", lambda v: v > 0, "must be > 0")
 _check("meta_lr", lambda v: v > 0, "must be > 0")
 _check("meta_weight_decay", lambda v: v >= 0, "must be >= 0")
 _check("hidden_units", lambda v: v >= 1, "must be >= 1")
+_check("checkpoint_steps", lambda v: v >= 0, "must be >= 0")
 _check("num_cpu_devices", lambda v: v >= 1, "must be >= 1")
 _check("method_option", lambda v: all("=" in item for item in v), "items must look like key=value")

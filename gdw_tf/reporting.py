@@ -1,4 +1,5 @@
 """Run outputs: checkpoints that resume, history, results.json and figures."""
+import dataclasses
 import json
 import os
 import time
@@ -6,6 +7,8 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+
+from gdw_tf.run_dir import NonFiniteError, UserError
 
 FINAL_EPOCHS = 5  # final accuracy = mean over the last 5 epochs (reference log)
 
@@ -17,82 +20,179 @@ def _atomic_write_json(path, payload):
     os.replace(tmp, path)
 
 
-class ResumableCheckpoint(keras.callbacks.Callback):
-    """Saves everything a run needs to continue, every epoch (and at the end).
+@dataclasses.dataclass
+class RunRecord:
+    """What the reports need of every finished epoch, over all segments of a run.
 
-    The checkpoint holds the model (backbone, the method's state: weighting
-    network, meta optimizer, tables), the classifier's optimizer, the number of
-    finished epochs, and the per-epoch history so far (history.json, written
-    after the checkpoint). `restore()` before `fit` returns the epoch to
-    resume from; a killed run loses at most the epoch in progress.
+    history:    metric name -> one value per finished epoch (Keras logs, val_* included).
+    histograms: epoch (0-based) -> {"clean": counts, "noisy": counts} of the target weights.
+    wall_time_s: time from each segment's (process's) start to its last checkpoint, summed
+                 over the segments up to the last checkpoint.
+    """
+    history: dict = dataclasses.field(default_factory=dict)
+    histograms: dict = dataclasses.field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+    def to_json(self):
+        return json.dumps({"history": self.history, "wall_time_s": self.wall_time_s,
+                           "histograms": {str(k): v for k, v in self.histograms.items()}})
+
+    @classmethod
+    def from_json(cls, text):
+        if not text:
+            return cls()
+        raw = json.loads(text)
+        return cls(raw["history"], {int(k): v for k, v in raw["histograms"].items()},
+                   raw["wall_time_s"])
+
+
+def non_finite(values):
+    """Names of the entries of `values` (name -> array-like) holding a NaN or Inf."""
+    return [name for name, value in values.items()
+            if np.issubdtype(np.asarray(value).dtype, np.floating)
+            and not np.all(np.isfinite(value))]
+
+
+class ResumableCheckpoint(keras.callbacks.Callback):
+    """Checkpoints everything a run needs to continue exactly, and the run's record.
+
+    One checkpoint holds, consistently: the model (backbone, the method's state:
+    weighting network, meta optimizer, tables), the classifier's optimizer, the
+    metric accumulators (a mid-epoch checkpoint resumes the epoch's running
+    means), the position (finished epochs, steps into the next one) and the
+    `RunRecord` as JSON. It is written at every epoch end and, with
+    `every_steps` = N > 0, after every N-th step of an epoch. history.json and
+    log.csv are rewritten from the record after each epoch's checkpoint.
+
+    Before writing, every checkpointed float tensor and the epoch's logs are
+    checked on the host: anything non-finite raises `NonFiniteError` and
+    nothing is written, so the last good checkpoint stays (this also covers
+    XLA, which compiles the step's own checks away).
+
+    Also records the per-epoch target-weight histograms (clean vs noisy), read
+    when validation starts (Keras resets every metric right after it) or at
+    epoch end for runs without validation.
     """
 
-    def __init__(self, directory, model, write=True, max_to_keep=2):
+    def __init__(self, directory, model, steps_per_epoch, every_steps=0, write=True,
+                 max_to_keep=2, started=None):
         super().__init__()
         self.directory = directory
         self.write = write
+        self.steps_per_epoch = steps_per_epoch
+        self.every_steps = every_steps
+        self.record = RunRecord()
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="finished_epochs")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                                              finished_epochs=self.epoch)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_into_epoch")
+        self.saved_record = tf.Variable("", dtype=tf.string, trainable=False, name="run_record")
+        self._metric_variables = list(model.metrics_variables)
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=model.optimizer, finished_epochs=self.epoch,
+            steps_into_epoch=self.step, run_record=self.saved_record,
+            metrics=self._metric_variables)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(directory, "checkpoints"), max_to_keep=max_to_keep)
-        self.history_path = os.path.join(directory, "history.json")
-        self.history = {}
+        self._segment_start = time.time() if started is None else started  # this process's
+        self._base_wall_time = 0.0
+        self._resume = (0, 0)
+        self._restored_metrics = None
+        self._epoch_in_progress = None
+        self._steps_done = 0
 
     def restore(self):
-        """Restores the latest checkpoint, if any; returns the epoch to start at."""
+        """Restores the latest checkpoint, if any; returns (epoch, step) to resume from."""
         latest = self.manager.latest_checkpoint
         if latest is None:
-            return 0
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        if os.path.exists(self.history_path):
-            with open(self.history_path) as f:
-                saved = json.load(f)
-            done = int(self.epoch.numpy())
-            self.history = {k: v[:done] for k, v in saved.items()}
-        return int(self.epoch.numpy())
+            return 0, 0
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:
+            tf.get_logger().setLevel("ERROR")  # else the unrestored values are listed at exit
+            raise UserError(
+                f"the checkpoint {latest} does not match the model these flags build "
+                f"({str(error).splitlines()[0]}); resume it with its own flags "
+                "(flags.json beside it) or pass another --output_dir") from error
+        self.record = RunRecord.from_json(self.saved_record.numpy().decode())
+        self._base_wall_time = self.record.wall_time_s
+        epoch, step = int(self.epoch.numpy()), int(self.step.numpy())
+        legacy = os.path.join(self.directory, "history.json")
+        if not self.record.history and epoch and os.path.exists(legacy):
+            with open(legacy) as f:  # a checkpoint written before the record was kept in it
+                self.record.history = {k: v[:epoch] for k, v in json.load(f).items()}
+        if step:  # fit resets the metrics when the epoch starts: put them back then
+            self._restored_metrics = [v.numpy() for v in self._metric_variables]
+        self._resume = (epoch, step)
+        return epoch, step
 
-    def on_epoch_end(self, epoch, logs=None):
-        for key, value in (logs or {}).items():
-            self.history.setdefault(key, []).append(float(value))
-        self.epoch.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
-        if self.write:
-            _atomic_write_json(self.history_path, self.history)
 
-
-class WeightHistograms(keras.callbacks.Callback):
-    """Records the per-epoch target-weight histograms (clean vs noisy).
-
-    Read when validation starts (Keras resets every metric right after
-    `on_test_begin`) and again at epoch end for runs without validation.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.by_epoch = {}
-        self._epoch = None
-
+    # ------------------------------------------------------------ callbacks
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
+        self._epoch_in_progress = epoch
+        self._steps_done = 0
+        if self._restored_metrics is not None and epoch == self._resume[0]:
+            for variable, value in zip(self._metric_variables, self._restored_metrics):
+                variable.assign(value)
+            self._steps_done = self._resume[1]
+        self._restored_metrics = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps_done += 1
+        if (self.every_steps and self._steps_done % self.every_steps == 0
+                and self._steps_done < self.steps_per_epoch):
+            self._save(self._epoch_in_progress, self._steps_done, logs)
 
     def on_test_begin(self, logs=None):
-        if self._epoch is not None:
-            self._record(self._epoch)
+        if self._epoch_in_progress is not None:
+            self._record_histograms(self._epoch_in_progress)
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch not in self.by_epoch:
-            self._record(epoch)
-        self._epoch = None
+        if epoch not in self.record.histograms:
+            self._record_histograms(epoch)
+        self._epoch_in_progress = None
+        for key, value in (logs or {}).items():
+            self.record.history.setdefault(key, []).append(float(value))
+        self._save(epoch + 1, 0, logs)
+        if self.write:
+            _atomic_write_json(os.path.join(self.directory, "history.json"), self.record.history)
+            _write_csv(os.path.join(self.directory, "log.csv"), self.record.history)
 
-    def _record(self, epoch):
+    # ------------------------------------------------------------ internals
+    def _record_histograms(self, epoch):
         hist = self.model.weight_histograms
         clean, noisy = (np.asarray(hist[k].result()) for k in ("clean", "noisy"))
         if clean.sum() + noisy.sum() > 0:
-            self.by_epoch[epoch] = {"clean": clean.tolist(), "noisy": noisy.tolist()}
+            self.record.histograms[epoch] = {"clean": clean.tolist(), "noisy": noisy.tolist()}
 
-    def edges(self):
-        return self.model.weight_histograms["clean"].edges()
+    def _save(self, epoch, step, logs):
+        where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
+        bad = non_finite({f"{k} (logged)": v for k, v in (logs or {}).items()})
+        bad += non_finite({getattr(t, "path", t.name): t.numpy()
+                           for t in tf.train.TrackableView(self.checkpoint).descendants()
+                           if isinstance(t, (tf.Variable, keras.Variable))})
+        if bad:
+            kept = self.manager.latest_checkpoint or "none yet"
+            raise NonFiniteError(
+                f"training diverged: non-finite {', '.join(bad[:3])}"
+                f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''} at {where}; no "
+                f"checkpoint was written from it (the last good one is kept: {kept}). "
+                "Lower --lr or check the data")
+        self.epoch.assign(epoch)
+        self.step.assign(step)
+        self.record.wall_time_s = self._base_wall_time + time.time() - self._segment_start
+        self.saved_record.assign(self.record.to_json())
+        self.manager.save()
+
+
+def _write_csv(path, history):
+    """log.csv: one row per epoch, columns epoch and the sorted metric names."""
+    keys = sorted(history)
+    rows = ["epoch," + ",".join(keys)]
+    for i in range(len(history[keys[0]]) if keys else 0):
+        rows.append(f"{i}," + ",".join(repr(history[k][i]) for k in keys))
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(rows) + "\n")
+    os.replace(tmp, path)
 
 
 def results_summary(history, settings, wall_time, extra=None):
@@ -171,11 +271,3 @@ def _save(fig, directory, name):
     import matplotlib.pyplot as plt
     plt.close(fig)
     return path
-
-
-class Timer:
-    def __init__(self):
-        self.start = time.time()
-
-    def elapsed(self):
-        return time.time() - self.start

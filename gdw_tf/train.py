@@ -5,19 +5,27 @@
   python -m gdw_tf.train --dataset=clothing1m --strategy=mirrored --manual_dir=RELEASE
 
 Everything goes to --output_dir (default runs/<dataset>_<noise>_<method>_seed<seed>):
-checkpoints (the same command resumes a killed run), history.json, log.csv,
-TensorBoard summaries, data_summary.json, results.json and PNG figures.
+checkpoints (the same command resumes a killed run, at its last epoch or
+--checkpoint_steps step, and only with the same flags: flags.json), history.json,
+log.csv, TensorBoard summaries, data_summary.json, results.json and PNG figures.
+The directory is locked while a run uses it. Bad input and a diverging run end
+with one line on stderr and exit status 2 (--traceback shows the traceback).
 """
 import ast
+import contextlib
 import dataclasses
 import inspect
 import os
+import re
+import sys
+import time
 
 from absl import app, logging
+from absl import flags as absl_flags
 
 from gdw_tf import flags as gdw_flags  # noqa: F401  (defines the flags)
+from gdw_tf import run_dir
 from gdw_tf.flags import FLAGS
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetDefaults:
@@ -131,107 +139,211 @@ def method_options(method_cls, bundle, s):
 
 
 def run(s):
-    """Trains as configured by the settings dict `s`; returns the results dict."""
-    import keras
-    import tensorflow as tf
+    """Trains as configured by the settings dict `s`; returns the results dict.
 
-    import gdw_tf
-    from gdw_tf import models, reporting, strategies
-    from gdw_tf.diagnostics import binned_auc
-    from gdw_tf.methods.registry import METHODS
+    Raises `run_dir.UserError` for bad input (flags, files, data, a diverging run).
+    """
+    from gdw_tf import strategies
 
-    timer = reporting.Timer()
+    started = time.time()
     s = with_dataset_defaults(s)
-    method_cls = METHODS.get(s["method"])  # fails early on an unknown --method
-    model_name = s["model"]
-    strategy = strategies.make_strategy(s["strategy"], tpu=s["tpu"])
-    replicas = strategy.num_replicas_in_sync
-    for flag in ("batch_size", "meta_batch_size"):
-        if s[flag] is not None and s[flag] % replicas:
-            raise ValueError(f"--{flag}={s[flag]} is not divisible by the {replicas} replicas "
-                             f"of --strategy={s['strategy']}")
-    init_weights = check_before_build(s, model_name)
-    if s["mixed_precision"]:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    keras.utils.set_random_seed(s["seed"])
-
-    bundle = gdw_tf.data.build(
-        s["dataset"], data_dir=s["data_dir"], manual_dir=s["manual_dir"],
-        noise_type=s["noise_type"], noise_rate=s["noise_rate"],
-        imbalance_factor=s["imbalance_factor"], num_meta=s["num_meta"], seed=s["seed"],
-        batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
-        augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"],
-        skip_bad_images=s["skip_bad_images"])
-    if method_cls.needs_meta and bundle.meta is None:
-        raise ValueError(f"--method={s['method']} needs a meta set but --num_meta=0")
-
+    with run_dir.user_errors():
+        strategy = strategies.make_strategy(s["strategy"], tpu=s["tpu"])
     chief = strategies.is_chief(strategy)
     out_dir = s["output_dir"] or default_output_dir(s)
     if not chief:  # every worker must save; only the chief's files are kept
         out_dir = os.path.join(out_dir, f"worker_{strategy.cluster_resolver.task_id}")
-    os.makedirs(out_dir, exist_ok=True)
-    if chief:
-        bundle.write_summary(os.path.join(out_dir, "data_summary.json"))
+    with run_dir.OutputDirLock(out_dir):
+        results = _run_locked(s, strategy, chief, out_dir, started)
+    results["output_dir"] = out_dir
+    return results
 
-    with strategy.scope():
-        backbone = models.build(model_name, bundle.num_classes, input_shape=bundle.image_shape,
-                                init_weights=init_weights)
-        model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
-                                weight_decay=s["weight_decay"],
-                                **method_options(method_cls, bundle, s))
-        lr = s["lr"]
-        if s["schedule"] == "cosine":
-            lr = gdw_tf.EpochCosineDecay(lr, bundle.steps_per_epoch, s["epochs"])
-        model.compile(keras.optimizers.SGD(lr, momentum=s["momentum"]),
-                      metrics=["accuracy"], jit_compile=s["jit_compile"])
 
-    checkpoint = reporting.ResumableCheckpoint(out_dir, model, write=chief)
-    start = checkpoint.restore()
-    if start:
-        logging.info("resuming from %s at epoch %d of %d", out_dir, start, s["epochs"])
-        print(f"Resuming from {out_dir} at epoch {start} of {s['epochs']}", flush=True)
+def _run_locked(s, strategy, chief, out_dir, started):
+    import keras
+    import tensorflow as tf
+
+    import gdw_tf
+    from gdw_tf import models, reporting
+    from gdw_tf.diagnostics import binned_auc
+    from gdw_tf.methods.registry import METHODS
+
+    with run_dir.user_errors():
+        if tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints")):
+            differ = run_dir.check_same_flags(out_dir, s, force=s["resume"] == "force")
+            if differ:
+                logging.warning("--resume=force: resuming %s despite other flags: %s",
+                                out_dir, ", ".join(differ))
+        method_cls = METHODS.get(s["method"])  # fails early on an unknown --method
+        replicas = strategy.num_replicas_in_sync
+        for flag in ("batch_size", "meta_batch_size"):
+            if s[flag] is not None and s[flag] % replicas:
+                raise ValueError(f"--{flag}={s[flag]} is not divisible by the {replicas} replicas "
+                                 f"of --strategy={s['strategy']}")
+        init_weights = check_before_build(s, s["model"])
+        if s["mixed_precision"]:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        keras.utils.set_random_seed(s["seed"])
+
+        bundle = gdw_tf.data.build(
+            s["dataset"], data_dir=s["data_dir"], manual_dir=s["manual_dir"],
+            noise_type=s["noise_type"], noise_rate=s["noise_rate"],
+            imbalance_factor=s["imbalance_factor"], num_meta=s["num_meta"], seed=s["seed"],
+            batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
+            augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"],
+            skip_bad_images=s["skip_bad_images"])
+        if method_cls.needs_meta and bundle.meta is None:
+            raise ValueError(f"--method={s['method']} needs a meta set but --num_meta=0")
+        if chief:
+            bundle.write_summary(os.path.join(out_dir, "data_summary.json"))
+
+        with strategy.scope():
+            backbone = models.build(s["model"], bundle.num_classes,
+                                    input_shape=bundle.image_shape, init_weights=init_weights)
+            model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
+                                    weight_decay=s["weight_decay"],
+                                    **method_options(method_cls, bundle, s))
+            lr = s["lr"]
+            if s["schedule"] == "cosine":
+                lr = gdw_tf.EpochCosineDecay(lr, bundle.steps_per_epoch, s["epochs"])
+            model.compile(keras.optimizers.SGD(lr, momentum=s["momentum"]),
+                          metrics=["accuracy"], jit_compile=s["jit_compile"])
+
+        checkpoint = reporting.ResumableCheckpoint(
+            out_dir, model, bundle.steps_per_epoch, every_steps=s["checkpoint_steps"], write=chief,
+            started=started)
+        start, step = checkpoint.restore()
+    if start or step:
+        where = f"epoch {start} of {s['epochs']}"
+        if step:
+            where += f", step {step} of {bundle.steps_per_epoch}"
+        logging.info("resuming from %s at %s", out_dir, where)
+        print(f"Resuming from {out_dir} at {where}", flush=True)
     else:
         model.method.prepare(model, bundle, s)
+    if chief:
+        run_dir.save_flags(out_dir, s)
 
-    histograms = reporting.WeightHistograms()
-    train_data = (gdw_tf.data.with_meta(bundle.train, bundle.meta)
-                  if method_cls.needs_meta else bundle.train)
-    callbacks = [checkpoint, histograms,
-                 keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=start > 0),
+    callbacks = [checkpoint,
                  keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"),
                                              update_freq="epoch")]
-    if start < s["epochs"]:
-        model.fit(train_data, epochs=s["epochs"], initial_epoch=start,
-                  validation_data=bundle.test, callbacks=callbacks, verbose=s["verbose"])
+    with _training_errors(tf):
+        for first_epoch, first_step, last_epoch in _segments(start, step, s["epochs"]):
+            data, steps = _training_data(bundle, method_cls.needs_meta, first_epoch, first_step,
+                                         last_epoch)
+            model.fit(data, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
+                      validation_data=bundle.test, callbacks=callbacks, verbose=s["verbose"])
     extra = model.method.finish(model, bundle, s) or {}
+    record = checkpoint.record
     extra["target_weight_histograms"] = {
         "edges": model.weight_histograms["clean"].edges(),
-        "by_epoch": {str(k): v for k, v in histograms.by_epoch.items()}}
-    if histograms.by_epoch:  # how well the last epoch's weights single out the noisy labels
-        last = histograms.by_epoch[max(histograms.by_epoch)]
+        "by_epoch": {str(k): v for k, v in sorted(record.histograms.items())}}
+    if record.histograms:  # how well the last epoch's weights single out the noisy labels
+        last = record.histograms[max(record.histograms)]
         extra["target_weight_auc"] = binned_auc(last["clean"], last["noisy"])
     extra["optimizer_iterations"] = int(model.optimizer.iterations.numpy())
     meta_optimizer = getattr(model.method, "meta_optimizer", None)
     if meta_optimizer is not None:
         extra["meta_optimizer_iterations"] = int(meta_optimizer.iterations.numpy())
-    extra["model"] = model_name
-    extra["num_replicas"] = replicas
-    results = reporting.results_summary(checkpoint.history, s, timer.elapsed(), extra)
+    extra["model"] = s["model"]
+    extra["num_replicas"] = strategy.num_replicas_in_sync
+    results = reporting.results_summary(record.history, s, record.wall_time_s, extra)
     if chief:
         reporting.write_results(out_dir, results)
-        reporting.write_figures(os.path.join(out_dir, "figures"), checkpoint.history,
-                                histograms.by_epoch, model.weight_histograms["clean"].edges())
-    results["output_dir"] = out_dir
+        reporting.write_figures(os.path.join(out_dir, "figures"), record.history,
+                                record.histograms, model.weight_histograms["clean"].edges())
     return results
+
+
+def _segments(start, step, epochs):
+    """The fit calls of a run resumed at step `step` of epoch `start`: (first epoch,
+    its first step, end epoch); the epoch in progress is finished by a call of its own."""
+    if step and start < epochs:
+        return [(start, step, start + 1)] + _segments(start + 1, 0, epochs)
+    return [(start, 0, epochs)] if start < epochs else []
+
+
+def _training_data(bundle, needs_meta, first_epoch, first_step, last_epoch):
+    """(dataset, steps_per_epoch for fit): the batches of epochs [first_epoch, last_epoch)
+    from step `first_step` on (paired with meta batches for meta methods), as an
+    uninterrupted run sees them.
+
+    Streamed sources have no positioned pipelines: each epoch is a fresh pass, and an
+    epoch resumed mid-way gets the first remaining-steps batches of a new pass.
+    """
+    import gdw_tf
+
+    steps = bundle.steps_per_epoch
+    if bundle.train_from is None:
+        train, meta = bundle.train, bundle.meta
+        fit_steps = steps - first_step if first_step else None  # None: one pass per epoch
+    else:
+        first = first_epoch * steps + first_step
+        train = bundle.train_from(first, last_epoch * steps)
+        meta = bundle.meta_from(first) if bundle.meta_from is not None else None
+        fit_steps = steps - first_step  # one dataset spans the epochs
+    return (gdw_tf.data.with_meta(train, meta) if needs_meta else train), fit_steps
+
+
+@contextlib.contextmanager
+def _training_errors(tf):
+    """The step's own checks (gdw_tf: non-finite gradient, label out of range) as UserErrors."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        found = re.search(r"(gdw_tf: [^\]\n]*)", error.message)
+        if found is None:
+            raise
+        message = found.group(1).removeprefix("gdw_tf: ")
+        if "non-finite" in message:
+            raise run_dir.NonFiniteError(f"training diverged: {message}") from error
+        raise run_dir.UserError(f"training stopped: {message}") from error
+
+
+def _parse_flags(argv):
+    """absl's parser, with flag errors as one line and exit status 2."""
+    try:
+        return FLAGS(argv)
+    except absl_flags.Error as error:
+        print(f"gdw_tf.train: error: {error}", file=sys.stderr)
+        sys.exit(run_dir.USER_ERROR_EXIT_CODE)
+
+
+def make_deterministic():
+    """--deterministic: the same flags give the same bits on the same machine, also
+    across a kill and resume. Deterministic ops, one thread per op and between ops
+    (the partition of a reduction depends on the thread count), oneDNN off (its
+    kernels are not deterministic); oneDNN is read when TensorFlow loads, which
+    the flag definitions already did, so the process restarts itself once with it off.
+    """
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "gdw_tf.train", *sys.argv[1:]])
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        print(f"gdw_tf.train: error: unexpected arguments: {' '.join(argv[1:])} "
+              "(flags look like --name=value)", file=sys.stderr)
+        sys.exit(run_dir.USER_ERROR_EXIT_CODE)
     s = settings_from_flags()
+    if s["deterministic"]:
+        make_deterministic()
     from gdw_tf.strategies import split_cpu
     split_cpu(s["num_cpu_devices"])
-    results = run(s)
+    try:
+        results = run(s)
+    except run_dir.UserError as error:
+        if s["traceback"]:
+            raise
+        print(f"gdw_tf.train: error: {error}", file=sys.stderr)
+        sys.exit(run_dir.USER_ERROR_EXIT_CODE)
     print(f"Test accuracy: final (mean of last {min(5, results['epochs_completed'])} epochs) "
           f"{results['final_accuracy']:.2f}%, best {results['best_accuracy']:.2f}%, "
           f"last {results['last_accuracy']:.2f}%  [{s['method']} on {s['dataset']}, "
@@ -239,4 +351,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -104,6 +104,27 @@ def test_train_epoch_elements(bundle):
     assert not np.array_equal(indices, second)                   # reshuffled each epoch
 
 
+def test_positioned_pipelines_restart_anywhere_with_the_same_batches(bundle):
+    steps = bundle.steps_per_epoch
+    whole = list(bundle.train_from(0, 3 * steps))
+    assert len(whole) == 3 * steps
+    for epoch in range(3):
+        idx = np.concatenate([b["index"].numpy() for b in whole[epoch * steps:(epoch + 1) * steps]])
+        assert len(set(idx)) == idx.size == steps * bundle.batch_size  # an epoch: no repeats
+        np.testing.assert_array_equal(
+            whole[epoch * steps]["label"].numpy(), bundle.train_labels[whole[epoch * steps]["index"].numpy()])
+    assert not np.array_equal(whole[0]["index"].numpy(), whole[steps]["index"].numpy())  # reshuffled
+    tail = list(bundle.train_from(steps + 1, 3 * steps))  # resumed at step 1 of epoch 1
+    assert len(tail) == len(whole) - steps - 1
+    for a, b in zip(whole[steps + 1:], tail):
+        for key in a:
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())  # images: same augmentation
+    meta = [x for x, _ in bundle.meta_from(0).take(7)]
+    again = [x for x, _ in bundle.meta_from(5).take(2)]
+    np.testing.assert_array_equal(meta[5].numpy(), again[0].numpy())
+    np.testing.assert_array_equal(meta[6].numpy(), again[1].numpy())
+
+
 def test_meta_is_clean_balanced_and_disjoint(bundle, root, cache):
     splits = data.load_image_folder(root, cache)
     assert np.intersect1d(bundle.meta_origin, bundle.train_origin).size == 0

@@ -1,6 +1,7 @@
 """`python -m gdw_tf.train` end to end, as users run it (real subprocesses)."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gdw_tf.data.fixtures import write_clothing1m_release
+from gdw_tf.data.fixtures import write_clothing1m_release, write_image_folder
 from gdw_tf.diagnostics import binned_auc
 from gdw_tf.train import DATASET_DEFAULTS, with_dataset_defaults
 
@@ -80,9 +81,53 @@ def test_unset_flags_take_their_dataset_defaults_and_set_ones_win():
 ])
 def test_bad_flags_fail_with_the_flag_named(tmp_path, flag, fragment):
     proc = train(flag, f"--output_dir={tmp_path}", "--epochs=1", check=False, timeout=120)
-    assert proc.returncode != 0
-    assert fragment in proc.stderr
+    assert proc.returncode == 2
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
     assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def user_error_line(proc):
+    """The one-line error of a run stopped by a user error (exit status 2, no traceback)."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("gdw_tf.train: error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def _corrupt_folder(root):
+    write_image_folder(root, ["a", "b"], {"train": [3, 3], "test": [1, 1]})
+    path = os.path.join(root, "train", "a", "broken.jpg")
+    open(path, "wb").write(b"\xff\xd8 not a jpeg")
+    return path
+
+
+@pytest.mark.parametrize("case", ["model", "data_dir", "batch", "jpeg"])
+def test_user_errors_are_one_line_with_exit_status_2(tmp_path, case):
+    flags = {"model": (["--model=resnet99"], "unknown model name 'resnet99'"),
+             "data_dir": (["--dataset=folder", f"--data_dir={tmp_path / 'none'}"],
+                          f"--data_dir={tmp_path / 'none'}: image-folder root does not exist"),
+             "batch": (["--batch_size=5000"], "--batch_size=5000 exceeds the 1252 training examples"),
+             "jpeg": (["--dataset=folder", f"--data_dir={tmp_path / 'imgs'}",
+                       f"--cache_dir={tmp_path / 'cache'}"], "cannot decode image file"),
+             }
+    if case == "jpeg":
+        flags["jpeg"] = (flags["jpeg"][0], f"cannot decode image file {_corrupt_folder(str(tmp_path / 'imgs'))}")
+    args, message = flags[case]
+    proc = train(*FAST, *args, f"--output_dir={tmp_path / 'run'}", check=False, timeout=120)
+    assert message in user_error_line(proc)
+    if case == "model":  # --traceback shows where it came from
+        proc = train(*FAST, *args, f"--output_dir={tmp_path / 'run'}", "--traceback",
+                     check=False, timeout=120)
+        assert proc.returncode != 0 and "Traceback" in proc.stderr and message in proc.stderr
+
+
+def test_a_run_resumed_mid_epoch_finishes_that_epoch_in_a_fit_call_of_its_own():
+    from gdw_tf.train import _segments
+    assert _segments(0, 0, 3) == [(0, 0, 3)]
+    assert _segments(1, 4, 3) == [(1, 4, 2), (2, 0, 3)]
+    assert _segments(2, 4, 3) == [(2, 4, 3)]
+    assert _segments(3, 0, 3) == []
 
 
 def test_every_flagfile_parses_and_validates():
@@ -134,6 +179,8 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert f"at epoch {done} of 5" in again.stdout
     res = results(out)
     assert res["epochs_completed"] == 5
+    assert sorted(res["target_weight_histograms"]["by_epoch"], key=int) == [str(e) for e in range(5)]
+    assert len(open(os.path.join(out, "log.csv")).read().splitlines()) == 6
     steps = res["optimizer_iterations"] // 5
     assert res["optimizer_iterations"] == 5 * steps  # optimizer state came back
     assert res["meta_optimizer_iterations"] == res["optimizer_iterations"]
@@ -260,3 +307,107 @@ def test_clothing1m_mistakes_fail_before_any_build_work(tmp_path, case):
     for fragment in expected:
         assert fragment in proc.stderr, (fragment, proc.stderr[-2000:])
     assert not _tfrecords(tmp_path / "tfds") and not os.path.exists(tmp_path / "run")
+
+
+def _checkpoint_tensors(out):
+    reader = tf.train.load_checkpoint(os.path.join(out, "checkpoints"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+def test_second_process_on_the_same_output_dir_is_refused(tmp_path):
+    out = str(tmp_path / "run")
+    first = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *FAST, "--epochs=100",
+                              f"--output_dir={out}"], cwd=ROOT, env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = os.path.join(out, ".lock")
+        deadline = time.time() + 120
+        while time.time() < deadline and not (
+                os.path.exists(lock) and open(lock).read().strip() == str(first.pid)):
+            time.sleep(0.1)
+        second = train(*FAST, "--epochs=100", f"--output_dir={out}", check=False, timeout=120)
+        assert first.poll() is None
+        assert f"is in use by another run (pid {first.pid})" in user_error_line(second)
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_resume_and_rerun_check_flags_and_keep_the_whole_run(tmp_path):
+    out = str(tmp_path / "run")
+    args = [*FAST, "--train_per_class=30", f"--output_dir={out}"]
+    train(*args, "--epochs=1")
+    first = results(out)
+
+    line = user_error_line(train(*args, "--epochs=1", "--lr=0.5", "--noise_rate=0", check=False))
+    assert "other flags (--lr=0.05 -> 0.5, --noise_rate=0.4 -> 0.0)" in line
+    assert "--method='gdw' -> 'mwnet'" in user_error_line(
+        train(*args, "--epochs=1", "--method=mwnet", check=False))
+    line = user_error_line(train(*args, "--epochs=1", "--model=mlp", "--resume=force", check=False))
+    assert "does not match the model these flags build" in line
+    assert results(out) == first
+
+    again = train(*args, "--epochs=2", "--verbose=2")  # longer runs and --verbose are fine
+    assert "Resuming from" in again.stdout and "at epoch 1 of 2" in again.stdout
+    res = results(out)
+    assert res["epochs_completed"] == 2 and res["history"]["loss"][0] == first["history"]["loss"][0]
+    assert sorted(res["target_weight_histograms"]["by_epoch"]) == ["0", "1"]
+    assert res["wall_time_s"] > first["wall_time_s"]
+    assert len(open(os.path.join(out, "log.csv")).read().splitlines()) == 3  # header + 2 epochs
+
+    os.remove(os.path.join(out, "figures", "target_weights.png"))
+    saved = open(os.path.join(out, "results.json")).read()
+    train(*args, "--epochs=2", "--verbose=2")  # re-running a finished run changes nothing, redraws the figures
+    assert open(os.path.join(out, "results.json")).read() == saved
+    assert os.path.exists(os.path.join(out, "figures", "target_weights.png"))
+
+
+@pytest.mark.parametrize("xla, lr", [(True, "1e6"), (False, "1e30")])
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, xla, lr):
+    out = str(tmp_path / "run")
+    args = [*FAST, "--train_per_class=20", f"--jit_compile={xla}", f"--output_dir={out}"]
+    train(*args, "--epochs=1")
+    good = _checkpoint_tensors(out)
+    proc = train(*args, "--epochs=3", f"--lr={lr}", "--resume=force", check=False)
+    line = user_error_line(proc)
+    assert "training diverged: non-finite" in line
+    if xla:  # found on the host, when the checkpoint would be written
+        assert "ckpt-1" in line
+    else:  # the step's own guard
+        assert "non-finite gradient; no weights were updated" in line
+    kept = _checkpoint_tensors(out)
+    assert os.path.basename(tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))) == "ckpt-1"
+    assert kept.keys() == good.keys()
+    for name, value in kept.items():
+        np.testing.assert_array_equal(value, good[name])
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.all(np.isfinite(value)), name
+
+
+def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
+    args = [*FAST, "--train_per_class=100", "--epochs=3", "--checkpoint_steps=3", "--deterministic"]
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    train(*args, f"--output_dir={whole}")
+
+    proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args, f"--output_dir={cut}"],
+                            cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = os.path.join(cut, "checkpoints", "ckpt-2.index")  # epoch 0, step 6 of 10
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not os.path.exists(second):
+        time.sleep(0.01)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = train(*args, f"--output_dir={cut}")
+    assert re.search(r"at epoch 0 of 3, step [369] of 10", again.stdout), again.stdout  # mid-epoch
+
+    a, b = results(whole), results(cut)
+    assert a["history"] == b["history"]
+    assert a["target_weight_histograms"] == b["target_weight_histograms"]
+    assert a["optimizer_iterations"] == b["optimizer_iterations"] == 30
+    tensors_a, tensors_b = _checkpoint_tensors(whole), _checkpoint_tensors(cut)
+    assert tensors_a.keys() == tensors_b.keys()
+    for name in tensors_a:
+        if not name.startswith("run_record"):  # holds the wall time
+            np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -30,6 +31,12 @@ class DataBundle:
     test:      one pass, not augmented, (image, label), last batch may be smaller.
     train_labels / train_true_labels / train_origin / meta_origin: int64 numpy arrays for
     in-memory sources (origin = position in the source's training split), None for streams.
+    train_from(first, last): the training batches of global steps [first, last)
+               (step = epoch * steps_per_epoch + batch), elements as `train`; every batch
+               is a pure function of the seed and its step, so a run resumed at any
+               step sees what an uninterrupted one sees (`pipeline.positional_array_dataset`).
+    meta_from(first): the meta batches paired with global steps first, first + 1, ...
+               (infinite, elements as `meta`). Both None for streamed sources and without meta.
     """
 
     name: str
@@ -52,6 +59,8 @@ class DataBundle:
     train_true_labels: np.ndarray | None = None
     train_origin: np.ndarray | None = None
     meta_origin: np.ndarray | None = None
+    train_from: Callable[[int, int], tf.data.Dataset] | None = None
+    meta_from: Callable[[int], tf.data.Dataset] | None = None
 
     def write_summary(self, path: str) -> str:
         """Writes `summary` as JSON to `path`."""
@@ -171,10 +180,10 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
     seed = config.seed
     train_images = tf.constant(splits.train_images)
     common = dict(augmentation=aug, seed=seed)
+    train_fields = {"label": result.labels, "true_label": result.true_labels, "index": np.arange(n)}
     train = pipeline.array_dataset(
         train_images, result.train_origin,
-        {"label": result.labels, "true_label": result.true_labels, "index": np.arange(n)},
-        training=True, batch_size=batch_size, drop_remainder=True, shuffle=True, repeat=False,
+        train_fields, training=True, batch_size=batch_size, drop_remainder=True, shuffle=True, repeat=False,
         stage="train", output=pipeline.as_train_element, **common)
     meta = meta_once = None
     meta_labels = splits.train_labels[result.meta_origin]
@@ -187,6 +196,19 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
             train_images, result.meta_origin, fields, training=True, batch_size=meta_batch_size,
             drop_remainder=False, shuffle=True, repeat=False, stage="meta_once", output=pipeline.as_pair,
             **common)
+
+    def train_from(first, last):
+        return pipeline.positional_array_dataset(
+            train_images, result.train_origin, train_fields, batch_size=batch_size,
+            per_epoch=steps * batch_size, first=first * batch_size, last=last * batch_size,
+            stage="train", output=pipeline.as_train_element, **common)
+
+    def meta_from(first):
+        return pipeline.positional_array_dataset(
+            train_images, result.meta_origin, {"label": meta_labels}, batch_size=meta_batch_size,
+            per_epoch=len(result.meta_origin), first=first * meta_batch_size, last=None,
+            stage="meta", output=pipeline.as_pair, **common)
+
     num_test = len(splits.test_labels)
     test = pipeline.array_dataset(
         tf.constant(splits.test_images), np.arange(num_test), {"label": splits.test_labels},
@@ -223,7 +245,8 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
     return DataBundle(
         spec.name, train, meta, meta_once, test, c, aug.output_shape, n, int(result.meta_origin.size),
         num_test, batch_size, meta_batch_size, steps, list(splits.class_names), aug.name, jsonable(summary),
-        result.labels, result.true_labels, result.train_origin, result.meta_origin)
+        result.labels, result.true_labels, result.train_origin, result.meta_origin,
+        train_from, meta_from if num_meta else None)
 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,

@@ -26,14 +26,20 @@ def seed_stream(seed: int) -> tf.data.Dataset:
 
 
 def _finish(ds, augmentation: Augmentation, training: bool, seed: int, stage: str,
-            batch_size: int, drop_remainder: bool, load: Callable, output: Callable):
-    """Batches ds (of example ids), loads each example dict via `load`, augments, maps to `output`."""
+            batch_size: int, drop_remainder: bool, load: Callable, output: Callable,
+            seeds: Callable[[bool], tf.data.Dataset] | None = None):
+    """Batches ds (of example ids), loads each example dict via `load`, augments, maps to `output`.
+
+    seeds(per_batch): the augmentation's int64 [2] seeds, one per batch (batched
+    recipes) or per example; default: `seed_stream` of the stage.
+    """
     def augmented(example, s=None):
         image = augmentation.train(example["image"], s) if training else augmentation.test(example["image"])
         return {**example, "image": image}
 
     if training:
-        seeds = seed_stream(tf_seed_for(seed, f"{stage}/augment"))
+        seeds = (seeds(augmentation.batched) if seeds is not None
+                 else seed_stream(tf_seed_for(seed, f"{stage}/augment")))
     if augmentation.batched:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         if training:
@@ -59,6 +65,17 @@ def array_dataset(images: tf.Tensor, rows: np.ndarray, fields: dict[str, np.ndar
     (float32 [B, ...] after the augmentation's train or test function).
     Examples are addressed by position, shuffled as ids, and gathered per batch.
     """
+    ds = tf.data.Dataset.range(len(rows))
+    if shuffle:
+        ds = ds.shuffle(len(rows), seed=tf_seed_for(seed, f"{stage}/shuffle"), reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return _finish(ds, augmentation, training, seed, stage, batch_size, drop_remainder,
+                   _array_loader(images, rows, fields), output)
+
+
+def _array_loader(images, rows, fields):
+    """id (scalar or [B]) -> {"image": images[rows[id]], field: fields[field][id]}."""
     rows_t = tf.constant(np.asarray(rows, np.int64))
     cols = {k: tf.constant(np.asarray(v, np.int32)) for k, v in fields.items()}
 
@@ -66,13 +83,46 @@ def array_dataset(images: tf.Tensor, rows: np.ndarray, fields: dict[str, np.ndar
         example = {k: tf.gather(v, i) for k, v in cols.items()}
         example["image"] = tf.gather(images, tf.gather(rows_t, i))
         return example
+    return load
 
-    ds = tf.data.Dataset.range(len(rows))
-    if shuffle:
-        ds = ds.shuffle(len(rows), seed=tf_seed_for(seed, f"{stage}/shuffle"), reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    return _finish(ds, augmentation, training, seed, stage, batch_size, drop_remainder, load, output)
+
+def positional_array_dataset(images: tf.Tensor, rows: np.ndarray, fields: dict[str, np.ndarray], *,
+                             augmentation: Augmentation, batch_size: int, per_epoch: int,
+                             first: int, last: int | None, seed: int, stage: str,
+                             output: Callable[[dict], object]) -> tf.data.Dataset:
+    """Training batches over a stream whose every position is a pure function of (seed, position).
+
+    Stream position p (0, 1, ...) holds example
+    index_shuffle(p % per_epoch, seed=(stage seed, p // per_epoch), max_index=len(rows) - 1):
+    a new permutation every `per_epoch` positions, of which the first `per_epoch`
+    (<= len(rows)) are used; p's augmentation seed is (stage seed, p) (per batch:
+    its first position). Batches are positions [first + k B, first + (k+1) B)
+    up to `last` (None: forever), so a pipeline started at any batch boundary
+    yields exactly what one started at 0 yields from there on: resuming a run
+    mid-epoch replays the same examples, order and augmentation.
+    Same elements as `array_dataset` (images, rows, fields, output).
+    """
+    if per_epoch > len(rows):
+        raise ValueError(f"per_epoch={per_epoch} exceeds the {len(rows)} examples")
+    order_seed = tf_seed_for(seed, f"{stage}/position_order")
+    augment_seed = tf_seed_for(seed, f"{stage}/position_augment")
+
+    def positions(step=1):
+        if last is None:
+            return tf.data.Dataset.counter(first, step)
+        return tf.data.Dataset.range(first, last, step)
+
+    def example_id(p):
+        return tf.random.experimental.index_shuffle(
+            p % per_epoch, seed=tf.stack([tf.constant(order_seed, tf.int64), p // per_epoch]),
+            max_index=len(rows) - 1)
+
+    def seeds(per_batch):
+        return positions(batch_size if per_batch else 1).map(
+            lambda p: tf.stack([tf.constant(augment_seed, tf.int64), p]))
+
+    return _finish(positions().map(example_id), augmentation, True, seed, stage, batch_size, True,
+                   _array_loader(images, rows, fields), output, seeds=seeds)
 
 
 def stream_dataset(raw: tf.data.Dataset, *, augmentation: Augmentation, training: bool,

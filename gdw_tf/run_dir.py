@@ -1,0 +1,151 @@
+"""A run's guards: one-line user errors, an exclusive --output_dir, same flags on resume.
+
+`UserError` is bad input the user can fix (a flag, a file, the data, a diverging
+learning rate): `python -m gdw_tf.train` prints its one line and exits with
+status 2 (`--traceback` shows the traceback). Anything else is a bug and keeps
+its traceback.
+"""
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+
+LOCK_FILE = ".lock"
+FLAGS_FILE = "flags.json"
+USER_ERROR_EXIT_CODE = 2
+
+# Flags that never change what a run computes: they may differ on resume.
+HARMLESS_FLAGS = ("verbose", "output_dir", "cache_dir", "traceback", "resume", "checkpoint_steps")
+# Flags holding paths: compared as absolute paths.
+PATH_FLAGS = ("data_dir", "manual_dir", "init_weights")
+
+
+class UserError(Exception):
+    """Bad input with a one-line message saying what is wrong and how to fix it."""
+
+    def __init__(self, message):
+        super().__init__(" ".join(str(message).split()))
+
+
+class NonFiniteError(UserError):
+    """Training produced a NaN/Inf loss, gradient or weight (nothing was saved from it)."""
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Re-raises ValueError / OSError (what input validation raises) as UserError.
+
+    Wrap set-up code only (flags, files, data, model construction), where these
+    errors come from the input; training keeps genuine errors as they are.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except (ValueError, OSError) as error:
+        raise UserError(str(error) or type(error).__name__) from error
+
+
+class OutputDirLock:
+    """Exclusive use of an --output_dir by one process (an flock on DIR/.lock).
+
+    The lock file holds the holder's pid (for the error message). The kernel
+    releases the lock when the holder exits or is killed, so a lock left by a
+    dead process is simply taken over; the file itself is never deleted (that
+    would let two processes lock two different inodes).
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.path = os.path.join(directory, LOCK_FILE)
+        self._fd = None
+
+    def __enter__(self):
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise UserError(f"--output_dir={self.directory}: cannot create {self.path}: "
+                            f"{error.strerror}") from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            holder = _holder_pid(fd)
+            os.close(fd)
+            raise UserError(
+                f"--output_dir={self.directory} is in use by another run (pid {holder}); "
+                "wait for it to end, or pass another --output_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+def _holder_pid(fd, attempts=20):
+    """The pid in the lock file (the holder may not have written it yet)."""
+    for _ in range(attempts):
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text.isdigit():
+            return text
+        time.sleep(0.05)
+    return "unknown"
+
+
+def differing_flags(saved, current):
+    """Names of the flags whose difference changes the run, sorted.
+
+    `saved` / `current`: flag name -> value (defaults resolved). --epochs may
+    grow (the run is extended); the HARMLESS_FLAGS may change freely.
+    """
+    differ = []
+    for name in sorted(set(saved) | set(current)):
+        if name in HARMLESS_FLAGS:
+            continue
+        old, new = saved.get(name), current.get(name)
+        if name in PATH_FLAGS:
+            old, new = (None if v is None else os.path.abspath(os.path.expanduser(v))
+                        for v in (old, new))
+        if name == "epochs" and old is not None and new is not None and new >= old:
+            continue
+        if old != new:
+            differ.append(name)
+    return differ
+
+
+def check_same_flags(directory, current, force=False):
+    """Compares `current` with the flags saved in `directory` by the run being resumed.
+
+    Raises UserError listing every differing flag (saved -> now) unless `force`;
+    returns that list. Call it only when there is a checkpoint to resume.
+    """
+    path = os.path.join(directory, FLAGS_FILE)
+    if not os.path.exists(path):
+        return []  # a run made before the flags were saved: nothing to compare
+    with open(path) as f:
+        saved = json.load(f)
+    differ = differing_flags(saved, current)
+    if differ and not force:
+        listed = ", ".join(f"--{n}={saved.get(n)!r} -> {current.get(n)!r}" for n in differ)
+        raise UserError(
+            f"--output_dir={directory} holds a run made with other flags ({listed}); "
+            "re-run with the saved flags (see flags.json there), pass another --output_dir, "
+            "or --resume=force to continue it anyway")
+    return differ
+
+
+def save_flags(directory, current):
+    """Writes the run's (resolved) flags to DIR/flags.json, atomically."""
+    path = os.path.join(directory, FLAGS_FILE)
+    with open(f"{path}.tmp", "w") as f:
+        json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(f"{path}.tmp", path)
