@@ -152,9 +152,9 @@ def test_every_flagfile_parses_and_validates():
     (("clothing1m", None, 0.4), ("none", 0.4)),         # ... and data.build rejects this
 ])
 def test_noise_flags_default_per_dataset(given, expected):
-    from gdw_tf.train import with_dataset_defaults
     dataset, noise_type, noise_rate = given
-    s = with_dataset_defaults({"dataset": dataset, "noise_type": noise_type, "noise_rate": noise_rate})
+    s = with_dataset_defaults({"dataset": dataset, "noise_type": noise_type, "noise_rate": noise_rate,
+                               "model": None, "lr": None, "epochs": None})
     assert (s["noise_type"], s["noise_rate"]) == expected
 
 
@@ -300,13 +300,15 @@ def test_clothing1m_mistakes_fail_before_any_build_work(tmp_path, case):
             open(path, "wb").write(data[:int(0.7 * len(data))])      # truncated JPEG
         os.remove(os.path.join(release, info["keys"]["clean_val"][0]))
         bad.append(info["keys"]["clean_val"][0])
-        expected = ["3 image(s) in the key lists cannot be used", *(f"  {k}: " for k in bad),
+        expected = ["3 image(s) in the key lists cannot be used", *(f" {k}: " for k in bad),
                     "does not exist", "cannot be decoded"]
     proc = train(*args, check=False, timeout=300)
     assert proc.returncode != 0
     for fragment in expected:
         assert fragment in proc.stderr, (fragment, proc.stderr[-2000:])
-    assert not _tfrecords(tmp_path / "tfds") and not os.path.exists(tmp_path / "run")
+    assert not _tfrecords(tmp_path / "tfds")
+    run = tmp_path / "run"  # the run held its output directory's lock, and wrote nothing else
+    assert not run.exists() or os.listdir(run) == [".lock"]
 
 
 def _checkpoint_tensors(out):
