@@ -40,6 +40,7 @@ def test_a_finished_run_with_the_same_flags_is_reused_and_tabulated(tmp_path):
     assert "| gdw | 43.00 ± 0.00 |" in accuracy.table(args, results, "best")
     assert "| gdw | 45.0 ± 0.0 |" in accuracy.table(args, results, "train")
     assert "| gdw | - |" in accuracy.table(args, results, "auc")  # ran, but recorded no weights
+    assert "| gdw | 60 ± 0 |" in accuracy.table(args, results, "wall")
     report = accuracy.report(args, results)
     assert "1 runs, 1.0 min" in report and report.count("| method |") == len(accuracy.COLUMNS)
 

@@ -176,6 +176,8 @@ def _run_values(run, column):
         return run.get("best_accuracy")
     if column == "train":
         return 100 * history["accuracy"][-1] if history.get("accuracy") else None
+    if column == "wall":
+        return run.get("wall_time_s")
     last = _last_histogram(run)  # column == "auc"
     if last is None or np.count_nonzero(last[1]["clean"] + last[1]["noisy"]) <= 1:
         return None  # no weights, or constant ones
@@ -187,6 +189,7 @@ COLUMNS = {  # column -> (title, number format)
     "best": ("Best epoch's test accuracy (%)", "{:.2f}"),
     "train": ("Training accuracy on the given (noisy) labels, last epoch (%)", "{:.1f}"),
     "auc": ("ROC-AUC of the last epoch's target weights, clean vs noisy examples", "{:.3f}"),
+    "wall": ("Wall time of one run (s)", "{:.0f}"),
 }
 
 
