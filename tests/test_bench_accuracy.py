@@ -27,7 +27,9 @@ def _finished_run(tmp_path, args, **changed):
     out.mkdir()
     (out / "results.json").write_text(json.dumps(
         {"flags": flags, "last_accuracy": 41.5, "final_accuracy": 40.0, "best_accuracy": 43.0,
-         "wall_time_s": 60.0, "history": {"accuracy": [0.3, 0.45]}}))
+         "wall_time_s": 60.0, "history": {"accuracy": [0.3, 0.45]},
+         "target_weight_histograms": {"edges": [0.0, 0.5, 1.0], "by_epoch": {
+             "0": {"clean": [2, 2], "noisy": [2, 2]}, "1": {"clean": [1, 3], "noisy": [3, 1]}}}}))
 
 
 def test_a_finished_run_with_the_same_flags_is_reused_and_tabulated(tmp_path):
@@ -39,10 +41,14 @@ def test_a_finished_run_with_the_same_flags_is_reused_and_tabulated(tmp_path):
     assert "| gdw | 40.00 ± 0.00 (paper 88.14) |" in accuracy.table(args, results, "final")
     assert "| gdw | 43.00 ± 0.00 |" in accuracy.table(args, results, "best")
     assert "| gdw | 45.0 ± 0.0 |" in accuracy.table(args, results, "train")
-    assert "| gdw | - |" in accuracy.table(args, results, "auc")  # ran, but recorded no weights
+    # last epoch: P(clean > noisy) = 3/4 * 3/4, ties (1/4 * 3/4 + 3/4 * 1/4) / 2
+    assert "| gdw | 0.750 ± 0.000 |" in accuracy.table(args, results, "auc")
     assert "| gdw | 60 ± 0 |" in accuracy.table(args, results, "wall")
     report = accuracy.report(args, results)
     assert "1 runs, 1.0 min" in report and report.count("| method |") == len(accuracy.COLUMNS)
+    args.methods = "base"  # learns no weights: no AUC
+    base = {**result, "flags": {**result["flags"], "method": "base"}}
+    assert "| base | - |" in accuracy.table(args, {("uniform40", "base"): [base]}, "auc")
 
 
 def test_a_finished_run_with_other_flags_is_refused(tmp_path):
@@ -126,3 +132,9 @@ def test_digits_protocol_is_the_default_job_with_a_setting():
         "--method=gdw", "--seed=2"]
     with pytest.raises(SystemExit):
         accuracy.parse_args(["--protocol=digits", "--settings=longtail001"])
+
+
+def test_digits_tables_carry_no_paper_numbers(tmp_path):
+    args = accuracy.parse_args(["--protocol=digits", f"--output_dir={tmp_path}", "--methods=gdw"])
+    run = {"final_accuracy": 90.0, "flags": {"method": "gdw"}}
+    assert "paper" not in accuracy.table(args, {("uniform40", "gdw"): [run]}, "final")

@@ -13,7 +13,7 @@ stopped. Tables (mean +- standard deviation over seeds): the final test accuracy
 beside it; the best epoch's test accuracy; the last epoch's training accuracy on
 the given (noisy) labels; and, for methods that learn per-example weights, the
 ROC-AUC with which the last epoch's target weights rank clean above noisy
-examples (from the binned weights, ties counted half).
+examples (from the binned weights, ties counted half); and each run's wall time.
 
 The CPU protocol is built for the regime meta-reweighting works in: thousands of
 cheap iterations (ITERATIONS per run; the epochs follow from the training-set
@@ -178,10 +178,18 @@ def _run_values(run, column):
         return 100 * history["accuracy"][-1] if history.get("accuracy") else None
     if column == "wall":
         return run.get("wall_time_s")
-    last = _last_histogram(run)  # column == "auc"
-    if last is None or np.count_nonzero(last[1]["clean"] + last[1]["noisy"]) <= 1:
-        return None  # no weights, or constant ones
+    last = _last_histogram(run)  # column == "auc": methods that learn weights only
+    if last is None or not learns_weights(run["flags"]["method"]):
+        return None
     return binned_auc(last[1]["clean"], last[1]["noisy"])
+
+
+def learns_weights(method):
+    """Whether `method` learns its example weights from the meta set (the bi-level ones)."""
+    from gdw_tf.methods.bilevel import BilevelMethod
+    from gdw_tf.methods.registry import METHODS
+
+    return issubclass(METHODS.get(method), BilevelMethod)
 
 
 COLUMNS = {  # column -> (title, number format)
@@ -209,7 +217,8 @@ def table(args, results, column="final"):
                     if values else ("-" if runs else "n/a"))
             if values and len(values) < seeds:
                 cell += f" ({len(values)}/{seeds} runs)"
-            paper = PAPER.get(setting, {}).get(method) if column == "final" else None
+            paper = (PAPER.get(setting, {}).get(method)
+                     if column == "final" and args.protocol != "digits" else None)
             cells.append(cell + (f" (paper {paper:.2f})" if paper else ""))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
