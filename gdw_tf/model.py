@@ -40,7 +40,9 @@ class GDWModel(keras.Model):
       **method_options: passed to the method. For gdw/mwnet (reference values):
         hidden_units=100 (weighting network 1-100-1), meta_learning_rate=1e-3
         and meta_weight_decay=1e-4 (its Adam), and for gdw outer_lr=100
-        (1000 for CIFAR-100) and clip=0.2.
+        (1000 for CIFAR-100) and clip=0.2. Every bi-level method also takes
+        meta_interval=k (default 1, exact): the bi-level step runs every k-th
+        step only, the others cost a plain step (`gdw_tf.methods.bilevel`).
 
     Compile with the classifier's optimizer, e.g.
     `keras.optimizers.SGD(0.1, momentum=0.9)`; its current learning rate is
@@ -119,12 +121,51 @@ class GDWModel(keras.Model):
         # Keras skips models that override `compile`; this one only adds checks.
         self.compile(**keras.saving.deserialize_keras_object(config))
 
+    def make_train_function(self, force=False):
+        """Keras' train function; with meta_interval=k > 1 it alternates two.
+
+        Step s (s = optimizer.iterations) runs `train_step` (the bi-level step)
+        when s % k == 0 and `train_step_without_meta` otherwise. Each is traced
+        once. The choice is made in Python per step (one scalar read of the
+        counter), not with an in-graph `tf.cond`: under MirroredStrategy the
+        all-reduces and optimizer updates of a step are `merge_call`s, which
+        TensorFlow refuses inside control flow in the replica function.
+        """
+        interval = getattr(self.method, "meta_interval", 1)
+        if interval == 1 or (self.train_function is not None and not force):
+            return super().make_train_function(force)
+        if self.steps_per_execution != 1:
+            raise ValueError(
+                f"GDWModel: meta_interval={interval} picks the kind of step per step and "
+                f"needs steps_per_execution=1 in compile, got {self.steps_per_execution}")
+        super().make_train_function(force=True)
+        meta_steps = self.train_function
+        other_steps = self._make_function(self.train_step_without_meta)
+
+        def train_function(iterator):
+            if int(self.optimizer.iterations.numpy()) % interval == 0:
+                return meta_steps(iterator)
+            return other_steps(iterator)
+
+        self.train_function = train_function
+        return train_function
+
     def train_step(self, data):
+        return self._train_step(data, meta_step=True)
+
+    def train_step_without_meta(self, data):
+        """A step between meta steps under meta_interval > 1 (same log keys)."""
+        return self._train_step(data, meta_step=False)
+
+    def _train_step(self, data, meta_step):
         batch, meta = split_batch(data, self.method.needs_meta)
         batch["label"] = _checked_labels(batch["label"], self.num_classes, "training label")
         if meta is not None:
             meta = (meta[0], _checked_labels(meta[1], self.num_classes, "meta label"))
-        out = self.method.train_gradients(self, batch, meta)
+        if meta_step:
+            out = self.method.train_gradients(self, batch, meta)
+        else:
+            out = self.method.train_gradients_without_meta(self, batch)
         self._apply_backbone_gradients(out.grads)
 
         labels = batch["label"]
@@ -140,7 +181,7 @@ class GDWModel(keras.Model):
             clean = tf.equal(labels, tf.cast(batch["true_label"], labels.dtype))
             self.weight_histograms["clean"].update_state(omega_t, clean)
             self.weight_histograms["noisy"].update_state(omega_t, ~clean)
-        return self._train_logs(out)
+        return self._train_logs(out, with_meta_loss=out.meta_loss is not None or not meta_step)
 
     def test_step(self, data):
         batch, _ = split_batch(data, needs_meta=False)
@@ -183,10 +224,10 @@ class GDWModel(keras.Model):
             results.update(self._compile_metrics.result())
         return results
 
-    def _train_logs(self, out):
+    def _train_logs(self, out, with_meta_loss):
         """Results of the metrics this step updates (none that stay empty)."""
         results = self._evaluation_results()
-        if out.meta_loss is not None:
+        if with_meta_loss:
             results["meta_loss"] = self.meta_loss_tracker.result()
         for name in out.diagnostics:
             results[name] = self.diagnostic_trackers[name].result()

@@ -24,3 +24,29 @@ def test_image_size_sets_the_input_shape():
     args = speed._parse(["--model=small_cnn", "--batch_size=2", "--image_size=12"])
     model, data = speed._setup(args, "base")
     assert data["image"].shape == (2, 12, 12, 1) and model.backbone.input_shape == (None, 12, 12, 1)
+
+
+def test_time_cycles_runs_whole_cycles_and_amortises():
+    calls = {"a": 0, "b": 0}
+
+    def step(name):
+        def run():
+            calls[name] += 1
+        return run
+
+    times = speed.time_cycles({"a": (step("a"), 1), "b": (step("b"), 3)}, iters=4, warmup=2)
+    assert calls == {"a": 2 + 4, "b": 3 * (2 + 4)}
+    assert [len(t) for t in times.values()] == [4, 4]
+
+
+def test_method_option_reaches_every_method_but_base():
+    args = speed._parse(["--model=small_cnn", "--batch_size=2", "--method_option=meta_interval=2"])
+    base, _ = speed._setup(args, "base")
+    assert not hasattr(base.method, "meta_interval")
+    model, data = speed._setup(args, "gdw")
+    step, cycle = speed._train_step(model, data)
+    assert cycle == 2
+    for _ in range(cycle):
+        step()
+    assert model.optimizer.iterations.numpy() == 2
+    assert model.method.meta_optimizer.iterations.numpy() == 1

@@ -4,12 +4,17 @@
   python -m gdw_tf.bench.speed --methods=all --jit     # every registered method, XLA on
   python -m gdw_tf.bench.speed --model=resnet18 --image_size=224 --num_classes=14 \
       --batch_size=16 --memory_batches=8,16            # the Clothing1M setting, memory per example
+  python -m gdw_tf.bench.speed --methods=gdw --method_option=meta_interval=3   # opt-in fast GDW
 
 All methods are built in one process and timed round-robin, one iteration
 each per round, so that load from other processes hits them alike; inputs are
 CIFAR-shaped synthetic batches, the whole train step is one traced function
-(as under `model.fit`), timed after warm-up. Reports median, 10th/90th
-percentile and the ratio to `base` of the same run. Peak memory is measured
+(`model.train_function`, as under `model.fit`), timed after warm-up.
+A method with meta_interval=k is timed over whole cycles of k steps (one
+bi-level step and k - 1 plain-cost ones) and its time per iteration is the
+cycle's time / k (amortised); other methods have cycles of one step. Reports
+median, 10th/90th percentile over cycles and the ratio to `base` of the same
+run. `--method_option=key=value` (repeatable) goes to every method but `base`. Peak memory is measured
 per method in a process of its own (process RSS on CPU, TensorFlow's
 allocator peak on GPU). --memory_batches measures it at several batch sizes
 (training and meta batch alike) and fits peak = fixed + per_example * batch,
@@ -38,8 +43,12 @@ def _parse(argv=None):
     p.add_argument("--memory_batches", default=None,
                    help="comma-separated batch sizes at which to measure peak memory and fit "
                         "the memory per example (default: --batch_size only)")
-    p.add_argument("--iters", type=int, default=20, help="timed iterations")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--method_option", action="append", default=[],
+                   help="key=value option for every method but base (repeatable), "
+                        "e.g. meta_interval=3")
+    p.add_argument("--iters", type=int, default=20,
+                   help="timed cycles (of meta_interval steps; one step for most methods)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed cycles first")
     p.add_argument("--jit", action="store_true", help="XLA-compile the step")
     p.add_argument("--mixed_precision", action="store_true", help="bfloat16 compute")
     p.add_argument("--breakdown", action="store_true", help="also time GDW's passes")
@@ -54,6 +63,7 @@ def _setup(args, method):
     import tensorflow as tf
 
     import gdw_tf
+    from gdw_tf.train import parse_method_options
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
@@ -67,8 +77,11 @@ def _setup(args, method):
                "gen_label": {"num_train": 50000},
                "coteaching": {"forget_rate": 0.4, "steps_per_epoch": 500},
                "class_balanced": {"class_counts": [5000] * args.num_classes}}.get(method, {})
+    if method != "base":
+        options.update(parse_method_options(args.method_option))
     model = gdw_tf.GDWModel(backbone, args.num_classes, method=method, **options)
-    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), metrics=["accuracy"])
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), metrics=["accuracy"],
+                  jit_compile=args.jit)
     rng = np.random.default_rng(0)
     n = args.batch_size
     data = {"image": tf.constant(rng.normal(size=(n, *shape)), tf.float32),
@@ -103,35 +116,53 @@ def _stats(times):
             "p90_s": float(np.percentile(t, 90)), "iters": len(t)}
 
 
+def _train_step(model, data):
+    """(step, cycle): `step()` runs one training step as `fit` does (both kinds
+    of step under meta_interval); `cycle` = meta_interval, 1 for most methods."""
+    model.make_train_function()
+    step = lambda: float(model.train_function(iter([data]))["loss"])
+    return step, getattr(model.method, "meta_interval", 1)
+
+
 def peak_memory(args, method):
-    """Peak memory (MB) of a process that builds `method` and runs two steps."""
-    import tensorflow as tf
+    """Peak memory (MB) of a process that builds `method` and runs two cycles."""
     model, data = _setup(args, method)
-    step = tf.function(model.train_step, jit_compile=args.jit)
-    for _ in range(2):
-        float(step(data)["loss"])
+    step, cycle = _train_step(model, data)
+    for _ in range(2 * cycle):
+        step()
     return {"peak_memory_mb": _peak_memory_mb()}
+
+
+def time_cycles(steps, iters, warmup=0):
+    """Round-robin amortised timing: {name: (step, cycle)} -> {name: [s/iter]}.
+
+    Each round runs one whole cycle (`cycle` calls of `step`) per name; the
+    entry is the cycle's time / cycle. `warmup` untimed cycles come first.
+    """
+    for step, cycle in steps.values():
+        for _ in range(warmup * cycle):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(iters):
+        for name, (step, cycle) in steps.items():
+            start = time.perf_counter()
+            for _ in range(cycle):
+                step()
+            times[name].append((time.perf_counter() - start) / cycle)
+    return times
 
 
 def time_methods(args, methods):
     """Round-robin timing of every method's train step in this process."""
-    import tensorflow as tf
     steps = {}
     for method in methods:
         model, data = _setup(args, method)
-        step = tf.function(model.train_step, jit_compile=args.jit, reduce_retracing=True)
-        steps[method] = (lambda step=step, data=data: float(step(data)["loss"]))
-        for _ in range(args.warmup):
-            steps[method]()
+        steps[method] = _train_step(model, data)
         if args.breakdown and method == "gdw":
             breakdown_result = breakdown(args, model, data)
-    times = {method: [] for method in methods}
-    for _ in range(args.iters):
-        for method, fn in steps.items():
-            start = time.perf_counter()
-            fn()
-            times[method].append(time.perf_counter() - start)
-    results = {method: _stats(t) for method, t in times.items()}
+    times = time_cycles(steps, args.iters, warmup=args.warmup)
+    results = {method: {**_stats(t), "meta_interval": steps[method][1]}
+               for method, t in times.items()}
     if args.breakdown and "gdw" in results:
         results["gdw"]["breakdown"] = breakdown_result
     return results
@@ -232,11 +263,14 @@ def main(argv=None):
     report = {"device": _device(), "model": args.model, "batch_size": args.batch_size,
               "image_size": args.image_size, "num_classes": args.num_classes,
               "jit_compile": args.jit, "mixed_precision": args.mixed_precision,
-              "methods": results}
+              "method_options": args.method_option, "methods": results}
     size = f" at {args.image_size}x{args.image_size}" if args.image_size else ""
     lines = [f"{args.model}{size}, {args.num_classes} classes, batch {args.batch_size} "
              f"(and a meta batch as large), {report['device']}, "
-             f"jit_compile={args.jit}, mixed_precision={args.mixed_precision}", "",
+             f"jit_compile={args.jit}, mixed_precision={args.mixed_precision}"
+             + (f", method options (all but base): {', '.join(args.method_option)}; "
+                "s/iter amortised over cycles of meta_interval steps"
+                if args.method_option else ""), "",
              "| method | median s/iter | p10-p90 | x base | peak memory (MB) |",
              "| --- | --- | --- | --- | --- |"]
     for method, r in results.items():

@@ -9,7 +9,16 @@ gradients; then the method's second stage, and the real gradient at theta from
 the SAME forward pass (the persistent inner tape is re-entered), so one
 iteration costs one training forward, one backward whose graph is kept, one
 meta forward, one second-order backward and one more backward.
+
+Opt-in approximation, `meta_interval=k` (default 1, the exact method): the
+bi-level step runs only on every k-th optimizer step (iterations % k == 0);
+the steps in between train once forward and once backward with the weights
+the method's current meta-parameters give without a meta step
+(`state_without_meta`), at the cost of a plain step. `GDWModel` picks the kind
+of step per iteration (see `GDWModel.make_train_function`).
 """
+import numbers
+
 import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size, replica_sum
@@ -18,14 +27,40 @@ from gdw_tf.methods.base import (Method, StepOutputs, backbone_forward, finite_g
                                  parameter_dtype)
 
 
+def check_meta_interval(value, method):
+    """`meta_interval` as an int >= 1, or a ValueError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"method '{method}': meta_interval must be an integer >= 1 "
+                         f"(the bi-level step runs every k-th step), got {value!r}")
+    return int(value)
+
+
 class BilevelMethod(Method):
     """Template: subclasses define the weights and what the meta step updates.
 
     The state passed between stages is a dict; `state["weights"]` ([n, C] or
     [n, 1]) weights the class-level logit gradients of the virtual step
     (first stage) and of the real step (second stage).
+
+    meta_interval: run the bi-level step every k-th step only (module doc).
+    Methods whose weights exist only within a meta step set
+    `learns_across_steps = False` and accept only meta_interval=1.
     """
     needs_meta = True
+    learns_across_steps = True
+
+    def __init__(self, meta_interval=1, **kwargs):
+        super().__init__(**kwargs)
+        name = getattr(type(self), "method_name", type(self).__name__)
+        self.meta_interval = check_meta_interval(meta_interval, name)
+        if self.meta_interval != 1 and not self.learns_across_steps:
+            raise ValueError(
+                f"method '{name}' learns nothing across steps (its weights come only from "
+                f"each step's meta-gradient), so it supports only meta_interval=1, got "
+                f"{meta_interval!r}")
+
+    def get_config(self):
+        return {**super().get_config(), "meta_interval": self.meta_interval}
 
     def meta_variables(self):
         """Variables whose meta-gradient is needed (watched by the outer tape)."""
@@ -42,6 +77,14 @@ class BilevelMethod(Method):
     def second_stage(self, model, batch, state, meta_grads, source_grads):
         """Applies the meta update; returns the state for the real step."""
         raise NotImplementedError
+
+    def state_without_meta(self, batch, state):
+        """Real-step state of a step without meta step, from the first stage's.
+
+        Default: the first-stage weights, held constant (MW-Net: V_phi(CE);
+        GDW: its class-level form under the zero-mean constraint).
+        """
+        return {"weights": tf.stop_gradient(state["weights"])}
 
     def virtual_losses(self, logits, batch, state):
         """Per-example losses [n] of the virtual step."""
@@ -92,3 +135,25 @@ class BilevelMethod(Method):
         del inner
         return StepOutputs(grads, logits, real_state["weights"], meta_loss,
                            self.step_diagnostics(batch, state, real_state))
+
+    def train_gradients_without_meta(self, model, batch):
+        """`StepOutputs` of a step between meta steps: one forward, one backward.
+
+        No meta-parameter or table changes. The diagnostics have the keys of
+        `train_gradients`; those that exist only for a meta step (e.g. GDW's
+        increase fractions) get zero sample weights, so their averages stay
+        those of the meta steps. `meta_loss` is None.
+        """
+        theta = model.backbone.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = backbone_forward(model, batch["image"])
+            n_global = global_batch_size(batch["label"], logits.dtype)
+            state = self.first_stage(logits, batch)
+            real_state = self.state_without_meta(batch, state)
+            loss = tf.reduce_sum(self.real_losses(logits, batch, real_state)) / n_global
+        grads = finite_guarded(tape.gradient(loss, theta), loss, "training loss")
+        measured = self.weight_stats(real_state["weights"], batch)
+        diagnostics = {
+            name: measured.get(name, (values, tf.zeros_like(values)))
+            for name, (values, _) in self.step_diagnostics(batch, state, real_state).items()}
+        return StepOutputs(grads, logits, real_state["weights"], None, diagnostics)

@@ -5,6 +5,10 @@ as an outer source, so the meta step yields g_i = dL_meta/dw_i. The real step
 uses non-negative weights normalised to sum to one over the global batch;
 they are reported (and applied to the mean loss) multiplied by the global
 batch size, so 1 means "as in plain training".
+
+With meta_interval=k > 1, INSW's steps between meta steps use the batch's
+current table rows, normalised as above (the table is neither decayed nor
+updated); L2RW rejects k > 1: its weights exist only within a meta step.
 """
 import tensorflow as tf
 
@@ -28,6 +32,9 @@ class MetaGradientWeights(BilevelMethod):
         example_weights = normalise_over_batch(weights)
         return {"weights": n_global * example_weights, "example_weights": example_weights}
 
+    def state_without_meta(self, batch, state):
+        return self.normalised_state(batch, state["weights"])
+
 
 @register_method("l2rw")
 class L2RW(MetaGradientWeights):
@@ -37,8 +44,9 @@ class L2RW(MetaGradientWeights):
     and w_i = max(-dL_meta/deps_i, 0) / sum_j max(-dL_meta/deps_j, 0), with an
     all-zero batch giving all-zero weights (the paper's delta term). Nothing
     is learned across steps and there are no options (the paper's method has
-    no hyper-parameters beyond the classifier's).
+    no hyper-parameters beyond the classifier's), and meta_interval must be 1.
     """
+    learns_across_steps = False
 
     def first_stage(self, logits, batch):
         # A fresh zero tensor each step, watched by the outer tape.

@@ -10,6 +10,8 @@ on the SUMMED loss (the loop's mean-loss gradient times the global batch).
 
 The weights a step reports are the targets q [n, C], so the `target_weight`
 metrics give the mass the learned labels keep on the given label.
+With meta_interval=k > 1 the steps between meta steps train on the targets of
+the batch's current rows (the table is not updated).
 """
 import tensorflow as tf
 
@@ -80,6 +82,9 @@ class LearnedTargets(BilevelMethod):
         updated = self.project(params - self.label_learning_rate * n_global * source_grads[0])
         write_rows(self.table, state["index"], updated)
         return {"weights": tf.stop_gradient(self.targets(updated, batch["label"]))}
+
+    def state_without_meta(self, batch, state):
+        return {"weights": tf.stop_gradient(self.targets(state["params"], batch["label"]))}
 
     def real_losses(self, logits, batch, state):
         return soft_target_cross_entropy(state["weights"], logits)

@@ -20,6 +20,7 @@ class MWNet(BilevelMethod):
     (L2 decay added to the gradient, as torch.optim.Adam; epsilon 1e-8).
     meta_optimizer: another (unbuilt) Keras optimizer, or its config dict, to
     use instead of that Adam; meta_weight_decay still applies.
+    meta_interval=k (BilevelMethod): between meta steps, train with w_i = V_phi(CE_i).
     """
 
     def __init__(self, hidden_units=100, meta_learning_rate=1e-3,
@@ -79,7 +80,8 @@ class GDW(MWNet):
     second stage omega'_i = omega_i - clip(outer_lr * g_i / ||g||_1, -clip, clip),
     clamped to [1e-6, 1e6] and constrained again, with g = dL_meta/domega.
     Options: outer_lr=100 (the reference uses 100 for CIFAR-10 and 1000 for
-    CIFAR-100), clip=0.2, and MWNet's options for V_phi.
+    CIFAR-100), clip=0.2, and MWNet's options for V_phi. With meta_interval=k
+    the steps between meta steps train with the first-stage omega_i.
     """
     metric_names = MWNet.metric_names + (
         diagnostics.INCREASED_NONTARGET_CLEAN,
