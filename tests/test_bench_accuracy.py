@@ -44,8 +44,12 @@ def test_a_finished_run_with_the_same_flags_is_reused_and_tabulated(tmp_path):
     # last epoch: P(clean > noisy) = 3/4 * 3/4, ties (1/4 * 3/4 + 3/4 * 1/4) / 2
     assert "| gdw | 0.750 ± 0.000 |" in accuracy.table(args, results, "auc")
     assert "| gdw | 60 ± 0 |" in accuracy.table(args, results, "wall")
-    report = accuracy.report(args, results)
-    assert "1 runs, 1.0 min" in report and report.count("| method |") == len(accuracy.COLUMNS)
+    report = accuracy.report(args, results)  # one setting: one table of every column
+    assert "| gdw | 40.00 ± 0.00 | 43.00 ± 0.00 | 45.0 ± 0.0 | 0.750 ± 0.000 | 60 ± 0 |" in report
+    assert "1 runs, 1.0 min" in report
+    args.settings = "uniform40,flip40"  # several: one table per column
+    assert accuracy.report(args, results).count("| method |") == len(accuracy.COLUMNS)
+    args.settings = "uniform40"
     args.methods = "base"  # learns no weights: no AUC
     base = {**result, "flags": {**result["flags"], "method": "base"}}
     assert "| base | - |" in accuracy.table(args, {("uniform40", "base"): [base]}, "auc")

@@ -203,20 +203,14 @@ COLUMNS = {  # column -> (title, number format)
 
 def table(args, results, column="final"):
     """Markdown table of one column: methods x settings, mean +- std over seeds."""
-    seeds = len(args.seeds.split(","))
     settings = args.settings.split(",")
-    title, fmt = COLUMNS[column]
+    title = COLUMNS[column][0]
     lines = [f"{title}:\n", "| method | " + " | ".join(settings) + " |",
              "| --- |" + " --- |" * len(settings)]
     for method in args.methods.split(","):
         cells = []
         for setting in settings:
-            runs = [r for r in results.get((setting, method), []) if r]
-            values = [v for v in (_run_values(r, column) for r in runs) if v is not None]
-            cell = (f"{fmt.format(np.mean(values))} ± {fmt.format(np.std(values))}"
-                    if values else ("-" if runs else "n/a"))
-            if values and len(values) < seeds:
-                cell += f" ({len(values)}/{seeds} runs)"
+            cell = _cell(args, [r for r in results.get((setting, method), []) if r], column)
             paper = (PAPER.get(setting, {}).get(method)
                      if column == "final" and args.protocol != "digits" else None)
             cells.append(cell + (f" (paper {paper:.2f})" if paper else ""))
@@ -224,10 +218,34 @@ def table(args, results, column="final"):
     return "\n".join(lines)
 
 
+def _cell(args, runs, column):
+    """'mean ± std' of one column over runs (with the run count if some are missing)."""
+    fmt = COLUMNS[column][1]
+    values = [v for v in (_run_values(r, column) for r in runs) if v is not None]
+    if not values:
+        return "-" if runs else "n/a"
+    cell = f"{fmt.format(np.mean(values))} ± {fmt.format(np.std(values))}"
+    seeds = len(args.seeds.split(","))
+    return cell + (f" ({len(values)}/{seeds} runs)" if len(values) < seeds else "")
+
+
+def setting_table(args, results, setting):
+    """Markdown table of one setting: methods x every column, mean +- std over seeds."""
+    lines = ["| method | final test acc. (%) | best epoch (%) | train acc., given labels (%) "
+             "| weight ROC-AUC | wall time (s) |", "| --- |" + " --- |" * len(COLUMNS)]
+    for method in args.methods.split(","):
+        runs = [r for r in results.get((setting, method), []) if r]
+        lines.append(f"| {method} | " + " | ".join(_cell(args, runs, c) for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
 def report(args, results):
-    """Every column's table, and the runs' total training time."""
+    """Every column's table (one table of every column for a single setting), and the
+    runs' total training time."""
     done = [r for runs in results.values() for r in runs if r]
-    tables = [table(args, results, column) for column in COLUMNS]
+    settings = args.settings.split(",")
+    tables = ([setting_table(args, results, settings[0])] if len(settings) == 1
+              else [table(args, results, column) for column in COLUMNS])
     return ("\n\n".join(tables) + f"\n\n{len(done)} runs, "
             f"{sum(r['wall_time_s'] for r in done) / 60:.1f} min of training processes.")
 
