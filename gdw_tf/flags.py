@@ -56,7 +56,8 @@ flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA (turns 
                   "step's runtime input checks; slower on CPU).")
 flags.DEFINE_integer("seed", 0, "Seed of the data protocol and of the initialisation.")
 flags.DEFINE_string("output_dir", None, "Checkpoints, logs, results.json and figures (resumes if present).")
-flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+flags.DEFINE_integer("verbose", 2, "0 silent, 1 Keras' progress bar, 2 one short line per epoch "
+                     "(every metric goes to log.csv and TensorBoard).")
 flags.DEFINE_enum("resume", "auto", ["auto", "force"],
                   "auto: resume --output_dir only if its run had the same flags (else an error "
                   "lists the differences); force: resume it even with other flags.")
@@ -76,6 +77,7 @@ _check("noise_rate", lambda v: v is None or 0.0 <= v <= 1.0, "must be in [0, 1]"
 _check("imbalance_factor", lambda v: 0.0 < v <= 1.0, "must be in (0, 1]")
 _check("num_meta", lambda v: v is None or v >= 0, "must be >= 0")
 _check("epochs", lambda v: v is None or v >= 1, "must be >= 1")
+_check("verbose", lambda v: v in (0, 1, 2), "must be 0, 1 or 2")
 _check("batch_size", lambda v: v >= 1, "must be >= 1")
 _check("meta_batch_size", lambda v: v is None or v >= 1, "must be >= 1")
 _check("lr", lambda v: v is None or v > 0, "must be > 0")

@@ -227,12 +227,15 @@ def _run_locked(s, strategy, chief, out_dir, started):
     callbacks = [checkpoint,
                  keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"),
                                              update_freq="epoch")]
+    if s["verbose"] == 2:
+        callbacks.append(reporting.EpochLine(s["epochs"]))
     with _training_errors(tf):
         for first_epoch, first_step, last_epoch in _segments(start, step, s["epochs"]):
             data, steps = _training_data(bundle, method_cls.needs_meta, first_epoch, first_step,
                                          last_epoch)
             model.fit(data, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
-                      validation_data=bundle.test, callbacks=callbacks, verbose=s["verbose"])
+                      validation_data=bundle.test, callbacks=callbacks,
+                      verbose=int(s["verbose"] == 1), shuffle=False)  # tf.data shuffles
     extra = model.method.finish(model, bundle, s) or {}
     record = checkpoint.record
     extra["target_weight_histograms"] = {
@@ -333,6 +336,7 @@ def main(argv):
               "(flags look like --name=value)", file=sys.stderr)
         sys.exit(run_dir.USER_ERROR_EXIT_CODE)
     s = settings_from_flags()
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's savers log INFO lines at every save
     if s["deterministic"]:
         make_deterministic()
     from gdw_tf.strategies import split_cpu

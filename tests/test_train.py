@@ -43,6 +43,10 @@ def test_default_command_trains_gdw_and_writes_every_report(tmp_path):
     out = str(tmp_path / "run")
     proc = train("--epochs=2", f"--output_dir={out}", "--verbose=2")
     assert "Test accuracy: final" in proc.stdout
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split("  ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert "test acc" in lines[-1] and "weights clean/noisy" in lines[-1] and len(lines[-1]) < 130
+    assert "Sharding callback" not in proc.stderr and "shuffle=True" not in proc.stderr
     res = results(out)
     assert res["flags"]["method"] == "gdw" and res["flags"]["noise_rate"] == 0.4
     assert res["epochs_completed"] == 2 and len(res["history"]["val_accuracy"]) == 2
