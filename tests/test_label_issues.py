@@ -96,6 +96,21 @@ def test_scores_rank_planted_flipped_labels_above_clean_ones():
     assert (issues.suggested_label[:24][top] == issues.true_label[:24][top]).mean() > 0.8
 
 
+def test_every_step_updates_the_record_and_keras_save_and_load_keep_it(tmp_path):
+    """meta_interval=2: step 0 is a meta step, step 1 is not; both write their batch."""
+    import keras
+
+    steps = _indexed(tiny.batches(2, n=6, m=5, seed=3, dtype="float32"), n=6)
+    model = tiny.gdw_model("mwnet", dtype="float32", record_examples=12, record_decay=0.7,
+                           meta_interval=2)
+    model.fit(tiny.paired_dataset(steps), epochs=1, verbose=0, shuffle=False)
+    model.save(str(tmp_path / "m.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "m.keras"))
+    assert loaded.example_record.decay == 0.7 and model.optimizer.iterations.numpy() == 2
+    np.testing.assert_array_equal(loaded.example_record.table.numpy(), model.example_record.table.numpy())
+    assert model.example_record.arrays().visits.tolist() == [1] * 12
+
+
 @pytest.fixture(scope="module")
 def mirrored():
     """One strategy per process (several MirroredStrategy objects abort each other)."""
