@@ -106,9 +106,9 @@ def test_every_step_updates_the_record_and_keras_save_and_load_keep_it(tmp_path)
     model.fit(tiny.paired_dataset(steps), epochs=1, verbose=0, shuffle=False)
     model.save(str(tmp_path / "m.keras"))
     loaded = keras.models.load_model(str(tmp_path / "m.keras"))
-    assert loaded.example_record.decay == 0.7 and model.optimizer.iterations.numpy() == 2
+    assert loaded.example_record.decay == 0.7
     np.testing.assert_array_equal(loaded.example_record.table.numpy(), model.example_record.table.numpy())
-    assert model.example_record.arrays().visits.tolist() == [1] * 12
+    assert model.example_record.arrays().visits.tolist() == [1] * 12  # batch 2: no meta step
 
 
 @pytest.fixture(scope="module")
