@@ -77,7 +77,7 @@ def _restored_model(s, bundle, latest):
     except (AssertionError, ValueError) as error:
         _fail(f"the checkpoint {latest} holds no per-example record matching these flags "
               f"(written before label issues were recorded, or by other flags): "
-              f"{str(error).splitlines()[0]}")
+              f"{str(error).splitlines()[0].split(' Showing')[0]}")
     return model
 
 

@@ -210,7 +210,8 @@ def write_png(path, issues, images, class_names, top=DEFAULT_TOP, pixel_max=255.
     count = min(top, issues.index.size)
     cols = min(8, count)
     rows = -(-count // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.0 * rows + 0.4), squeeze=False,
+                             layout="constrained")
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= count:
@@ -221,7 +222,6 @@ def write_png(path, issues, images, class_names, top=DEFAULT_TOP, pixel_max=255.
                             class_names[int(issues.suggested_label[k])])
         ax.set_title(f"{given} -> {suggested}\n{issues.score[k]:.2f}", fontsize=7)
     fig.suptitle(f"Top {count} suspected label errors (given -> suggested, score)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
