@@ -193,6 +193,18 @@ def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrit
     assert _read(os.path.join(out, "label_issues.csv")) == rows
     assert os.path.getsize(os.path.join(out, "label_issues.png")) > 0
 
+    # A checkpoint written without the record (an older run): a one-line error.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "flags.json").write_text(json.dumps(s))
+    bundle = build_data(s)
+    without = gdw_tf.GDWModel(gdw_tf.models.build(s["model"], 10, input_shape=bundle.image_shape),
+                              10, method="gdw", hidden_units=16)
+    tf.train.Checkpoint(model=without).save(str(old / "checkpoints" / "ckpt"))
+    with pytest.raises(UserError, match="holds no per-example record") as error:
+        audit(str(old))
+    assert "\n" not in str(error.value)
+
 
 def _fake_run(tmp_path, **flags):
     out = tmp_path / "run"
