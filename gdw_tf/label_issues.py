@@ -36,6 +36,7 @@ PNG_FILE = "label_issues.png"
 CSV_COLUMNS = ("index", "path", "given_label", "suggested_label", "score", "rank", "true_label")
 DEFAULT_DECAY = 0.98
 DEFAULT_TOP = 64  # suspects shown in label_issues.png
+RECORD_NAME = "example_record"  # GDWModel attribute and checkpoint key of the record
 
 # Columns of a record row: averaged target weight, visits, given label, true
 # label (-1 unknown), then the C averaged class probabilities.
@@ -50,9 +51,23 @@ def methods_with_weights():
     return [name for name in METHODS.names() if issubclass(METHODS.get(name), BilevelMethod)]
 
 
-def model_options(method_name, num_train):
-    """GDWModel options that turn the record on for methods with learned weights."""
-    return {"record_examples": int(num_train)} if method_name in methods_with_weights() else {}
+def model_options(method_name, num_train, resume_from=None):
+    """GDWModel options that turn the record on for methods with learned weights.
+
+    resume_from: the checkpoint the run will resume from, if any. One written
+    before the record existed gets no record (so that it still restores), with
+    a warning: that run ends without a label-issue report.
+    """
+    if method_name not in methods_with_weights():
+        return {}
+    if resume_from is not None and not any(
+            RECORD_NAME in name for name, _ in tf.train.list_variables(resume_from)):
+        from absl import logging
+        logging.warning("%s holds no per-example record (written before label issues were "
+                        "recorded): this resumed run keeps none and writes no %s",
+                        resume_from, CSV_FILE)
+        return {}
+    return {"record_examples": int(num_train)}
 
 
 class ExampleRecord(keras.layers.Layer):
@@ -65,7 +80,7 @@ class ExampleRecord(keras.layers.Layer):
     """
 
     def __init__(self, num_train, num_classes, decay=DEFAULT_DECAY, **kwargs):
-        kwargs.setdefault("name", "example_record")
+        kwargs.setdefault("name", RECORD_NAME)
         super().__init__(**kwargs)
         if isinstance(num_train, bool) or int(num_train) != num_train or num_train < 1:
             raise ValueError(f"record_examples must be a positive integer, got {num_train!r}")

@@ -209,7 +209,9 @@ def _run_locked(s, strategy, chief, out_dir, started):
                                     input_shape=bundle.image_shape, init_weights=init_weights)
             model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
                                     weight_decay=s["weight_decay"],
-                                    **label_issues.model_options(s["method"], bundle.num_train),
+                                    **label_issues.model_options(
+                                        s["method"], bundle.num_train,
+                                        tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints"))),
                                     **method_options(method_cls, bundle, s))
             lr = s["lr"]
             if s["schedule"] == "cosine":

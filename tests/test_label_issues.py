@@ -67,6 +67,16 @@ def test_only_methods_with_learned_weights_keep_a_record():
     assert label_issues.model_options("gdw", 10) == {"record_examples": 10}
 
 
+def test_a_run_resumed_from_a_checkpoint_without_record_keeps_none(tmp_path):
+    for name, options in (("with", {"record_examples": 6}), ("without", {})):
+        model = tiny.gdw_model("gdw", dtype="float32", **options)
+        tf.train.Checkpoint(model=model).save(str(tmp_path / name / "ckpt"))
+    latest = {name: tf.train.latest_checkpoint(str(tmp_path / name)) for name in ("with", "without")}
+    assert label_issues.model_options("gdw", 6, latest["with"]) == {"record_examples": 6}
+    assert label_issues.model_options("gdw", 6, latest["without"]) == {}
+    assert label_issues.model_options("gdw", 6) == {"record_examples": 6}
+
+
 def _clusters(n_per_class, flip, seed):
     """Three separated Gaussian clusters in 4-d; `flip` labels moved to the next class."""
     rng = np.random.default_rng(seed)
