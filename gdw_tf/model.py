@@ -5,6 +5,7 @@ import keras
 import tensorflow as tf
 
 from gdw_tf import diagnostics
+from gdw_tf.label_issues import DEFAULT_DECAY, ExampleRecord
 from gdw_tf.data.pairing import split_batch
 from gdw_tf.metrics import Histogram
 from gdw_tf.distributed import add_weight_decay, num_replicas
@@ -43,6 +44,11 @@ class GDWModel(keras.Model):
         (1000 for CIFAR-100) and clip=0.2. Every bi-level method also takes
         meta_interval=k (default 1, exact): the bi-level step runs every k-th
         step only, the others cost a plain step (`gdw_tf.methods.bilevel`).
+      record_examples: N > 0 keeps `example_record`, a per-example record of
+        the N training examples (averaged target weight and class
+        probabilities, `gdw_tf.label_issues`), updated by every training step;
+        batches then need `index`. None (default): no record.
+      record_decay: the record's averaging decay per visit (default 0.98).
 
     Compile with the classifier's optimizer, e.g.
     `keras.optimizers.SGD(0.1, momentum=0.9)`; its current learning rate is
@@ -50,7 +56,7 @@ class GDWModel(keras.Model):
     """
 
     def __init__(self, backbone, num_classes, method="gdw", weight_decay=5e-4,
-                 name=None, **method_options):
+                 name=None, record_examples=None, record_decay=DEFAULT_DECAY, **method_options):
         super().__init__(name=name)
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
@@ -60,6 +66,9 @@ class GDWModel(keras.Model):
         self._check_output_width(getattr(backbone, "outputs", None))
         self.method = create_method(method, **method_options)
         self.method.setup(self)
+        self.example_record = None
+        if record_examples is not None:
+            self.example_record = ExampleRecord(record_examples, self.num_classes, record_decay)
         if backbone.built:
             self.built = True
         self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
@@ -176,8 +185,10 @@ class GDWModel(keras.Model):
             self.meta_loss_tracker.update_state(out.meta_loss * num_replicas())
         for name, (values, weights) in out.diagnostics.items():
             self.diagnostic_trackers[name].update_state(values, sample_weight=weights)
+        omega_t = diagnostics.target_weights(out.weights, labels)
+        if self.example_record is not None:
+            self.example_record.update(batch, omega_t, tf.nn.softmax(out.logits))
         if "true_label" in batch:
-            omega_t = diagnostics.target_weights(out.weights, labels)
             clean = tf.equal(labels, tf.cast(batch["true_label"], labels.dtype))
             self.weight_histograms["clean"].update_state(omega_t, clean)
             self.weight_histograms["noisy"].update_state(omega_t, ~clean)
@@ -199,9 +210,15 @@ class GDWModel(keras.Model):
                 "num_classes": self.num_classes,
                 "method": self.method.method_name,
                 "weight_decay": self.weight_decay,
-                "name": self.name, **method_config}
+                "name": self.name, **method_config, **self._record_config()}
 
     # --------------------------------------------------------------- internals
+    def _record_config(self):
+        if self.example_record is None:
+            return {}
+        return {"record_examples": self.example_record.num_train,
+                "record_decay": self.example_record.decay}
+
     def _check_output_width(self, outputs):
         if not outputs:
             return

@@ -138,6 +138,19 @@ def method_options(method_cls, bundle, s):
     return options
 
 
+def build_data(s):
+    """The run's `gdw_tf.data.DataBundle`, from the settings dict `s` (dataset defaults applied)."""
+    import gdw_tf
+
+    return gdw_tf.data.build(
+        s["dataset"], data_dir=s["data_dir"], manual_dir=s["manual_dir"],
+        noise_type=s["noise_type"], noise_rate=s["noise_rate"],
+        imbalance_factor=s["imbalance_factor"], num_meta=s["num_meta"], seed=s["seed"],
+        batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
+        augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"],
+        skip_bad_images=s["skip_bad_images"])
+
+
 def run(s):
     """Trains as configured by the settings dict `s`; returns the results dict.
 
@@ -164,7 +177,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
     import tensorflow as tf
 
     import gdw_tf
-    from gdw_tf import models, reporting
+    from gdw_tf import label_issues, models, reporting
     from gdw_tf.diagnostics import binned_auc
     from gdw_tf.methods.registry import METHODS
 
@@ -185,13 +198,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         keras.utils.set_random_seed(s["seed"])
 
-        bundle = gdw_tf.data.build(
-            s["dataset"], data_dir=s["data_dir"], manual_dir=s["manual_dir"],
-            noise_type=s["noise_type"], noise_rate=s["noise_rate"],
-            imbalance_factor=s["imbalance_factor"], num_meta=s["num_meta"], seed=s["seed"],
-            batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
-            augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"],
-            skip_bad_images=s["skip_bad_images"])
+        bundle = build_data(s)
         if method_cls.needs_meta and bundle.meta is None:
             raise ValueError(f"--method={s['method']} needs a meta set but --num_meta=0")
         if chief:
@@ -202,6 +209,9 @@ def _run_locked(s, strategy, chief, out_dir, started):
                                     input_shape=bundle.image_shape, init_weights=init_weights)
             model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
                                     weight_decay=s["weight_decay"],
+                                    **label_issues.model_options(
+                                        s["method"], bundle.num_train,
+                                        tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints"))),
                                     **method_options(method_cls, bundle, s))
             lr = s["lr"]
             if s["schedule"] == "cosine":
@@ -237,6 +247,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
                       validation_data=bundle.test, callbacks=callbacks,
                       verbose=int(s["verbose"] == 1), shuffle=False)  # tf.data shuffles
     extra = model.method.finish(model, bundle, s) or {}
+    extra.update(label_issues.after_training(model, bundle, s, out_dir, write=chief))
     record = checkpoint.record
     extra["target_weight_histograms"] = {
         "edges": model.weight_histograms["clean"].edges(),
@@ -352,6 +363,9 @@ def main(argv):
           f"{results['final_accuracy']:.2f}%, best {results['best_accuracy']:.2f}%, "
           f"last {results['last_accuracy']:.2f}%  [{s['method']} on {s['dataset']}, "
           f"{results['wall_time_s']:.0f} s; results in {results['output_dir']}]")
+    from gdw_tf.label_issues import summary_line
+    if summary_line(results):
+        print(summary_line(results))
 
 
 if __name__ == "__main__":

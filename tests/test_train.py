@@ -222,8 +222,11 @@ def test_multi_worker_two_local_processes_stay_in_sync(tmp_path):
     # Trainable weights (stored once, under the optimizer that updates them)
     # are synchronised; BatchNorm moving statistics are per worker.
     names = [n for n in a.get_variable_to_shape_map()
-             if "optimizer/_trainable_variables" in n or "weighting_net" in n]
-    assert names
+             if "optimizer/_trainable_variables" in n or "weighting_net" in n
+             or "example_record" in n]
+    assert any("example_record" in n for n in names)  # the label-issue record, kept in sync
+    assert os.path.exists(os.path.join(out, "label_issues.csv"))
+    assert not os.path.exists(os.path.join(out, "worker_1", "label_issues.csv"))
     for name in names:
         np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name))
 

@@ -7,13 +7,15 @@ only the rows of its batch; memory is num_train * row size * 4 bytes.
 
 Under a multi-replica strategy each replica holds a copy of a table. Writes
 gather every replica's (indices, rows) first, so all replicas hold the same
-update, and the table is created with ONLY_FIRST_REPLICA aggregation: the
+update (an all-reduce of zero-padded blocks: `ctx.all_gather` needs placed
+tensors, which Keras' step under MultiWorkerMirroredStrategy does not give), and
+the table is created with ONLY_FIRST_REPLICA aggregation: the
 (identical) first-replica update is then applied to every copy.
 """
 import keras
 import tensorflow as tf
 
-from gdw_tf.distributed import replica_sum
+from gdw_tf.distributed import replica_concat, replica_sum
 
 
 def check_num_train(num_train, method):
@@ -29,8 +31,14 @@ def check_num_train(num_train, method):
     return int(num_train)
 
 
+MAX_ROWS = 2 ** 24  # write_rows sends indices as float32 between replicas
+
+
 def add_table(layer, name, num_train, row_shape=(), value=0.0):
     """A float32 [num_train, *row_shape] table filled with `value`, not trainable."""
+    if num_train > MAX_ROWS:
+        raise ValueError(f"{layer.name}: a per-example table holds at most {MAX_ROWS} rows, "
+                         f"got num_train={num_train}")
     return layer.add_weight(
         name=name, shape=(num_train,) + tuple(row_shape),
         initializer=keras.initializers.Constant(value), dtype="float32",
@@ -47,13 +55,17 @@ def write_rows(table, index, rows):
 
     Each replica contributes its own batch; every replica copy receives the
     rows of the whole global batch. Rows outside the batch are untouched.
+    Replicas must hold batches of one size (as the trainer's even split does).
     """
     index = tf.cast(index, tf.int32)
     rows = tf.cast(rows, table.dtype)
     ctx = tf.distribute.get_replica_context()
     if ctx is not None and ctx.num_replicas_in_sync > 1:
-        index = ctx.all_gather(index, axis=0)
-        rows = ctx.all_gather(rows, axis=0)
+        # The index travels as a float column (exact below 2**24, see add_table).
+        flat = tf.reshape(rows, [tf.shape(rows)[0], -1])
+        packed = replica_concat(tf.concat([tf.cast(index, rows.dtype)[:, None], flat], axis=1))
+        index = tf.cast(packed[:, 0], tf.int32)
+        rows = tf.reshape(packed[:, 1:], tf.concat([[-1], tf.shape(rows)[1:]], axis=0))
     return table.value.scatter_update(tf.IndexedSlices(rows, index))
 
 

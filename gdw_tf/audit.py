@@ -1,0 +1,141 @@
+"""Rewrite a finished run's label-issue report from its checkpoint.
+
+  python -m gdw_tf.audit --output_dir=RUN                 # RUN/label_issues.csv and .png
+  python -m gdw_tf.audit --output_dir=RUN --top=100       # the 100 top suspects in the .png
+  python -m gdw_tf.audit --output_dir=RUN --export=DIR    # folder datasets: DIR/relabel.csv
+
+RUN is a `python -m gdw_tf.train` output directory of a method with learned
+weights (`gdw_tf.label_issues.methods_with_weights()`). The data are rebuilt
+from RUN/flags.json (same sources, seed and noise), the model from the latest
+checkpoint. --export writes the top suspects (path, given and suggested class
+names, score, rank) as a CSV for relabelling; the dataset itself is never
+touched. Bad input ends with one line on stderr and exit status 2.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+
+from gdw_tf import label_issues, run_dir
+
+RELABEL_FILE = "relabel.csv"
+
+
+def _fail(message):
+    raise run_dir.UserError(message)
+
+
+def _check_inputs(out_dir, top, export):
+    """The run's settings (flags.json) after checking every argument; raises UserError."""
+    if not out_dir:
+        _fail("--output_dir=RUN is required (a python -m gdw_tf.train output directory)")
+    if not os.path.isdir(out_dir):
+        _fail(f"--output_dir={out_dir}: no such directory")
+    flags_path = os.path.join(out_dir, run_dir.FLAGS_FILE)
+    if not os.path.exists(flags_path):
+        _fail(f"--output_dir={out_dir}: no {run_dir.FLAGS_FILE}, so not a python -m gdw_tf.train "
+              "output directory")
+    with open(flags_path) as f:
+        s = json.load(f)
+    method, with_weights = s.get("method"), label_issues.methods_with_weights()
+    if method not in with_weights:
+        _fail(f"--output_dir={out_dir} was trained with --method={method}, which learns no "
+              f"per-example weights; label issues come from the methods that do: "
+              f"{', '.join(with_weights)}")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        _fail(f"--top must be a positive integer, got {top!r}")
+    if export is not None:
+        if s["dataset"] != "folder":
+            _fail(f"--export={export}: relabel files are for --dataset=folder runs (files to "
+                  f"relabel), this run used --dataset={s['dataset']}")
+        data_root = os.path.realpath(s["data_dir"])
+        target = os.path.realpath(export)
+        if os.path.commonpath([data_root, target]) == data_root:
+            _fail(f"--export={export} lies inside the dataset {data_root}; pick a directory "
+                  "outside it (the original data is never written)")
+    return s
+
+
+def _restored_model(s, bundle, latest):
+    """A GDWModel as the run built it, with the checkpoint's weights and record."""
+    import tensorflow as tf
+
+    import gdw_tf
+    from gdw_tf import models
+    from gdw_tf.methods.registry import METHODS
+    from gdw_tf.train import method_options
+
+    backbone = models.build(s["model"], bundle.num_classes, input_shape=bundle.image_shape)
+    model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
+                            weight_decay=s["weight_decay"],
+                            **label_issues.model_options(s["method"], bundle.num_train),
+                            **method_options(METHODS.get(s["method"]), bundle, s))
+    status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        _fail(f"the checkpoint {latest} holds no per-example record matching these flags "
+              f"(written before label issues were recorded, or by other flags): "
+              f"{str(error).splitlines()[0].split(' Showing')[0]}")
+    return model
+
+
+def write_relabel_csv(path, issues, paths, class_names, top):
+    """The `top` suspects: path, given and suggested class names, score, rank."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("path", "given_label", "suggested_label", "score", "rank"))
+        for i in range(min(top, issues.index.size)):
+            writer.writerow([paths[int(issues.index[i])],
+                             class_names[int(issues.given_label[i])],
+                             class_names[int(issues.suggested_label[i])],
+                             f"{issues.score[i]:.6f}", int(issues.rank[i])])
+    return path
+
+
+def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
+    """Rewrites OUT_DIR/label_issues.csv/.png (and EXPORT/relabel.csv); returns
+    (LabelIssues, Detection or None). Raises run_dir.UserError for bad input."""
+    s = _check_inputs(out_dir, top, export)
+    import tensorflow as tf
+
+    from gdw_tf.train import build_data
+
+    latest = tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints"))
+    if latest is None:
+        _fail(f"--output_dir={out_dir}: no checkpoint under {out_dir}/checkpoints "
+              "(the run saved none yet)")
+    with run_dir.OutputDirLock(out_dir), run_dir.user_errors():
+        bundle = build_data(s)
+        model = _restored_model(s, bundle, latest)
+        examples = label_issues.training_examples(bundle, s)
+        issues, found = label_issues.write_report(out_dir, model.example_record,
+                                                  bundle.class_names, examples, top)
+        if export is not None:
+            os.makedirs(export, exist_ok=True)
+            write_relabel_csv(os.path.join(export, RELABEL_FILE), issues, examples.paths,
+                              bundle.class_names, top)
+    return issues, found
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m gdw_tf.audit", description=__doc__.split("\n")[0])
+    parser.add_argument("--output_dir", help="the run's output directory")
+    parser.add_argument("--top", type=int, default=label_issues.DEFAULT_TOP,
+                        help="suspects in label_issues.png and the relabel CSV")
+    parser.add_argument("--export", help="folder datasets: write DIR/relabel.csv")
+    args = parser.parse_args(argv)
+    try:
+        issues, found = audit(args.output_dir, args.top, args.export)
+    except run_dir.UserError as error:
+        print(f"gdw_tf.audit: error: {error}", file=sys.stderr)
+        sys.exit(run_dir.USER_ERROR_EXIT_CODE)
+    line = f"Wrote {label_issues.CSV_FILE} ({issues.index.size} examples) in {args.output_dir}"
+    if found is not None:
+        line += f"; detection ROC-AUC {found.auc:.3f}, F1 {found.f1:.3f} at the noisy count {found.noisy}"
+    print(line)
+
+
+if __name__ == "__main__":
+    main()

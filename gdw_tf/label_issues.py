@@ -1,0 +1,313 @@
+"""Finding the mislabelled examples from the learned weights.
+
+During training, `ExampleRecord` keeps one row per training example (addressed
+by the stable `batch["index"]`): a moving average of the target weight the step
+actually used (weight at the given label, `diagnostics.target_weights`) and of
+the predicted class probabilities, plus the given and true labels. After
+training, `label_issues` turns it into a ranking:
+
+  score = (w_max - w) / (w_max - w_min) in [0, 1]   (w: averaged target weight,
+          max/min over the examples seen; higher = more likely mislabelled)
+  suggested label = argmax of the averaged probabilities.
+
+The average: after v visits of an example its row moves towards the new value
+by max(1 - decay, 1 / v), i.e. the plain mean of the first 1 / (1 - decay)
+visits, an exponential moving average afterwards (decay=1: the mean of all).
+Visits are one per epoch, so the default decay 0.98 averages the last ~50
+epochs: long against the epoch-to-epoch wobble of the weights and against the
+first epochs, when the weighting is not learned yet.
+
+`python -m gdw_tf.train` writes label_issues.csv / label_issues.png for every
+method with learned weights (`methods_with_weights()`); `python -m gdw_tf.audit`
+rewrites them from a finished run's checkpoint.
+"""
+import csv
+import dataclasses
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from gdw_tf.methods.tables import add_table, read_rows, require_index, write_rows
+
+CSV_FILE = "label_issues.csv"
+PNG_FILE = "label_issues.png"
+CSV_COLUMNS = ("index", "path", "given_label", "suggested_label", "score", "rank", "true_label")
+DEFAULT_DECAY = 0.98
+DEFAULT_TOP = 64  # suspects shown in label_issues.png
+RECORD_NAME = "example_record"  # GDWModel attribute and checkpoint key of the record
+
+# Columns of a record row: averaged target weight, visits, given label, true
+# label (-1 unknown), then the C averaged class probabilities.
+_WEIGHT, _VISITS, _LABEL, _TRUE, _PROBS = 0, 1, 2, 3, 4
+
+
+def methods_with_weights():
+    """Names of the registered methods that learn per-example weights (bi-level ones)."""
+    from gdw_tf.methods.bilevel import BilevelMethod
+    from gdw_tf.methods.registry import METHODS
+
+    return [name for name in METHODS.names() if issubclass(METHODS.get(name), BilevelMethod)]
+
+
+def model_options(method_name, num_train, resume_from=None):
+    """GDWModel options that turn the record on for methods with learned weights.
+
+    resume_from: the checkpoint the run will resume from, if any. One written
+    before the record existed gets no record (so that it still restores), with
+    a warning: that run ends without a label-issue report.
+    """
+    if method_name not in methods_with_weights():
+        return {}
+    if resume_from is not None and not any(
+            RECORD_NAME in name for name, _ in tf.train.list_variables(resume_from)):
+        from absl import logging
+        logging.warning("%s holds no per-example record (written before label issues were "
+                        "recorded): this resumed run keeps none and writes no %s",
+                        resume_from, CSV_FILE)
+        return {}
+    return {"record_examples": int(num_train)}
+
+
+class ExampleRecord(keras.layers.Layer):
+    """A float32 table [num_train, 4 + C] of per-example averages (module doc).
+
+    Updated by `GDWModel._train_step` on every step; saved with the model and
+    its checkpoints. Under a multi-replica strategy every replica writes the
+    rows of the whole global batch (`tables.write_rows`), so the copies stay
+    identical.
+    """
+
+    def __init__(self, num_train, num_classes, decay=DEFAULT_DECAY, **kwargs):
+        kwargs.setdefault("name", RECORD_NAME)
+        super().__init__(**kwargs)
+        if isinstance(num_train, bool) or int(num_train) != num_train or num_train < 1:
+            raise ValueError(f"record_examples must be a positive integer, got {num_train!r}")
+        if not 0.0 < float(decay) <= 1.0:
+            raise ValueError(f"record_decay must be in (0, 1], got {decay!r}")
+        self.num_train, self.num_classes, self.decay = int(num_train), int(num_classes), float(decay)
+        self.table = add_table(self, "rows", self.num_train, (_PROBS + self.num_classes,))
+        self.built = True
+
+    def call(self, inputs):
+        raise TypeError("ExampleRecord is updated by GDWModel's train step, not called")
+
+    def update(self, batch, target_weights, probabilities):
+        """Moves the rows of `batch["index"]` [n] towards target_weights [n] and probabilities [n, C]."""
+        index = require_index(batch, "record of label issues")
+        rows = read_rows(self.table, index)
+        visits = rows[:, _VISITS] + 1.0
+        rate = tf.maximum(1.0 - self.decay, 1.0 / visits)[:, None]
+        old = tf.concat([rows[:, _WEIGHT:_WEIGHT + 1], rows[:, _PROBS:]], axis=1)
+        new = tf.concat([tf.cast(target_weights, tf.float32)[:, None],
+                         tf.cast(probabilities, tf.float32)], axis=1)
+        averaged = old + rate * (tf.stop_gradient(new) - old)
+        labels = tf.cast(batch["label"], tf.float32)
+        true = tf.cast(batch["true_label"], tf.float32) if "true_label" in batch else -tf.ones_like(labels)
+        return write_rows(self.table, index, tf.concat(
+            [averaged[:, :1], visits[:, None], labels[:, None], true[:, None], averaged[:, 1:]], axis=1))
+
+    def arrays(self):
+        """The record as `RecordArrays` (numpy)."""
+        rows = np.asarray(self.table.numpy())
+        return RecordArrays(target_weight=rows[:, _WEIGHT], visits=rows[:, _VISITS].astype(np.int64),
+                            given_label=rows[:, _LABEL].astype(np.int64),
+                            true_label=rows[:, _TRUE].astype(np.int64), probabilities=rows[:, _PROBS:])
+
+    def get_config(self):
+        return {**super().get_config(), "num_train": self.num_train,
+                "num_classes": self.num_classes, "decay": self.decay}
+
+
+@dataclasses.dataclass
+class RecordArrays:
+    """`ExampleRecord` rows: float [N] target_weight, int [N] visits (0 = never seen),
+    given_label, true_label (-1 unknown), float [N, C] probabilities."""
+    target_weight: np.ndarray
+    visits: np.ndarray
+    given_label: np.ndarray
+    true_label: np.ndarray
+    probabilities: np.ndarray
+
+
+@dataclasses.dataclass
+class LabelIssues:
+    """One entry per training example, sorted by score (highest first).
+
+    index, given_label, suggested_label: int [N]; score: float [N] in [0, 1];
+    rank: int [N], 1..N; true_label: int [N], or None when the truth is unknown.
+    Examples never seen in training get score 0 and their given label as suggestion.
+    """
+    index: np.ndarray
+    given_label: np.ndarray
+    suggested_label: np.ndarray
+    score: np.ndarray
+    rank: np.ndarray
+    true_label: np.ndarray | None
+
+
+@dataclasses.dataclass
+class Detection:
+    """How well the scores single out the mislabelled examples (truth known).
+
+    auc: ROC-AUC of score for noisy vs clean; precision/recall/f1 when flagging
+    the `flagged` = `noisy` top-scored examples (equal to each other then).
+    """
+    auc: float
+    precision: float
+    recall: float
+    f1: float
+    noisy: int
+    flagged: int
+
+
+def label_issues(arrays):
+    """`LabelIssues` from `RecordArrays` (scores as in the module doc)."""
+    seen = arrays.visits > 0
+    weight = arrays.target_weight
+    score = np.zeros(weight.shape, np.float64)
+    if seen.any():
+        high, low = weight[seen].max(), weight[seen].min()
+        if high > low:
+            score[seen] = (high - weight[seen]) / (high - low)
+    suggested = np.where(seen, arrays.probabilities.argmax(axis=1), arrays.given_label)
+    order = np.argsort(-score, kind="stable")  # ties: by index
+    known = seen.all() and (arrays.true_label >= 0).all()
+    return LabelIssues(index=order, given_label=arrays.given_label[order],
+                       suggested_label=suggested[order], score=score[order],
+                       rank=np.arange(1, order.size + 1),
+                       true_label=arrays.true_label[order] if known else None)
+
+
+def detection(issues):
+    """`Detection` of `LabelIssues`, or None without true labels or without noise."""
+    if issues.true_label is None:
+        return None
+    noisy = issues.given_label != issues.true_label
+    k = int(noisy.sum())
+    if k == 0 or k == noisy.size:
+        return None
+    from scipy.stats import rankdata
+
+    ranks = rankdata(issues.score)  # average ranks of ties
+    auc = (ranks[noisy].sum() - k * (k + 1) / 2) / (k * (noisy.size - k))
+    hits = int(noisy[:k].sum())  # issues are sorted by score
+    precision = recall = hits / k
+    return Detection(auc=float(auc), precision=precision, recall=recall,
+                     f1=2 * precision * recall / (precision + recall) if hits else 0.0,
+                     noisy=k, flagged=k)
+
+
+def write_csv(path, issues, paths=None):
+    """label_issues.csv: CSV_COLUMNS (true_label empty when unknown, path when not a file source)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for i in range(issues.index.size):
+            index = int(issues.index[i])
+            writer.writerow([index, "" if paths is None else paths[index],
+                             int(issues.given_label[i]), int(issues.suggested_label[i]),
+                             f"{issues.score[i]:.6f}", int(issues.rank[i]),
+                             "" if issues.true_label is None else int(issues.true_label[i])])
+    return path
+
+
+def write_png(path, issues, images, class_names, top=DEFAULT_TOP, pixel_max=255.0):
+    """A grid of the `top` suspects: image, "given -> suggested" (class names), score.
+
+    images: indexable by training index, uint8 [H, W, C] each.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = min(top, issues.index.size)
+    cols = min(8, count)
+    rows = -(-count // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.0 * rows + 0.4), squeeze=False,
+                             layout="constrained")
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= count:
+            continue
+        image = np.asarray(images[int(issues.index[k])], np.float32) / pixel_max
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        given, suggested = (class_names[int(issues.given_label[k])],
+                            class_names[int(issues.suggested_label[k])])
+        ax.set_title(f"{given} -> {suggested}\n{issues.score[k]:.2f}", fontsize=7)
+    fig.suptitle(f"Top {count} suspected label errors (given -> suggested, score)", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+@dataclasses.dataclass
+class TrainingExamples:
+    """What the report shows of the training set: file paths (None: not a file
+    source), images by training index (None: not available) and their pixel_max."""
+    paths: list | None
+    images: object
+    pixel_max: float
+
+
+def training_examples(bundle, settings):
+    """Paths and images of the training examples, by stable index.
+
+    In-memory sources are reloaded (decoded, unaugmented pixels); streamed
+    sources (clothing1m) get neither yet.
+    """
+    from gdw_tf.data.sources import SOURCES, SourceOptions
+    from gdw_tf.data.sources.folder import list_image_folder
+
+    if bundle.train_origin is None:
+        return TrainingExamples(None, None, 255.0)
+    splits = SOURCES.get(settings["dataset"]).load(SourceOptions(
+        settings.get("data_dir"), settings.get("manual_dir"), settings.get("cache_dir"),
+        bool(settings.get("skip_bad_images"))))
+    origin = bundle.train_origin
+    paths = None
+    if settings["dataset"] == "folder":
+        root = os.path.abspath(settings["data_dir"])
+        listing = list_image_folder(root)[1]["train"]
+        paths = [os.path.join(root, listing[int(o)][0]) for o in origin]
+    return TrainingExamples(paths, splits.train_images[origin], splits.pixel_max)
+
+
+def write_report(out_dir, record, class_names, examples, top=DEFAULT_TOP):
+    """Writes label_issues.csv and .png into out_dir; returns (LabelIssues, Detection or None)."""
+    issues = label_issues(record.arrays())
+    write_csv(os.path.join(out_dir, CSV_FILE), issues, examples.paths)
+    if examples.images is not None:
+        write_png(os.path.join(out_dir, PNG_FILE), issues, examples.images, class_names, top,
+                  examples.pixel_max)
+    return issues, detection(issues)
+
+
+def after_training(model, bundle, settings, out_dir, write=True):
+    """The trainer's step after fit: the report files (if `write`) and the
+    results.json entry {"label_issues": {...}}; {} for a run without a record."""
+    record = getattr(model, "example_record", None)
+    if record is None:
+        return {}
+    if write:
+        _, found = write_report(out_dir, record, bundle.class_names,
+                                training_examples(bundle, settings))
+    else:
+        found = detection(label_issues(record.arrays()))
+    entry = {"csv": CSV_FILE, "decay": record.decay}
+    if found is not None:
+        entry.update(dataclasses.asdict(found))
+    return {"label_issues": entry}
+
+
+def summary_line(results):
+    """One line for the run summary, or None when the run kept no record."""
+    entry = results.get("label_issues")
+    if entry is None:
+        return None
+    line = f"Label issues: {entry['csv']} in {results['output_dir']}"
+    if "auc" in entry:
+        line += (f"; detection ROC-AUC {entry['auc']:.3f}, precision/recall/F1 "
+                 f"{entry['f1']:.3f} flagging the top {entry['flagged']} (the noisy count)")
+    return line
