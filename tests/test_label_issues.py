@@ -123,10 +123,12 @@ def test_every_step_updates_the_record_and_keras_save_and_load_keep_it(tmp_path)
 
 @pytest.fixture(scope="module")
 def mirrored():
-    """One strategy per process (several MirroredStrategy objects abort each other)."""
+    """Reduces without collective ops: MirroredStrategy objects with collectives in one
+    process (test_distributed.py has one) abort each other's all-reduces."""
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("needs two logical CPU devices (set up in conftest)")
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    return tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def _record_after_fit(strategy, steps, initial):
