@@ -121,16 +121,6 @@ def test_every_step_updates_the_record_and_keras_save_and_load_keep_it(tmp_path)
     assert model.example_record.arrays().visits.tolist() == [1] * 12  # batch 2: no meta step
 
 
-@pytest.fixture(scope="module")
-def mirrored():
-    """Reduces without collective ops: MirroredStrategy objects with collectives in one
-    process (test_distributed.py has one) abort each other's all-reduces."""
-    if len(tf.config.list_logical_devices("CPU")) < 2:
-        pytest.skip("needs two logical CPU devices (set up in conftest)")
-    return tf.distribute.MirroredStrategy(
-        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
-
-
 def _record_after_fit(strategy, steps, initial):
     with strategy.scope():
         model = tiny.gdw_model("gdw", dtype="float32", record_examples=24, record_decay=0.5)

@@ -118,16 +118,6 @@ def test_meta_interval_is_rejected_where_it_cannot_apply_and_kept_in_the_config(
         model.fit(tiny.paired_dataset(tiny.batches(2)), epochs=1, verbose=0)
 
 
-@pytest.fixture(scope="module")
-def mirrored():
-    """As in tests/test_methods_fit.py: no collective ops, so no instance-key
-    clash with the MirroredStrategy of tests/test_distributed.py."""
-    if len(tf.config.list_logical_devices("CPU")) < 2:
-        pytest.skip("needs two logical CPU devices (set up in conftest)")
-    return tf.distribute.MirroredStrategy(
-        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
-
-
 def _fit_on(strategy, method, initial, data):
     with strategy.scope():
         model = tiny.gdw_model(method, dtype="float32", meta_interval=2, **options_for(method))

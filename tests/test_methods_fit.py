@@ -115,17 +115,6 @@ def test_optimizer_like_copies_the_configuration_and_respreads_the_cosine():
     assert float(constant.learning_rate) == pytest.approx(0.05)
 
 
-@pytest.fixture(scope="module")
-def mirrored():
-    """Two replicas reduced through one device: the same replica-context semantics
-    as the default, without collective ops, whose instance keys would clash with
-    the MirroredStrategy of tests/test_distributed.py in the same process."""
-    if len(tf.config.list_logical_devices("CPU")) < 2:
-        pytest.skip("needs two logical CPU devices (set up in conftest)")
-    return tf.distribute.MirroredStrategy(
-        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
-
-
 def _fit_on(strategy, method, initial, data):
     with strategy.scope():
         model = tiny.gdw_model(method, dtype="float32", **options_for(method))
