@@ -31,6 +31,7 @@ import threading
 import numpy as np
 
 from gdw_tf.diagnostics import binned_auc
+from gdw_tf.label_issues import methods_with_weights
 
 # The paper's ResNet-32 results (ALGORITHM.md / gdw_paper.md Tables 2-4), mean of 5 runs.
 PAPER = {
@@ -179,17 +180,9 @@ def _run_values(run, column):
     if column == "wall":
         return run.get("wall_time_s")
     last = _last_histogram(run)  # column == "auc": methods that learn weights only
-    if last is None or not learns_weights(run["flags"]["method"]):
+    if last is None or run["flags"]["method"] not in methods_with_weights():
         return None
     return binned_auc(last[1]["clean"], last[1]["noisy"])
-
-
-def learns_weights(method):
-    """Whether `method` learns its example weights from the meta set (the bi-level ones)."""
-    from gdw_tf.methods.bilevel import BilevelMethod
-    from gdw_tf.methods.registry import METHODS
-
-    return issubclass(METHODS.get(method), BilevelMethod)
 
 
 COLUMNS = {  # column -> (title, number format)
