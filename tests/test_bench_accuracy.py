@@ -62,8 +62,9 @@ def test_a_finished_run_with_other_flags_is_refused(tmp_path):
         accuracy.run_one(args, "uniform40", "gdw", 0)
 
 
-def test_weight_figure_shows_only_methods_whose_weights_vary(tmp_path):
-    args = accuracy.parse_args([f"--output_dir={tmp_path}", "--seeds=0", "--methods=base,gdw",
+def test_weight_figure_shows_only_learned_weights_that_vary(tmp_path):
+    args = accuracy.parse_args([f"--output_dir={tmp_path}", "--seeds=0",
+                                "--methods=base,class_balanced,gdw",
                                 "--settings=uniform40", "--report_only"])
     edges = [0.0, 0.5, 1.0, 1.5, 2.0]  # 4 bins
 
@@ -72,7 +73,9 @@ def test_weight_figure_shows_only_methods_whose_weights_vary(tmp_path):
             "0": {"clean": [0, 0, 1, 0], "noisy": [0, 0, 1, 0]},
             "1": {"clean": clean, "noisy": noisy}}}}
 
-    constant = {("uniform40", "base"): [run([0, 0, 5, 0], [0, 0, 3, 0])]}
+    constant = {("uniform40", "base"): [run([0, 0, 5, 0], [0, 0, 3, 0])],
+                # fixed per-class weights vary, but are not learned: not drawn either
+                ("uniform40", "class_balanced"): [run([0, 1, 4, 0], [2, 1, 0, 0])]}
     assert accuracy.weight_figure(args, constant) is None
     varying = {**constant, ("uniform40", "gdw"): [run([0, 1, 4, 0], [2, 1, 0, 0])]}
     path = accuracy.weight_figure(args, varying)

@@ -329,8 +329,8 @@ def weight_figure(args, results):
         last = _last_histogram(r)
         return last is not None and np.count_nonzero(last[1]["clean"] + last[1]["noisy"]) > 1
 
-    rows = [m for m in args.methods.split(",")
-            if any(varies(r) for s in settings for r in results.get((s, m), []))]
+    rows = [m for m in args.methods.split(",") if m in methods_with_weights()
+            and any(varies(r) for s in settings for r in results.get((s, m), []))]
     if not rows:
         return None
     fig, axes = plt.subplots(len(rows), len(settings), figsize=(4 * len(settings), 2.6 * len(rows)),
