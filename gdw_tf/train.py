@@ -182,7 +182,8 @@ def _run_locked(s, strategy, chief, out_dir, started):
     from gdw_tf.methods.registry import METHODS
 
     with run_dir.user_errors():
-        if tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints")):
+        resume_from = tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints"))
+        if resume_from:
             differ = run_dir.check_same_flags(out_dir, s, force=s["resume"] == "force")
             if differ:
                 logging.warning("--resume=force: resuming %s despite other flags: %s",
@@ -209,9 +210,8 @@ def _run_locked(s, strategy, chief, out_dir, started):
                                     input_shape=bundle.image_shape, init_weights=init_weights)
             model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
                                     weight_decay=s["weight_decay"],
-                                    **label_issues.model_options(
-                                        s["method"], bundle.num_train,
-                                        tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints"))),
+                                    **label_issues.model_options(s["method"], bundle.num_train,
+                                                                 resume_from),
                                     **method_options(method_cls, bundle, s))
             lr = s["lr"]
             if s["schedule"] == "cosine":
