@@ -134,19 +134,6 @@ def test_a_run_resumed_mid_epoch_finishes_that_epoch_in_a_fit_call_of_its_own():
     assert _segments(3, 0, 3) == []
 
 
-def test_every_flagfile_parses_and_validates():
-    from absl import flags as absl_flags
-    from gdw_tf import flags as gdw_flags
-    files = sorted(os.listdir(os.path.join(ROOT, "flags")))
-    assert len(files) >= 17
-    for name in files:
-        values = absl_flags.FlagValues()
-        for flag in absl_flags.FLAGS.get_flags_for_module(gdw_flags):
-            values[flag.name] = flag  # the same definitions, validators and defaults
-        values(["train", f"--flagfile={os.path.join(ROOT, 'flags', name)}"])
-        assert values["dataset"].value in ("cifar10", "cifar100", "clothing1m"), name
-
-
 @pytest.mark.parametrize("given, expected", [
     (("digits", None, None), ("uniform", 0.4)),        # as before: 40% uniform noise
     (("digits", "none", None), ("none", 0.0)),

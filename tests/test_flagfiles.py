@@ -1,0 +1,85 @@
+"""flags/*.flags: each parses with the trainer's flags and gives the paper's values."""
+import copy
+import os
+
+import pytest
+from absl import flags as absl_flags
+
+from gdw_tf import flags as gdw_flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILES = sorted(f for f in os.listdir(os.path.join(ROOT, "flags")) if f.endswith(".flags"))
+BASES = ["cifar_base.flags", "cifar100_base.flags"]  # nested by the settings, not run alone
+SETTINGS = [f for f in FLAGFILES if f not in BASES]
+# What a flagfile may set: data, model and optimisation. The weighting methods' flags keep
+# their defaults (= the paper's values), so every flagfile works with every --method; only
+# CIFAR-100 moves GDW's outer_lr (1000, as the reference).
+SHARED = {"dataset", "noise_type", "noise_rate", "imbalance_factor", "num_meta", "model",
+          "epochs", "batch_size", "lr", "schedule", "momentum", "weight_decay"}
+
+
+@pytest.fixture(autouse=True)
+def _from_the_repository_root(monkeypatch):
+    monkeypatch.chdir(ROOT)  # nested --flagfile paths are relative to the working directory
+
+
+def parse(*argv):
+    """The trainer's flags (copies: the global FLAGS stay untouched) parsed from `argv`."""
+    values = absl_flags.FlagValues()
+    for flag in absl_flags.FLAGS.get_flags_for_module(gdw_flags):
+        values[flag.name] = copy.deepcopy(flag)  # the same definitions, validators and defaults
+    values(["train", *argv])
+    return values
+
+
+def value(values, *names):
+    """The value of the first of `names` that is defined (a flag may be renamed)."""
+    return next(values[name].value for name in names if name in values)
+
+
+def test_every_flagfile_parses_and_sets_only_data_model_and_optimisation_flags():
+    assert len(SETTINGS) == 18
+    for name in FLAGFILES:
+        values = parse(f"--flagfile=flags/{name}")
+        present = {flag for flag in values if values[flag].present}
+        allowed = SHARED | ({"outer_lr"} if name.startswith("cifar100") else set())
+        assert present <= allowed, (name, present - allowed)
+        if name in SETTINGS:
+            assert values["dataset"].value in ("cifar10", "cifar100", "clothing1m"), name
+            assert {"dataset", "model", "epochs", "lr"} <= present, name
+
+
+@pytest.mark.parametrize("name, data, optimisation, outer_lr", [
+    ("cifar10_uniform40.flags",
+     dict(dataset="cifar10", noise_type="uniform", noise_rate=0.4, imbalance_factor=1.0,
+          num_meta=1000, model="resnet32"),
+     dict(epochs=80, batch_size=100, lr=0.1, momentum=0.9, weight_decay=5e-4), 100.0),
+    ("cifar100_longtail01.flags",
+     dict(dataset="cifar100", noise_type="none", noise_rate=0.0, imbalance_factor=0.1,
+          num_meta=1000, model="resnet32"),
+     dict(epochs=80, batch_size=100, lr=0.1, momentum=0.9, weight_decay=5e-4), 1000.0),
+    ("clothing1m.flags",
+     dict(dataset="clothing1m", noise_type=None, noise_rate=None, imbalance_factor=1.0,
+          num_meta=None, model="resnet18"),
+     dict(epochs=5, batch_size=128, lr=1e-3, momentum=0.9, weight_decay=1e-3), 100.0),
+])
+def test_flagfiles_give_the_papers_values(name, data, optimisation, outer_lr):
+    values = parse(f"--flagfile=flags/{name}")
+    assert {k: values[k].value for k in data} == data
+    assert {k: values[k].value for k in optimisation} == pytest.approx(optimisation)
+    assert values["schedule"].value == "cosine"
+    assert value(values, "outer_lr") == outer_lr and value(values, "clip") == 0.2
+    assert value(values, "meta_lr", "meta_learning_rate") == 1e-3
+    assert value(values, "meta_weight_decay") == 1e-4 and value(values, "hidden_units") == 100
+
+
+def test_a_flag_after_the_flagfile_overrides_it_and_the_setting_overrides_the_base():
+    values = parse("--flagfile=flags/cifar100_uniform40.flags", "--epochs=3", "--method=base")
+    assert values["epochs"].value == 3 and values["method"].value == "base"
+    assert values["noise_rate"].value == 0.4  # the setting's line, after the base's defaults
+
+
+def test_nested_flagfiles_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(absl_flags.CantOpenFlagFileError, match="flags/cifar_base.flags"):
+        parse(f"--flagfile={os.path.join(ROOT, 'flags', 'cifar10_uniform40.flags')}")
