@@ -1,4 +1,5 @@
 """The accuracy benchmark reuses finished runs only when they were made with its flags."""
+import dataclasses
 import json
 import os
 
@@ -8,22 +9,29 @@ from gdw_tf.bench import accuracy
 from gdw_tf.diagnostics import binned_auc
 
 
-def _args(tmp_path):
-    return accuracy.parse_args([f"--output_dir={tmp_path}", "--seeds=0", "--methods=gdw",
-                                "--settings=uniform40", "--report_only"])
+def parse(*argv):
+    return accuracy.parse_config(["accuracy", *argv])
 
 
-def _finished_run(tmp_path, args, **changed):
-    flags = {}
-    for flag in accuracy.protocol_flags(args, "uniform40") + ["--method=gdw", "--seed=0"]:
+def _args(tmp_path, methods="gdw"):
+    return parse(f"--output_dir={tmp_path}", "--seeds=0", f"--methods={methods}",
+                 "--settings=uniform40", "--report_only")
+
+
+def _finished_run(tmp_path, args, method="gdw", **changed):
+    flags = {"method_option": []}
+    for flag in accuracy.run_flags(args, "uniform40", method, 0):
         name, _, value = flag[2:].partition("=")
-        flags[name] = value
+        if name == "method_option":
+            flags[name].append(value)
+        else:
+            flags[name] = value
     # As gdw_tf.train stores them: typed values, the data directory as given elsewhere.
     flags.update(epochs=int(flags["epochs"]), train_per_class=int(flags["train_per_class"]),
                  noise_rate=float(flags["noise_rate"]), lr=float(flags["lr"]), seed=0,
                  data_dir=os.path.abspath(flags["data_dir"]))
     flags.update(changed)
-    out = tmp_path / "uniform40_gdw_seed0"
+    out = tmp_path / f"uniform40_{accuracy.method_dir_name(method)}_seed0"
     out.mkdir()
     (out / "results.json").write_text(json.dumps(
         {"flags": flags, "last_accuracy": 41.5, "final_accuracy": 40.0, "best_accuracy": 43.0,
@@ -47,12 +55,11 @@ def test_a_finished_run_with_the_same_flags_is_reused_and_tabulated(tmp_path):
     report = accuracy.report(args, results)  # one setting: one table of every column
     assert "| gdw | 40.00 ± 0.00 | 43.00 ± 0.00 | 45.0 ± 0.0 | 0.750 ± 0.000 | 60 ± 0 |" in report
     assert "1 runs, 1.0 min" in report
-    args.settings = "uniform40,flip40"  # several: one table per column
-    assert accuracy.report(args, results).count("| method |") == len(accuracy.COLUMNS)
-    args.settings = "uniform40"
-    args.methods = "base"  # learns no weights: no AUC
+    several = dataclasses.replace(args, settings=("uniform40", "flip40"))  # one table per column
+    assert accuracy.report(several, results).count("| method |") == len(accuracy.COLUMNS)
+    base_only = dataclasses.replace(args, methods=("base",))  # learns no weights: no AUC
     base = {**result, "flags": {**result["flags"], "method": "base"}}
-    assert "| base | - |" in accuracy.table(args, {("uniform40", "base"): [base]}, "auc")
+    assert "| base | - |" in accuracy.table(base_only, {("uniform40", "base"): [base]}, "auc")
 
 
 def test_a_finished_run_with_other_flags_is_refused(tmp_path):
@@ -63,9 +70,7 @@ def test_a_finished_run_with_other_flags_is_refused(tmp_path):
 
 
 def test_weight_figure_shows_only_learned_weights_that_vary(tmp_path):
-    args = accuracy.parse_args([f"--output_dir={tmp_path}", "--seeds=0",
-                                "--methods=base,class_balanced,gdw",
-                                "--settings=uniform40", "--report_only"])
+    args = _args(tmp_path, methods="base,class_balanced,gdw")
     edges = [0.0, 0.5, 1.0, 1.5, 2.0]  # 4 bins
 
     def run(clean, noisy):
@@ -87,7 +92,7 @@ def test_a_mixed_table_is_refused_before_any_run_starts(tmp_path, monkeypatch):
     started = []
     monkeypatch.setattr(accuracy.subprocess, "run", lambda *a, **k: started.append(a))
     with pytest.raises(SystemExit, match="--epochs=10"):
-        accuracy.main([f"--output_dir={tmp_path}", "--seeds=1,0", "--methods=gdw",
+        accuracy.main(["accuracy", f"--output_dir={tmp_path}", "--seeds=1,0", "--methods=gdw",
                        "--settings=uniform40", "--jobs=1"])
     assert started == []
 
@@ -106,8 +111,8 @@ def test_binned_auc_is_the_probability_that_a_clean_weight_ranks_above_a_noisy_o
 
 
 def test_cpu_protocol_gives_every_setting_its_iterations():
-    args = accuracy.parse_args([])
-    assert args.settings.split(",") == list(accuracy.SETTINGS)
+    args = parse()
+    assert args.settings == tuple(accuracy.SETTINGS)
     from gdw_tf.data.imbalance import long_tail_counts
 
     for setting in accuracy.SETTINGS:
@@ -124,24 +129,65 @@ def test_cpu_protocol_gives_every_setting_its_iterations():
         assert flags["model"] == "strided_cnn" and flags["augment"] == "cifar"
 
 
-def test_paper_protocol_refuses_a_setting_it_has_no_flagfile_for():
-    with pytest.raises(SystemExit):
-        accuracy.parse_args(["--protocol=paper", "--settings=mixed"])
-    assert accuracy.parse_args(["--protocol=paper"]).settings.split(",") == list(
-        accuracy.PAPER_FLAGFILES)
+def test_paper_protocol_refuses_a_setting_it_has_no_flagfile_for(capsys):
+    with pytest.raises(SystemExit) as error:
+        parse("--protocol=paper", "--settings=mixed")
+    assert error.value.code == 2
+    assert "unknown setting 'mixed' for --protocol=paper" in capsys.readouterr().err
+    assert parse("--protocol=paper").settings == tuple(accuracy.PAPER_FLAGFILES)
 
 
 def test_digits_protocol_is_the_default_job_with_a_setting():
-    args = accuracy.parse_args(["--protocol=digits"])
-    assert args.settings == "uniform40"
+    args = parse("--protocol=digits")
+    assert args.settings == ("uniform40",)
     assert accuracy.run_flags(args, "uniform40", "gdw", 2) == [
         "--dataset=digits", "--verbose=0", "--noise_type=uniform", "--noise_rate=0.4",
         "--method=gdw", "--seed=2"]
     with pytest.raises(SystemExit):
-        accuracy.parse_args(["--protocol=digits", "--settings=longtail001"])
+        parse("--protocol=digits", "--settings=longtail001")
 
 
 def test_digits_tables_carry_no_paper_numbers(tmp_path):
-    args = accuracy.parse_args(["--protocol=digits", f"--output_dir={tmp_path}", "--methods=gdw"])
+    args = parse("--protocol=digits", f"--output_dir={tmp_path}", "--methods=gdw")
     run = {"final_accuracy": 90.0, "flags": {"method": "gdw"}}
     assert "paper" not in accuracy.table(args, {("uniform40", "gdw"): [run]}, "final")
+
+
+def test_a_method_entry_with_options_is_its_own_run_and_row(tmp_path):
+    args = _args(tmp_path, methods="gdw,gdw@meta_interval=2")
+    variant = "gdw@meta_interval=2"
+    assert accuracy.run_dir(args, "uniform40", variant, 0) == os.path.join(
+        str(tmp_path), "uniform40_gdw-meta_interval-2_seed0")
+    assert accuracy.run_flags(args, "uniform40", variant, 0)[-3:] == [
+        "--method=gdw", "--method_option=meta_interval=2", "--seed=0"]
+    _finished_run(tmp_path, args, method=variant, final_accuracy=1.0)
+    _finished_run(tmp_path, args)
+    results = {("uniform40", m): [accuracy.run_one(args, "uniform40", m, 0)] for m in args.methods}
+    assert results[("uniform40", variant)][0]["flags"]["method_option"] == ["meta_interval=2"]
+    final = accuracy.table(args, results, "final")
+    assert "| gdw | 40.00 ± 0.00 (paper 88.14) |" in final
+    assert "| gdw@meta_interval=2 | 40.00 ± 0.00 |" in final  # no paper number for a variant
+    assert "| gdw@meta_interval=2 | 0.750 ± 0.000 |" in accuracy.table(args, results, "auc")
+    assert accuracy.weight_figure(args, results) is not None  # gdw learns weights: drawn
+    # The same directory made without the option (or with another one) is refused.
+    other = _args(tmp_path / "other", methods=variant)
+    (tmp_path / "other").mkdir()
+    _finished_run(tmp_path / "other", _args(tmp_path / "other", methods="gdw@meta_interval=3"),
+                  method="gdw@meta_interval=3")
+    os.rename(tmp_path / "other" / "uniform40_gdw-meta_interval-3_seed0",
+              tmp_path / "other" / "uniform40_gdw-meta_interval-2_seed0")
+    with pytest.raises(SystemExit, match=r"--method_option=meta_interval=3.*meta_interval=2"):
+        accuracy.run_one(other, "uniform40", variant, 0)
+
+
+@pytest.mark.parametrize("methods, message", [
+    ("gdw@meta_interval", "options look like NAME@key=value"),
+    ("nope@meta_interval=2", "unknown method 'nope'"),
+    ("gdw,gdw", "would share the run directory 'gdw'"),
+    ("gdw@a=1/2,gdw@a=1-2", "would share the run directory 'gdw-a-1-2'"),
+])
+def test_bad_method_entries_are_one_line_errors(methods, message, capsys):
+    with pytest.raises(SystemExit) as error:
+        parse(f"--methods={methods}")
+    err = capsys.readouterr().err
+    assert error.value.code == 2 and message in err and len(err.strip().splitlines()) == 1

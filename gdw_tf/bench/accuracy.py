@@ -4,6 +4,7 @@
   python -m gdw_tf.bench.accuracy --protocol=digits --output_dir=bench_results/digits
                                                                # the default job (python -m gdw_tf.train)
   python -m gdw_tf.bench.accuracy --protocol=paper --data_dir=~/tensorflow_datasets   # GPUs
+  python -m gdw_tf.bench.accuracy --methods=gdw,gdw@meta_interval=4   # a method with options
 
 Each run is `python -m gdw_tf.train` in its own process with its own output
 directory under --output_dir; finished runs are reused (after checking they were
@@ -15,21 +16,28 @@ the given (noisy) labels; and, for methods that learn per-example weights, the
 ROC-AUC with which the last epoch's target weights rank clean above noisy
 examples (from the binned weights, ties counted half); and each run's wall time.
 
+A --methods entry NAME@key=value[@key=value...] runs `--method=NAME
+--method_option=key=value ...`: its own row in the tables and its own run directory
+(named from the entry, e.g. uniform40_gdw-meta_interval-4_seed0).
+
 The CPU protocol is built for the regime meta-reweighting works in: thousands of
 cheap iterations (ITERATIONS per run; the epochs follow from the training-set
 size) of a small strided CNN, so that the weighting network gets thousands of
 Adam steps, as in the paper's runs (which give it ~40,000).
 """
-import argparse
 import concurrent.futures
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 
 import numpy as np
+from absl import flags
 
+from gdw_tf import bench
 from gdw_tf.diagnostics import binned_auc
 from gdw_tf.label_issues import methods_with_weights
 
@@ -71,23 +79,23 @@ def _setting_value(setting, flag, default):
     return default
 
 
-def cpu_train_per_class(args, setting):
+def cpu_train_per_class(config, setting):
     """The CPU protocol's cap: --train_per_class for balanced settings, none for long tails
     (whose tail classes would otherwise keep a handful of images)."""
-    return args.train_per_class if _setting_value(setting, "imbalance_factor", 1.0) == 1.0 else None
+    return config.train_per_class if _setting_value(setting, "imbalance_factor", 1.0) == 1.0 else None
 
 
-def cpu_epochs(args, setting):
+def cpu_epochs(config, setting):
     """Epochs giving at least --iterations iterations on the setting's training set."""
     from gdw_tf.data.imbalance import long_tail_counts
 
     img_max = CIFAR_PER_CLASS - NUM_META // CIFAR_CLASSES
-    cap = cpu_train_per_class(args, setting) or img_max
+    cap = cpu_train_per_class(config, setting) or img_max
     mu = _setting_value(setting, "imbalance_factor", 1.0)
     counts = [min(cap, n) for n in long_tail_counts(min(cap, img_max), CIFAR_CLASSES, mu)] \
         if mu < 1.0 else [min(cap, img_max)] * CIFAR_CLASSES
     steps = sum(counts) // BATCH
-    return -(-args.iterations // steps)
+    return -(-config.iterations // steps)
 
 
 # Settings each protocol runs (digits: ~125 training images per class leave a long
@@ -96,29 +104,72 @@ PROTOCOL_SETTINGS = {"cpu": list(SETTINGS), "paper": list(PAPER_FLAGFILES),
                      "digits": ["uniform40", "uniform60", "flip40"]}
 
 
-def protocol_flags(args, setting):
+@dataclasses.dataclass(frozen=True)
+class AccuracyConfig:
+    """The benchmark's flags, checked (see define_flags for their meaning).
+
+    protocol_flags, run_one and run_dir read only protocol, data_dir, train_per_class,
+    iterations, epochs, output_dir, report_only and jobs; the tables also read methods
+    (entries NAME[@key=value...]), settings and seeds.
+    """
+    protocol: str
+    data_dir: str
+    methods: tuple[str, ...]
+    settings: tuple[str, ...]
+    seeds: tuple[int, ...]
+    epochs: int | None
+    train_per_class: int
+    iterations: int
+    output_dir: str
+    jobs: int
+    report_only: bool
+
+
+def protocol_flags(config, setting):
     """Command-line flags of one run (without method, seed and output_dir)."""
-    if args.protocol == "digits":  # the no-flag default job, other settings on request
+    if config.protocol == "digits":  # the no-flag default job, other settings on request
         return ["--dataset=digits", "--verbose=0", *SETTINGS[setting]]
-    if args.protocol == "paper":
+    if config.protocol == "paper":
         return [f"--flagfile=flags/{PAPER_FLAGFILES[setting]}.flags",
-                f"--data_dir={args.data_dir}"] + ([f"--epochs={args.epochs}"] if args.epochs else [])
-    cap = cpu_train_per_class(args, setting)
-    return ["--dataset=folder", f"--data_dir={args.data_dir}", "--model=strided_cnn",
+                f"--data_dir={config.data_dir}"] + ([f"--epochs={config.epochs}"] if config.epochs else [])
+    cap = cpu_train_per_class(config, setting)
+    return ["--dataset=folder", f"--data_dir={config.data_dir}", "--model=strided_cnn",
             "--augment=cifar", *([f"--train_per_class={cap}"] if cap else []),
             f"--num_meta={NUM_META}", f"--batch_size={BATCH}",
-            f"--epochs={args.epochs or cpu_epochs(args, setting)}", "--lr=0.1",
+            f"--epochs={config.epochs or cpu_epochs(config, setting)}", "--lr=0.1",
             "--schedule=cosine", "--verbose=0", *SETTINGS[setting]]
+
+
+def method_variant(entry):
+    """A --methods entry 'NAME@key=value@...' -> (NAME, ('key=value', ...)); a bare NAME has
+    no options."""
+    name, *options = entry.split("@")
+    return name, tuple(options)
+
+
+def method_dir_name(entry):
+    """The entry as a safe directory name: 'gdw@meta_interval=4' -> 'gdw-meta_interval-4'."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", entry)
 
 
 def _check_same_flags(path, flags):
     """Raises if the finished run at `path` was made with other flags than `flags`."""
     with open(path) as f:
         stored = json.load(f)["flags"]
-    for flag in flags:
-        if flag.startswith("--flagfile="):
+
+    def refuse(name, have, want):
+        raise SystemExit(f"{path}: this run was made with --{name}={have}, the benchmark "
+                         f"asks for --{name}={want}; pass another --output_dir (or remove "
+                         "the old runs) instead of mixing protocols in one table")
+
+    given = [flag[2:].partition("=")[::2] for flag in flags if not flag.startswith("--flagfile=")]
+    options = [value for name, value in given if name == "method_option"]
+    if sorted(stored.get("method_option") or []) != sorted(options):
+        refuse("method_option", ",".join(stored.get("method_option") or []) or "(none)",
+               ",".join(options) or "(none)")
+    for name, value in given:
+        if name == "method_option":
             continue
-        name, _, value = flag[2:].partition("=")
         have = stored.get(name)
         same = (str(have) == value
                 or (name == "data_dir" and have is not None
@@ -126,38 +177,41 @@ def _check_same_flags(path, flags):
                 or (isinstance(have, (int, float)) and not isinstance(have, bool)
                     and float(have) == float(value)))
         if not same:
-            raise SystemExit(f"{path}: this run was made with --{name}={have}, the benchmark "
-                             f"asks for --{name}={value}; pass another --output_dir (or remove "
-                             "the old runs) instead of mixing protocols in one table")
+            refuse(name, have, value)
 
 
 _PRINT_LOCK = threading.Lock()
 
 
-def run_dir(args, setting, method, seed):
-    return os.path.join(args.output_dir, f"{setting}_{method}_seed{seed}")
+def run_dir(config, setting, method, seed):
+    """The output directory of one run; `method` is a --methods entry."""
+    return os.path.join(config.output_dir, f"{setting}_{method_dir_name(method)}_seed{seed}")
 
 
-def run_flags(args, setting, method, seed):
-    """Every flag of one run except its --output_dir."""
-    return [*protocol_flags(args, setting), f"--method={method}", f"--seed={seed}"]
+def run_flags(config, setting, method, seed):
+    """Every flag of one run except its --output_dir; `method` is a --methods entry."""
+    name, options = method_variant(method)
+    return [*protocol_flags(config, setting), f"--method={name}",
+            *(f"--method_option={option}" for option in options), f"--seed={seed}"]
 
 
-def run_one(args, setting, method, seed):
-    out = run_dir(args, setting, method, seed)
+def run_one(config, setting, method, seed):
+    """results.json of one run (started unless finished; None if it failed or, with
+    report_only, was not there); a finished run made with other flags is refused."""
+    out = run_dir(config, setting, method, seed)
     path = os.path.join(out, "results.json")
-    flags = run_flags(args, setting, method, seed)
+    flags = run_flags(config, setting, method, seed)
     if os.path.exists(path):
         _check_same_flags(path, flags)
     else:
-        if args.report_only:
+        if config.report_only:
             return None
         cmd = [sys.executable, "-m", "gdw_tf.train", *flags, f"--output_dir={out}"]
         with _PRINT_LOCK:
             print("running:", " ".join(cmd[1:]), flush=True)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        if args.jobs > 1:  # share the cores between the concurrent runs
-            threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+        if config.jobs > 1:  # share the cores between the concurrent runs
+            threads = str(max(1, (os.cpu_count() or 1) // config.jobs))
             env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads)
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -194,51 +248,51 @@ COLUMNS = {  # column -> (title, number format)
 }
 
 
-def table(args, results, column="final"):
+def table(config, results, column="final"):
     """Markdown table of one column: methods x settings, mean +- std over seeds."""
-    settings = args.settings.split(",")
+    settings = config.settings
     title = COLUMNS[column][0]
     lines = [f"{title}:\n", "| method | " + " | ".join(settings) + " |",
              "| --- |" + " --- |" * len(settings)]
-    for method in args.methods.split(","):
+    for method in config.methods:
         cells = []
         for setting in settings:
-            cell = _cell(args, [r for r in results.get((setting, method), []) if r], column)
-            paper = (PAPER.get(setting, {}).get(method)
-                     if column == "final" and args.protocol != "digits" else None)
+            cell = _cell(config, [r for r in results.get((setting, method), []) if r], column)
+            paper = (PAPER.get(setting, {}).get(method)  # exact methods only, not variants
+                     if column == "final" and config.protocol != "digits" else None)
             cells.append(cell + (f" (paper {paper:.2f})" if paper else ""))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _cell(args, runs, column):
+def _cell(config, runs, column):
     """'mean ± std' of one column over runs (with the run count if some are missing)."""
     fmt = COLUMNS[column][1]
     values = [v for v in (_run_values(r, column) for r in runs) if v is not None]
     if not values:
         return "-" if runs else "n/a"
     cell = f"{fmt.format(np.mean(values))} ± {fmt.format(np.std(values))}"
-    seeds = len(args.seeds.split(","))
+    seeds = len(config.seeds)
     return cell + (f" ({len(values)}/{seeds} runs)" if len(values) < seeds else "")
 
 
-def setting_table(args, results, setting):
+def setting_table(config, results, setting):
     """Markdown table of one setting: methods x every column, mean +- std over seeds."""
     lines = ["| method | final test acc. (%) | best epoch (%) | train acc., given labels (%) "
              "| weight ROC-AUC | wall time (s) |", "| --- |" + " --- |" * len(COLUMNS)]
-    for method in args.methods.split(","):
+    for method in config.methods:
         runs = [r for r in results.get((setting, method), []) if r]
-        lines.append(f"| {method} | " + " | ".join(_cell(args, runs, c) for c in COLUMNS) + " |")
+        lines.append(f"| {method} | " + " | ".join(_cell(config, runs, c) for c in COLUMNS) + " |")
     return "\n".join(lines)
 
 
-def report(args, results):
+def report(config, results):
     """Every column's table (one table of every column for a single setting), and the
     runs' total training time."""
     done = [r for runs in results.values() for r in runs if r]
-    settings = args.settings.split(",")
-    tables = ([setting_table(args, results, settings[0])] if len(settings) == 1
-              else [table(args, results, column) for column in COLUMNS])
+    settings = config.settings
+    tables = ([setting_table(config, results, settings[0])] if len(settings) == 1
+              else [table(config, results, column) for column in COLUMNS])
     return ("\n\n".join(tables) + f"\n\n{len(done)} runs, "
             f"{sum(r['wall_time_s'] for r in done) / 60:.1f} min of training processes.")
 
@@ -250,20 +304,20 @@ def _pyplot():
     return plt
 
 
-def _save(args, fig, name):
+def _save(config, fig, name):
     fig.tight_layout()
-    path = os.path.join(args.output_dir, name)
+    path = os.path.join(config.output_dir, name)
     fig.savefig(path, dpi=100)
     return path
 
 
-def curves(args, results):
+def curves(config, results):
     """Mean test-accuracy curve per method, one panel per setting."""
     plt = _pyplot()
-    settings = args.settings.split(",")
+    settings = config.settings
     fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings), 3.2), squeeze=False)
     for ax, setting in zip(axes[0], settings):
-        for method in args.methods.split(","):
+        for method in config.methods:
             runs = [r["history"]["val_accuracy"] for r in results.get((setting, method), []) if r]
             if runs:
                 length = min(map(len, runs))
@@ -271,43 +325,69 @@ def curves(args, results):
                 ax.plot(np.arange(1, length + 1), mean, label=method)
         ax.set(title=setting, xlabel="epoch", ylabel="test accuracy (%)")
         ax.legend(fontsize=8)
-    return _save(args, fig, "accuracy_curves.png")
+    return _save(config, fig, "accuracy_curves.png")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--protocol", choices=list(PROTOCOL_SETTINGS), default="cpu",
-                   help="cpu: CIFAR-10 JPEGs, strided_cnn; digits: the default job; "
-                        "paper: the paper's flagfiles (GPUs)")
-    p.add_argument("--data_dir", default="../shared/data/cifar10-jpeg",
-                   help="image folder (cpu protocol) or prepared TFDS directory (paper)")
-    p.add_argument("--methods", default="base,mwnet,gdw")
-    p.add_argument("--settings", default=None,
-                   help="default: every setting of the protocol (digits: uniform40 only)")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
-    p.add_argument("--train_per_class", type=int, default=1000,
-                   help="cpu protocol: training images per class in the balanced settings")
-    p.add_argument("--iterations", type=int, default=ITERATIONS,
-                   help="cpu protocol: iterations per run (the epochs follow)")
-    p.add_argument("--output_dir", default="bench_results/accuracy")
-    p.add_argument("--jobs", type=int, default=2,
-                   help="runs at a time, sharing the CPU cores (on this 2-core machine two "
-                        "single-threaded runs finish sooner than one run on both cores)")
-    p.add_argument("--report_only", action="store_true",
-                   help="tabulate the finished runs, start none")
-    args = p.parse_args(argv)
-    if args.settings is None:
-        args.settings = ("uniform40" if args.protocol == "digits"
-                         else ",".join(PROTOCOL_SETTINGS[args.protocol]))
-    if args.jobs < 1:
-        p.error(f"--jobs must be >= 1, got {args.jobs}")
-    known = PROTOCOL_SETTINGS[args.protocol]
-    for setting in args.settings.split(","):
+FLAGS = flags.FlagValues()  # the bench's own flags (the trainer's are the global FLAGS)
+flags.DEFINE_enum("protocol", "cpu", list(PROTOCOL_SETTINGS), "cpu: CIFAR-10 JPEGs, strided_cnn; "
+                  "digits: the default job; paper: the paper's flagfiles (GPUs).", flag_values=FLAGS)
+flags.DEFINE_string("data_dir", "../shared/data/cifar10-jpeg", "Image folder (cpu protocol) or "
+                    "prepared TFDS directory (paper).", flag_values=FLAGS)
+flags.DEFINE_list("methods", ["base", "mwnet", "gdw"], "Methods, each NAME or NAME@key=value"
+                  "[@key=value...] (runs --method=NAME --method_option=key=value ...).",
+                  flag_values=FLAGS)
+flags.DEFINE_list("settings", None, "Settings (default: every setting of the protocol; "
+                  "digits: uniform40 only).", flag_values=FLAGS)
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.", flag_values=FLAGS)
+flags.DEFINE_integer("epochs", None, "Override the protocol's epochs.", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_integer("train_per_class", 1000, "cpu protocol: training images per class in the "
+                     "balanced settings.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("iterations", ITERATIONS, "cpu protocol: iterations per run (the epochs "
+                     "follow).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string("output_dir", "bench_results/accuracy", "Where the runs, tables and figures go.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("jobs", 2, "Runs at a time, sharing the CPU cores (on this 2-core machine two "
+                     "single-threaded runs finish sooner than one run on both cores).",
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool("report_only", False, "Tabulate the finished runs, start none.", flag_values=FLAGS)
+
+
+def _config_from_flags(values):
+    """AccuracyConfig from the parsed FLAGS; flags.ValidationError names a bad entry."""
+    from gdw_tf.methods import available_methods
+
+    protocol = values.protocol
+    known = PROTOCOL_SETTINGS[protocol]
+    settings = values.settings or (["uniform40"] if protocol == "digits" else known)
+    for setting in settings:
         if setting not in known:
-            p.error(f"unknown setting {setting!r} for --protocol={args.protocol}; "
-                    f"known: {', '.join(known)}")
-    return args
+            raise flags.ValidationError(f"--settings: unknown setting {setting!r} for "
+                                        f"--protocol={protocol}; known: {', '.join(known)}")
+    dirs = {}
+    for entry in values.methods:
+        name, options = method_variant(entry)
+        if name not in available_methods():
+            raise flags.ValidationError(f"--methods: unknown method {name!r} in {entry!r}; "
+                                        f"known: {', '.join(available_methods())}")
+        for option in options:
+            if not re.fullmatch(r"\w+=[^=]+", option):
+                raise flags.ValidationError(f"--methods: {entry!r}: options look like "
+                                            f"NAME@key=value[@key=value], got {option!r}")
+        other = dirs.setdefault(method_dir_name(entry), entry)
+        if other != entry or values.methods.count(entry) > 1:
+            raise flags.ValidationError(f"--methods: {other!r} and {entry!r} would share the "
+                                        f"run directory {method_dir_name(entry)!r}")
+    return AccuracyConfig(
+        protocol=protocol, data_dir=values.data_dir, methods=tuple(values.methods),
+        settings=tuple(settings), seeds=bench.int_list(values, "seeds"), epochs=values.epochs,
+        train_per_class=values.train_per_class, iterations=values.iterations,
+        output_dir=values.output_dir, jobs=values.jobs, report_only=values.report_only)
+
+
+def parse_config(argv):
+    """AccuracyConfig from command-line `argv` (argv[0]: the program); exits on bad flags."""
+    return bench.parse(argv, FLAGS, _config_from_flags, "gdw_tf.bench.accuracy", __doc__)
 
 
 def _last_histogram(run):
@@ -319,17 +399,17 @@ def _last_histogram(run):
     return np.asarray(hist["edges"]), {k: np.asarray(v) for k, v in last.items()}
 
 
-def weight_figure(args, results):
+def weight_figure(config, results):
     """Last-epoch target-weight distributions, clean vs noisy (paper Fig. 3), summed over
     seeds: one row per weighting method, one column per setting. None if no run has them."""
     plt = _pyplot()
-    settings = args.settings.split(",")
+    settings = config.settings
 
     def varies(r):  # constant weights (e.g. base: all 1) fill one bin; nothing to show
         last = _last_histogram(r)
         return last is not None and np.count_nonzero(last[1]["clean"] + last[1]["noisy"]) > 1
 
-    rows = [m for m in args.methods.split(",") if m in methods_with_weights()
+    rows = [m for m in config.methods if method_variant(m)[0] in methods_with_weights()
             and any(varies(r) for s in settings for r in results.get((s, m), []))]
     if not rows:
         return None
@@ -349,31 +429,33 @@ def weight_figure(args, results):
             ax.set(title=f"{method}, {setting}", xlabel="target weight", ylabel="fraction")
             if totals:
                 ax.legend(fontsize=8)
-    return _save(args, fig, "target_weights.png")
+    return _save(config, fig, "target_weights.png")
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    os.makedirs(args.output_dir, exist_ok=True)
+def main(argv):
+    """`python -m gdw_tf.bench.accuracy FLAGS`: runs (or reuses) every run, then writes
+    table.md and the figures to --output_dir."""
+    config = parse_config(argv)
+    os.makedirs(config.output_dir, exist_ok=True)
 
-    runs = [(setting, method, int(seed)) for seed in args.seeds.split(",")
-            for setting in args.settings.split(",") for method in args.methods.split(",")]
+    runs = [(setting, method, seed) for seed in config.seeds
+            for setting in config.settings for method in config.methods]
     for setting, method, seed in runs:  # refuse a mixed table before starting anything
-        path = os.path.join(run_dir(args, setting, method, seed), "results.json")
+        path = os.path.join(run_dir(config, setting, method, seed), "results.json")
         if os.path.exists(path):
-            _check_same_flags(path, run_flags(args, setting, method, seed))
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        finished = list(pool.map(lambda run: run_one(args, *run), runs))
+            _check_same_flags(path, run_flags(config, setting, method, seed))
+    with concurrent.futures.ThreadPoolExecutor(config.jobs) as pool:
+        finished = list(pool.map(lambda run: run_one(config, *run), runs))
     results = {}
     for (setting, method, _), result in zip(runs, finished):
         results.setdefault((setting, method), []).append(result)
-    md = report(args, results)
-    figures = [curves(args, results), weight_figure(args, results)]
-    with open(os.path.join(args.output_dir, "table.md"), "w") as f:
+    md = report(config, results)
+    figures = [curves(config, results), weight_figure(config, results)]
+    with open(os.path.join(config.output_dir, "table.md"), "w") as f:
         f.write(md + "\n")
     print(md)
     print("\nfigures:", ", ".join(f for f in figures if f))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv)
