@@ -7,7 +7,7 @@ from gdw_tf.methods import available_methods
 
 
 def test_every_method_builds_and_steps_with_the_benchmarks_options():
-    args = speed._parse(["--model=small_cnn", "--batch_size=8"])
+    args = speed.parse_config(["speed", "--model=small_cnn", "--batch_size=8"])
     for method in available_methods():
         model, data = speed._setup(args, method)
         loss = float(tf.function(model.train_step)(data)["loss"])
@@ -21,7 +21,7 @@ def test_memory_fit_recovers_a_line():
 
 
 def test_image_size_sets_the_input_shape():
-    args = speed._parse(["--model=small_cnn", "--batch_size=2", "--image_size=12"])
+    args = speed.parse_config(["speed", "--model=small_cnn", "--batch_size=2", "--image_size=12"])
     model, data = speed._setup(args, "base")
     assert data["image"].shape == (2, 12, 12, 1) and model.backbone.input_shape == (None, 12, 12, 1)
 
@@ -40,7 +40,8 @@ def test_time_cycles_runs_whole_cycles_and_amortises():
 
 
 def test_method_option_reaches_every_method_but_base():
-    args = speed._parse(["--model=small_cnn", "--batch_size=2", "--method_option=meta_interval=2"])
+    args = speed.parse_config(["speed", "--model=small_cnn", "--batch_size=2",
+                               "--method_option=meta_interval=2"])
     base, _ = speed._setup(args, "base")
     assert not hasattr(base.method, "meta_interval")
     model, data = speed._setup(args, "gdw")
@@ -50,3 +51,15 @@ def test_method_option_reaches_every_method_but_base():
         step()
     assert model.optimizer.iterations.numpy() == 2
     assert model.method.meta_optimizer.iterations.numpy() == 1
+
+
+def test_flags_become_a_config_with_base_first_and_the_memory_process_gets_the_same_setup():
+    config = speed.parse_config(["speed", "--methods=gdw", "--model=small_cnn", "--batch_size=4",
+                                 "--memory_batches=2,4", "--method_option=meta_interval=2", "--jit"])
+    assert config.methods == ("base", "gdw") and config.memory_batches == (2, 4)
+    assert config.method_options == ("meta_interval=2",) and config.jit
+    child = speed.parse_config(["speed", *speed._memory_argv(config, "gdw", 2)])
+    assert child.single == "gdw" and child.batch_size == 2
+    for field in ("model", "num_classes", "image_size", "method_options", "jit", "mixed_precision"):
+        assert getattr(child, field) == getattr(config, field), field
+    assert speed.parse_config(["speed", "--methods=all"]).methods == tuple(available_methods())

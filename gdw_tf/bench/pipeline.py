@@ -8,24 +8,53 @@ examples/second. Each pass is one epoch: shuffle, gather, augment, batch.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
+import sys
 import time
 
+from absl import flags
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="folder", help="dataset name (gdw_tf.data.available_datasets())")
-    p.add_argument("--data_dir", default="/work/shared/data/cifar10-jpeg")
-    p.add_argument("--manual_dir", default=None)
-    p.add_argument("--cache_dir", default=None)
-    p.add_argument("--augment", default="cifar")
-    p.add_argument("--batch_size", type=int, default=100)
-    p.add_argument("--noise_type", default="uniform")
-    p.add_argument("--noise_rate", type=float, default=0.4)
-    p.add_argument("--passes", type=int, default=2, help="timed epochs after one warm-up epoch")
-    p.add_argument("--max_steps", type=int, default=0, help="cap steps per pass (0: full epoch)")
-    return p.parse_args(argv)
+from gdw_tf import bench
+
+FLAGS = flags.FlagValues()  # the bench's own flags (the trainer's are the global FLAGS)
+flags.DEFINE_string("dataset", "folder", "Dataset name (gdw_tf.data.available_datasets()).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("data_dir", "/work/shared/data/cifar10-jpeg", "Dataset directory.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("manual_dir", None, "Clothing1M release directory.", flag_values=FLAGS)
+flags.DEFINE_string("cache_dir", None, "Where decoded images are cached.", flag_values=FLAGS)
+flags.DEFINE_string("augment", "cifar", "Augmentation recipe.", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 100, "Batch size.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string("noise_type", "uniform", "Synthetic label noise.", flag_values=FLAGS)
+flags.DEFINE_float("noise_rate", 0.4, "Label noise ratio.", lower_bound=0.0, upper_bound=1.0,
+                   flag_values=FLAGS)
+flags.DEFINE_integer("passes", 2, "Timed epochs after one warm-up epoch.", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_integer("max_steps", 0, "Cap steps per pass (0: full epoch).", lower_bound=0,
+                     flag_values=FLAGS)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """The benchmark's flags (what gdw_tf.data.build takes, and the timing)."""
+    dataset: str
+    data_dir: str
+    manual_dir: str | None
+    cache_dir: str | None
+    augment: str
+    batch_size: int
+    noise_type: str
+    noise_rate: float
+    passes: int
+    max_steps: int
+
+
+def parse_config(argv):
+    """PipelineConfig from command-line `argv` (argv[0]: the program); exits on bad flags."""
+    return bench.parse(argv, FLAGS, lambda values: PipelineConfig(
+        **{field.name: values[field.name].value for field in dataclasses.fields(PipelineConfig)}),
+        "gdw_tf.bench.pipeline", __doc__)
 
 
 def time_pass(dataset, max_steps: int = 0) -> tuple[int, float]:
@@ -38,30 +67,32 @@ def time_pass(dataset, max_steps: int = 0) -> tuple[int, float]:
     return n, time.perf_counter() - start
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def main(argv) -> dict:
+    """`python -m gdw_tf.bench.pipeline FLAGS`: prints and returns the throughput."""
+    config = parse_config(argv)
     from gdw_tf.data import build
 
     start = time.perf_counter()
-    bundle = build(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir, cache_dir=args.cache_dir,
-                   augment=args.augment, batch_size=args.batch_size, noise_type=args.noise_type,
-                   noise_rate=args.noise_rate)
+    bundle = build(config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir,
+                   cache_dir=config.cache_dir, augment=config.augment, batch_size=config.batch_size,
+                   noise_type=config.noise_type, noise_rate=config.noise_rate)
     build_s = time.perf_counter() - start
-    warm_n, warm_s = time_pass(bundle.train, args.max_steps)
+    warm_n, warm_s = time_pass(bundle.train, config.max_steps)
     rates = []
-    for _ in range(args.passes):
-        n, s = time_pass(bundle.train, args.max_steps)
+    for _ in range(config.passes):
+        n, s = time_pass(bundle.train, config.max_steps)
         rates.append(n / s)
     result = {
-        "dataset": args.dataset, "augment": bundle.augment, "batch_size": args.batch_size,
+        "dataset": config.dataset, "augment": bundle.augment, "batch_size": config.batch_size,
         "num_train": bundle.num_train, "build_seconds": round(build_s, 2),
         "warmup_examples_per_second": round(warm_n / warm_s, 1),
         "examples_per_second": [round(r, 1) for r in rates],
     }
     print(json.dumps(result))
-    print(f"bundle.train: {max(rates):,.0f} examples/s (best of {args.passes} passes, batch {args.batch_size})")
+    print(f"bundle.train: {max(rates):,.0f} examples/s (best of {config.passes} passes, "
+          f"batch {config.batch_size})")
     return result
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv)

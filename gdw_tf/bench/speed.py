@@ -20,7 +20,7 @@ allocator peak on GPU). --memory_batches measures it at several batch sizes
 (training and meta batch alike) and fits peak = fixed + per_example * batch,
 which projects the memory of larger batches (see the README's memory plan).
 """
-import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -29,68 +29,110 @@ import sys
 import time
 
 import numpy as np
+from absl import flags
+
+from gdw_tf import bench
+
+FLAGS = flags.FlagValues()  # the bench's own flags (the trainer's are the global FLAGS)
+flags.DEFINE_list("methods", ["base", "mwnet", "gdw"], "Method names, or 'all' (base is always "
+                  "timed: the ratios are to it).", flag_values=FLAGS)
+flags.DEFINE_string("model", "resnet32", "Backbone (gdw_tf.models).", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 100, "Training batch (the meta batch is as large).",
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("num_classes", 10, "Classes.", lower_bound=2, flag_values=FLAGS)
+flags.DEFINE_integer("image_size", None, "Square input size (default: the model's own, e.g. 224 "
+                     "for resnet18).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_list("memory_batches", None, "Batch sizes at which to measure peak memory and fit "
+                  "the memory per example (default: --batch_size only).", flag_values=FLAGS)
+flags.DEFINE_multi_string("method_option", [], "key=value option for every method but base "
+                          "(repeatable), e.g. meta_interval=3.", flag_values=FLAGS)
+flags.DEFINE_integer("iters", 20, "Timed cycles (of meta_interval steps; one step for most "
+                     "methods).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("warmup", 3, "Untimed cycles first.", lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_bool("jit", False, "XLA-compile the step.", flag_values=FLAGS)
+flags.DEFINE_bool("mixed_precision", False, "bfloat16 compute.", flag_values=FLAGS)
+flags.DEFINE_bool("breakdown", False, "Also time GDW's passes.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, "Write the results as JSON here (and as markdown beside it, "
+                    ".md).", flag_values=FLAGS)
+flags.DEFINE_string("single", None, "Internal: measure this method's peak memory in this process "
+                    "and print it as JSON.", flag_values=FLAGS)
 
 
-def _parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", default="base,mwnet,gdw",
-                   help="comma-separated method names, or 'all'")
-    p.add_argument("--model", default="resnet32")
-    p.add_argument("--batch_size", type=int, default=100)
-    p.add_argument("--num_classes", type=int, default=10)
-    p.add_argument("--image_size", type=int, default=None,
-                   help="square input size (default: the model's own, e.g. 224 for resnet18)")
-    p.add_argument("--memory_batches", default=None,
-                   help="comma-separated batch sizes at which to measure peak memory and fit "
-                        "the memory per example (default: --batch_size only)")
-    p.add_argument("--method_option", action="append", default=[],
-                   help="key=value option for every method but base (repeatable), "
-                        "e.g. meta_interval=3")
-    p.add_argument("--iters", type=int, default=20,
-                   help="timed cycles (of meta_interval steps; one step for most methods)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed cycles first")
-    p.add_argument("--jit", action="store_true", help="XLA-compile the step")
-    p.add_argument("--mixed_precision", action="store_true", help="bfloat16 compute")
-    p.add_argument("--breakdown", action="store_true", help="also time GDW's passes")
-    p.add_argument("--output", default=None,
-                   help="write the results as JSON here (and as markdown beside it, .md)")
-    p.add_argument("--single", default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+@dataclasses.dataclass(frozen=True)
+class SpeedConfig:
+    """The benchmark's flags, checked; `methods` has base (added first if missing) and 'all'
+    expanded."""
+    methods: tuple[str, ...]
+    model: str
+    batch_size: int
+    num_classes: int
+    image_size: int | None
+    memory_batches: tuple[int, ...]  # at least (batch_size,)
+    method_options: tuple[str, ...]  # key=value, for every method but base
+    iters: int
+    warmup: int
+    jit: bool
+    mixed_precision: bool
+    breakdown: bool
+    output: str | None
+    single: str | None
 
 
-def _setup(args, method):
+def _config_from_flags(values):
+    from gdw_tf.methods import available_methods
+
+    methods = available_methods() if values.methods == ["all"] else values.methods
+    for option in values.method_option:
+        if "=" not in option:
+            raise flags.ValidationError(f"--method_option={option} must look like key=value")
+    return SpeedConfig(
+        methods=tuple(methods if "base" in methods else ["base", *methods]), model=values.model,
+        batch_size=values.batch_size, num_classes=values.num_classes,
+        image_size=values.image_size,
+        memory_batches=bench.int_list(values, "memory_batches") or (values.batch_size,),
+        method_options=tuple(values.method_option), iters=values.iters, warmup=values.warmup,
+        jit=values.jit, mixed_precision=values.mixed_precision, breakdown=values.breakdown,
+        output=values.output, single=values.single)
+
+
+def parse_config(argv):
+    """SpeedConfig from command-line `argv` (argv[0]: the program); exits on bad flags."""
+    return bench.parse(argv, FLAGS, _config_from_flags, "gdw_tf.bench.speed", __doc__)
+
+
+def _setup(config, method):
     import keras
     import tensorflow as tf
 
     import gdw_tf
     from gdw_tf.train import parse_method_options
-    if args.mixed_precision:
+    if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
-    spec = gdw_tf.models.get_model_spec(args.model)
+    spec = gdw_tf.models.get_model_spec(config.model)
     shape = spec.default_input_shape
-    if args.image_size:
-        shape = (args.image_size, args.image_size, shape[-1])
-    backbone = gdw_tf.models.build(args.model, args.num_classes, input_shape=shape)
+    if config.image_size:
+        shape = (config.image_size, config.image_size, shape[-1])
+    backbone = gdw_tf.models.build(config.model, config.num_classes, input_shape=shape)
     # What the trainer derives from the data, for a CIFAR-sized noisy training set.
     options = {"insw": {"num_train": 50000}, "soft_label": {"num_train": 50000},
                "gen_label": {"num_train": 50000},
                "coteaching": {"forget_rate": 0.4, "steps_per_epoch": 500},
-               "class_balanced": {"class_counts": [5000] * args.num_classes}}.get(method, {})
+               "class_balanced": {"class_counts": [5000] * config.num_classes}}.get(method, {})
     if method != "base":
-        options.update(parse_method_options(args.method_option))
-    model = gdw_tf.GDWModel(backbone, args.num_classes, method=method, **options)
+        options.update(parse_method_options(config.method_options))
+    model = gdw_tf.GDWModel(backbone, config.num_classes, method=method, **options)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), metrics=["accuracy"],
-                  jit_compile=args.jit)
+                  jit_compile=config.jit)
     rng = np.random.default_rng(0)
-    n = args.batch_size
+    n = config.batch_size
     data = {"image": tf.constant(rng.normal(size=(n, *shape)), tf.float32),
-            "label": tf.constant(rng.integers(0, args.num_classes, n), tf.int32),
-            "true_label": tf.constant(rng.integers(0, args.num_classes, n), tf.int32),
+            "label": tf.constant(rng.integers(0, config.num_classes, n), tf.int32),
+            "true_label": tf.constant(rng.integers(0, config.num_classes, n), tf.int32),
             "index": tf.constant(rng.permutation(n), tf.int32)}
     if model.method.needs_meta:
         data["meta_image"] = tf.constant(rng.normal(size=(n, *shape)), tf.float32)
-        data["meta_label"] = tf.constant(rng.integers(0, args.num_classes, n), tf.int32)
+        data["meta_label"] = tf.constant(rng.integers(0, config.num_classes, n), tf.int32)
     return model, data
 
 
@@ -124,9 +166,9 @@ def _train_step(model, data):
     return step, getattr(model.method, "meta_interval", 1)
 
 
-def peak_memory(args, method):
+def peak_memory(config, method):
     """Peak memory (MB) of a process that builds `method` and runs two cycles."""
-    model, data = _setup(args, method)
+    model, data = _setup(config, method)
     step, cycle = _train_step(model, data)
     for _ in range(2 * cycle):
         step()
@@ -152,23 +194,23 @@ def time_cycles(steps, iters, warmup=0):
     return times
 
 
-def time_methods(args, methods):
+def time_methods(config, methods):
     """Round-robin timing of every method's train step in this process."""
     steps = {}
     for method in methods:
-        model, data = _setup(args, method)
+        model, data = _setup(config, method)
         steps[method] = _train_step(model, data)
-        if args.breakdown and method == "gdw":
-            breakdown_result = breakdown(args, model, data)
-    times = time_cycles(steps, args.iters, warmup=args.warmup)
+        if config.breakdown and method == "gdw":
+            breakdown_result = breakdown(config, model, data)
+    times = time_cycles(steps, config.iters, warmup=config.warmup)
     results = {method: {**_stats(t), "meta_interval": steps[method][1]}
                for method, t in times.items()}
-    if args.breakdown and "gdw" in results:
+    if config.breakdown and "gdw" in results:
         results["gdw"]["breakdown"] = breakdown_result
     return results
 
 
-def breakdown(args, model, data):
+def breakdown(config, model, data):
     """Cumulative timings of one GDW iteration cut after each pass."""
     import tensorflow as tf
 
@@ -199,13 +241,13 @@ def breakdown(args, model, data):
         g_phi, g_omega = outer.gradient(meta_loss, [phi, state["weights"]])
         return tf.add_n([tf.reduce_sum(g) for g in g_phi]) + tf.reduce_sum(g_omega)
 
-    fns = {stop: tf.function(lambda stop=stop: passes(stop), jit_compile=args.jit)
+    fns = {stop: tf.function(lambda stop=stop: passes(stop), jit_compile=config.jit)
            for stop in ("forward", "virtual_backward", "meta_forward", "second_order_backward")}
-    fns["full_step"] = tf.function(lambda: model.train_step(data)["loss"], jit_compile=args.jit)
+    fns["full_step"] = tf.function(lambda: model.train_step(data)["loss"], jit_compile=config.jit)
     for fn in fns.values():  # trace and warm up
         float(fn())
     times = {stop: [] for stop in fns}
-    for _ in range(args.iters):  # round-robin, as for the methods
+    for _ in range(config.iters):  # round-robin, as for the methods
         for stop, fn in fns.items():
             start = time.perf_counter()
             float(fn())
@@ -227,25 +269,29 @@ def _device():
     return f"CPU ({os.cpu_count()} cores)"
 
 
-def main(argv=None):
-    args = _parse(argv)
-    if args.single:
-        print(json.dumps(peak_memory(args, args.single)))
+def _memory_argv(config, method, batch):
+    """Flags of the process that measures `method`'s peak memory at `batch`."""
+    return [f"--single={method}", f"--batch_size={batch}", f"--model={config.model}",
+            f"--num_classes={config.num_classes}",
+            *([f"--image_size={config.image_size}"] if config.image_size else []),
+            *(f"--method_option={option}" for option in config.method_options),
+            "--jit" if config.jit else "--nojit",
+            "--mixed_precision" if config.mixed_precision else "--nomixed_precision"]
+
+
+def main(argv):
+    """`python -m gdw_tf.bench.speed FLAGS`: prints the tables (and writes --output)."""
+    config = parse_config(argv)
+    if config.single:
+        print(json.dumps(peak_memory(config, config.single)))
         return
-    from gdw_tf.methods import available_methods
-    methods = available_methods() if args.methods == "all" else args.methods.split(",")
-    if "base" not in methods:
-        methods = ["base", *methods]
-    passthrough = [a for a in (argv or sys.argv[1:]) if not a.startswith(("--methods", "--output",
-                                                                           "--batch_size"))]
-    batches = ([int(b) for b in args.memory_batches.split(",")] if args.memory_batches
-               else [args.batch_size])
+    methods, batches = config.methods, config.memory_batches
     results = {}
     for method in methods:  # a method that cannot be built is reported, not fatal
         results[method] = {"peak_memory_mb_by_batch": {}}
         for batch in batches:
-            proc = subprocess.run([sys.executable, "-m", "gdw_tf.bench.speed", f"--single={method}",
-                                   f"--batch_size={batch}", *passthrough], capture_output=True,
+            proc = subprocess.run([sys.executable, "-m", "gdw_tf.bench.speed",
+                                   *_memory_argv(config, method, batch)], capture_output=True,
                                   text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
             if proc.returncode != 0:
                 results[method] = {"error": proc.stderr.strip().splitlines()[-1][:300]}
@@ -255,22 +301,22 @@ def main(argv=None):
         if "error" not in results[method]:
             results[method].update(memory_fit(results[method]["peak_memory_mb_by_batch"]))
             results[method]["peak_memory_mb"] = results[method]["peak_memory_mb_by_batch"].get(
-                args.batch_size, max(results[method]["peak_memory_mb_by_batch"].values()))
-    timed = time_methods(args, [m for m in methods if "error" not in results[m]])
+                config.batch_size, max(results[method]["peak_memory_mb_by_batch"].values()))
+    timed = time_methods(config, [m for m in methods if "error" not in results[m]])
     for method, stats in timed.items():
         results[method].update(stats)
     base = results["base"].get("median_s")
-    report = {"device": _device(), "model": args.model, "batch_size": args.batch_size,
-              "image_size": args.image_size, "num_classes": args.num_classes,
-              "jit_compile": args.jit, "mixed_precision": args.mixed_precision,
-              "method_options": args.method_option, "methods": results}
-    size = f" at {args.image_size}x{args.image_size}" if args.image_size else ""
-    lines = [f"{args.model}{size}, {args.num_classes} classes, batch {args.batch_size} "
+    report = {"device": _device(), "model": config.model, "batch_size": config.batch_size,
+              "image_size": config.image_size, "num_classes": config.num_classes,
+              "jit_compile": config.jit, "mixed_precision": config.mixed_precision,
+              "method_options": list(config.method_options), "methods": results}
+    size = f" at {config.image_size}x{config.image_size}" if config.image_size else ""
+    lines = [f"{config.model}{size}, {config.num_classes} classes, batch {config.batch_size} "
              f"(and a meta batch as large), {report['device']}, "
-             f"jit_compile={args.jit}, mixed_precision={args.mixed_precision}"
-             + (f", method options (all but base): {', '.join(args.method_option)}; "
+             f"jit_compile={config.jit}, mixed_precision={config.mixed_precision}"
+             + (f", method options (all but base): {', '.join(config.method_options)}; "
                 "s/iter amortised over cycles of meta_interval steps"
-                if args.method_option else ""), "",
+                if config.method_options else ""), "",
              "| method | median s/iter | p10-p90 | x base | peak memory (MB) |",
              "| --- | --- | --- | --- | --- |"]
     for method, r in results.items():
@@ -291,12 +337,12 @@ def main(argv=None):
         lines += ["", "| GDW pass | seconds |", "| --- | --- |"]
         lines += [f"| {name} | {sec:.3f} |" for name, sec in gdw["breakdown"]["pass_s"].items()]
     print("\n" + "\n".join(lines))
-    if args.output:  # the JSON, and the same tables as markdown beside it
-        with open(args.output, "w") as f:
+    if config.output:  # the JSON, and the same tables as markdown beside it
+        with open(config.output, "w") as f:
             json.dump(report, f, indent=2)
-        with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
+        with open(os.path.splitext(config.output)[0] + ".md", "w") as f:
             f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv)
