@@ -191,3 +191,13 @@ def test_bad_method_entries_are_one_line_errors(methods, message, capsys):
         parse(f"--methods={methods}")
     err = capsys.readouterr().err
     assert error.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_benches_flags_do_not_touch_the_trainers():
+    from absl import flags
+
+    import gdw_tf.flags  # noqa: F401  the trainer's flags, on the global FLAGS
+    from gdw_tf.bench import pipeline, speed
+    assert all(bench.FLAGS is not flags.FLAGS for bench in (accuracy, speed, pipeline))
+    assert "protocol" not in flags.FLAGS and flags.FLAGS["data_dir"].default is None
+    assert accuracy.FLAGS["data_dir"].default == "../shared/data/cifar10-jpeg"
