@@ -6,7 +6,7 @@ from etils import epath
 from tensorflow_datasets.image_classification.cifar import Cifar10
 
 import gdw_tf.data as data
-from gdw_tf.data.fixtures import write_cifar_binary
+from tests.fixtures import write_cifar_binary
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -7,9 +7,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 import gdw_tf.data as data
-from gdw_tf.data.fixtures import CLOTHING1M_CLASSES, write_clothing1m_release
 from gdw_tf.data.sources.clothing1m import clothing1m_builder
 from gdw_tf.data.sources.clothing1m_tfds import KEY_LISTS, read_release
+from tests.fixtures import CLOTHING1M_CLASSES, write_clothing1m_release
 
 PER_CLASS = {"noisy_train": 4, "clean_train": 1, "clean_val": 2, "clean_test": 2}
 

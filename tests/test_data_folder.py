@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 import gdw_tf.data as data
-from gdw_tf.data.fixtures import write_image_folder
 from gdw_tf.data.sources import folder as folder_source
+from tests.fixtures import write_image_folder
 
 CLASSES = ["cat", "ant", "bee"]          # written unsorted; labels follow sorted names
 SORTED = sorted(CLASSES)                 # ant=0, bee=1, cat=2

@@ -257,7 +257,7 @@ def test_audit_cli_error_exit_status_and_one_line(tmp_path):
 
 
 def test_folder_run_lists_image_paths_and_audit_exports_a_relabel_csv(tmp_path):
-    from gdw_tf.data.fixtures import write_image_folder
+    from tests.fixtures import write_image_folder
 
     data = tmp_path / "images"
     write_image_folder(str(data), ["cat", "dog", "owl"], {"train": [10, 10, 10], "test": [2, 2, 2]})

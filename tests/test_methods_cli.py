@@ -5,7 +5,7 @@ import os
 import pytest
 
 from gdw_tf.methods import available_methods
-from tests.test_train import train
+from tests.tiny import train
 
 
 @pytest.mark.parametrize("method", available_methods())

@@ -5,7 +5,6 @@ import tensorflow as tf
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods.coteaching import kept_fraction, small_loss_mask
 from tests import tiny
-from tests.test_methods_fit import indexed_data
 
 LR = 0.1
 
@@ -55,7 +54,7 @@ def test_each_network_updates_on_the_small_loss_examples_of_its_peer():
 
 
 def test_fit_keeps_the_scheduled_fraction_each_epoch():
-    train, _, _ = indexed_data(n=12, batch=6)
+    train, _, _ = tiny.indexed_data(n=12, batch=6)
     model = tiny.gdw_model("coteaching", dtype="float32", forget_rate=0.5,
                            num_gradual=2, steps_per_epoch=2)
     history = model.fit(train, epochs=3, verbose=0).history

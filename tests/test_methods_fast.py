@@ -7,7 +7,6 @@ import tensorflow as tf
 import gdw_tf
 from gdw_tf.losses import class_weighted_cross_entropy
 from tests import tiny
-from tests.test_methods_fit import indexed_data, options_for
 
 
 def _weights(model):
@@ -16,10 +15,10 @@ def _weights(model):
 
 @pytest.mark.parametrize("method", ["gdw", "insw"])
 def test_meta_interval_one_is_the_exact_step_bit_for_bit(method):
-    train, meta, _ = indexed_data(dtype="float64")
+    train, meta, _ = tiny.indexed_data(dtype="float64")
     runs = []
     for options in ({}, {"meta_interval": 1}):
-        model = tiny.gdw_model(method, **options_for(method), **options)
+        model = tiny.gdw_model(method, **tiny.options_for(method), **options)
         model.fit(gdw_tf.data.with_meta(train, meta.repeat()), epochs=1, steps_per_epoch=3,
                   verbose=0)
         runs.append(_weights(model))
@@ -120,7 +119,7 @@ def test_meta_interval_is_rejected_where_it_cannot_apply_and_kept_in_the_config(
 
 def _fit_on(strategy, method, initial, data):
     with strategy.scope():
-        model = tiny.gdw_model(method, dtype="float32", meta_interval=2, **options_for(method))
+        model = tiny.gdw_model(method, dtype="float32", meta_interval=2, **tiny.options_for(method))
         for var, value in zip(model.backbone.weights + model.method.weights, initial):
             var.assign(value)
     model.fit(gdw_tf.data.with_meta(*data), epochs=1, steps_per_epoch=3, verbose=0)
@@ -129,9 +128,9 @@ def _fit_on(strategy, method, initial, data):
 
 @pytest.mark.parametrize("method", ["gdw", "soft_label"])
 def test_meta_interval_trains_on_two_replicas_as_on_one(method, mirrored):
-    train, meta, _ = indexed_data(n=24, batch=8, seed=3)  # steps: meta, plain, meta
+    train, meta, _ = tiny.indexed_data(n=24, batch=8, seed=3)  # steps: meta, plain, meta
     meta = meta.unbatch().batch(6).repeat()
-    reference = tiny.gdw_model(method, dtype="float32", **options_for(method))
+    reference = tiny.gdw_model(method, dtype="float32", **tiny.options_for(method))
     initial = [v.numpy() for v in reference.backbone.weights + reference.method.weights]
     one_model, one = _fit_on(tf.distribute.OneDeviceStrategy("/cpu:0"), method, initial,
                              (train, meta))

@@ -10,34 +10,8 @@ import gdw_tf
 from gdw_tf.methods.auxiliary import optimizer_like
 from tests import tiny
 
-NUM_TRAIN, BATCH, META_BATCH = 24, 6, 5
 NEW_METHODS = ["finetune", "l2rw", "insw", "soft_label", "gen_label", "coteaching", "glc",
                "focal", "class_balanced"]
-
-
-def indexed_data(n=NUM_TRAIN, batch=BATCH, dtype="float32", seed=0):
-    """(train, meta) tf.data: train dicts with index and true_label, 30% label noise."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, tiny.NUM_FEATURES)).astype(dtype)
-    true = rng.integers(0, tiny.NUM_CLASSES, n).astype("int32")
-    noisy = np.where(rng.random(n) < 0.3, (true + 1) % tiny.NUM_CLASSES, true).astype("int32")
-    xm = rng.normal(size=(10, tiny.NUM_FEATURES)).astype(dtype)
-    ym = rng.integers(0, tiny.NUM_CLASSES, 10).astype("int32")
-    train = tf.data.Dataset.from_tensor_slices(
-        {"image": x, "label": noisy, "true_label": true, "index": np.arange(n, dtype="int32")}
-    ).batch(batch)
-    meta = tf.data.Dataset.from_tensor_slices((xm, ym)).batch(META_BATCH)
-    return train, meta, noisy
-
-
-def options_for(method, labels=None):
-    """The options the trainer would derive from the data (see options_from_data)."""
-    counts = np.bincount(labels if labels is not None else np.arange(3), minlength=3)
-    return {"insw": dict(num_train=NUM_TRAIN), "soft_label": dict(num_train=NUM_TRAIN),
-            "gen_label": dict(num_train=NUM_TRAIN),
-            "coteaching": dict(forget_rate=0.3, steps_per_epoch=NUM_TRAIN // BATCH),
-            "class_balanced": dict(class_counts=counts.tolist()),
-            "glc": dict(estimation_epochs=1)}.get(method, {})
 
 
 def fit_input(model, train, meta):
@@ -46,8 +20,8 @@ def fit_input(model, train, meta):
 
 @pytest.mark.parametrize("method", NEW_METHODS)
 def test_each_method_fits_one_epoch_with_finite_metrics(method):
-    train, meta, labels = indexed_data()
-    model = tiny.gdw_model(method, dtype="float32", **options_for(method, labels))
+    train, meta, labels = tiny.indexed_data()
+    model = tiny.gdw_model(method, dtype="float32", **tiny.options_for(method, labels))
     before = [v.numpy().copy() for v in model.backbone.trainable_variables]
     history = model.fit(fit_input(model, train, meta), epochs=1, verbose=0).history
     assert "loss" in history and "accuracy" in history
@@ -89,7 +63,7 @@ def test_missing_required_options_are_named():
 
 
 def test_finetune_trains_on_the_meta_set_after_fit():
-    train, meta, _ = indexed_data()
+    train, meta, _ = tiny.indexed_data()
     model = tiny.gdw_model("finetune", dtype="float32", finetune_epochs=2,
                            finetune_learning_rate=0.05)
     model.fit(train, epochs=1, verbose=0)
@@ -117,7 +91,7 @@ def test_optimizer_like_copies_the_configuration_and_respreads_the_cosine():
 
 def _fit_on(strategy, method, initial, data):
     with strategy.scope():
-        model = tiny.gdw_model(method, dtype="float32", **options_for(method))
+        model = tiny.gdw_model(method, dtype="float32", **tiny.options_for(method))
         for var, value in zip(model.backbone.weights + model.method.weights, initial):
             var.assign(value)
     model.fit(fit_input(model, *data), epochs=1, verbose=0)
@@ -128,9 +102,9 @@ def _fit_on(strategy, method, initial, data):
 def test_two_replicas_equal_one(method, mirrored):
     """A batch of 8 split over two replicas gives the same update (global-batch
     scaling, table writes from both replicas, the peer network, the meta batch)."""
-    train, meta, _ = indexed_data(n=16, batch=8, seed=3)
+    train, meta, _ = tiny.indexed_data(n=16, batch=8, seed=3)
     meta = meta.unbatch().batch(6)
-    reference = tiny.gdw_model(method, dtype="float32", **options_for(method))
+    reference = tiny.gdw_model(method, dtype="float32", **tiny.options_for(method))
     initial = [v.numpy() for v in reference.backbone.weights + reference.method.weights]
     one = _fit_on(tf.distribute.OneDeviceStrategy("/cpu:0"), method, initial, (train, meta))
     two = _fit_on(mirrored, method, initial, (train, meta))

@@ -8,7 +8,6 @@ import gdw_tf
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods.label_learning import soft_target_cross_entropy
 from tests import tiny
-from tests.test_methods_fit import indexed_data, options_for
 
 LR = 0.1
 
@@ -128,7 +127,7 @@ def test_soft_label_with_zero_smoothing_is_cross_entropy():
     np.testing.assert_allclose(tape.gradient(soft_sum, logits).numpy(),
                                tape.gradient(plain_sum, logits).numpy(), rtol=1e-12)
     # With the smoothing held at zero, whole training steps are BaseModel's.
-    train, meta, _ = indexed_data(n=12, dtype="float64")
+    train, meta, _ = tiny.indexed_data(n=12, dtype="float64")
     soft_model = tiny.gdw_model("soft_label", num_train=12, label_learning_rate=0.0)
     base_model = tiny.gdw_model("base")
     soft_model.fit(gdw_tf.data.with_meta(train, meta), epochs=1, verbose=0)
@@ -152,8 +151,8 @@ def test_soft_label_smoothing_is_learned_within_bounds():
 
 @pytest.mark.parametrize("method", ["insw", "coteaching"])
 def test_save_and_load_round_trip_keeps_tables_and_peers(method, tmp_path):
-    train, meta, _ = indexed_data()
-    model = tiny.gdw_model(method, dtype="float32", **options_for(method))
+    train, meta, _ = tiny.indexed_data()
+    model = tiny.gdw_model(method, dtype="float32", **tiny.options_for(method))
     model.fit(gdw_tf.data.with_meta(train, meta) if model.method.needs_meta else train,
               epochs=1, verbose=0)
     path = str(tmp_path / f"{method}.keras")

@@ -9,42 +9,9 @@ import pytest
 from gdw_tf import models
 from gdw_tf.models import convert_torchvision
 from gdw_tf.models.convert_torchvision import save_arrays_npz, state_dict_to_arrays
+from tests.fixtures import fake_resnet18_state_dict, write_torch_zip
 
 SHAPE = (64, 64, 3)  # weights do not depend on the image size; keeps the test fast
-
-
-def fake_resnet18_state_dict(num_classes=1000, seed=0):
-    """Random tensors under torchvision's resnet18 names and (PyTorch-layout) shapes."""
-    rng = np.random.default_rng(seed)
-    sd = {}
-
-    def conv(name, out, inp, k):
-        sd[f"{name}.weight"] = rng.normal(0, 0.1, (out, inp, k, k)).astype("float32")
-
-    def bn(name, c):
-        sd[f"{name}.weight"] = rng.uniform(0.5, 1.5, c).astype("float32")
-        sd[f"{name}.bias"] = rng.normal(0, 0.1, c).astype("float32")
-        sd[f"{name}.running_mean"] = rng.normal(0, 0.1, c).astype("float32")
-        sd[f"{name}.running_var"] = rng.uniform(0.5, 2.0, c).astype("float32")
-        sd[f"{name}.num_batches_tracked"] = np.array(1234, dtype="int64")
-
-    conv("conv1", 64, 3, 7)
-    bn("bn1", 64)
-    inp = 64
-    for stage, width in enumerate((64, 128, 256, 512), start=1):
-        for block in range(2):
-            p = f"layer{stage}.{block}"
-            conv(f"{p}.conv1", width, inp if block == 0 else width, 3)
-            bn(f"{p}.bn1", width)
-            conv(f"{p}.conv2", width, width, 3)
-            bn(f"{p}.bn2", width)
-            if block == 0 and stage > 1:
-                conv(f"{p}.downsample.0", width, inp, 1)
-                bn(f"{p}.downsample.1", width)
-        inp = width
-    sd["fc.weight"] = rng.normal(0, 0.1, (num_classes, 512)).astype("float32")
-    sd["fc.bias"] = rng.normal(0, 0.1, num_classes).astype("float32")
-    return sd
 
 
 @pytest.fixture(scope="module")
@@ -189,75 +156,6 @@ def test_converter_arrays_and_cli_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)  # simulate: torch not installed
     assert convert_torchvision.main([str(src), str(tmp_path / "o.npz")]) == 2
     assert "needs PyTorch" in capsys.readouterr().err
-
-
-def write_torch_zip(path, tensors, monkeypatch, extra=None):
-    """Writes name -> numpy array as ``torch.save(state_dict)`` does (zip: data.pkl + storages).
-
-    Built without PyTorch from stand-ins pickled under torch's own names; fc.weight is
-    stored transposed (a non-contiguous view) and fc.bias at an offset in a shared storage.
-    """
-    import collections
-    import pickle
-    import types
-    import zipfile
-
-    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
-    names = {np.dtype("float32"): "FloatStorage", np.dtype("int64"): "LongStorage"}
-    for name in names.values():
-        setattr(torch, name, type(name, (), {"__module__": "torch", "__qualname__": name}))
-
-    def _rebuild_tensor_v2(*args):
-        raise AssertionError("only pickled")
-
-    _rebuild_tensor_v2.__module__ = "torch._utils"
-    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
-    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
-    torch._utils = utils
-    monkeypatch.setitem(sys.modules, "torch", torch)
-    monkeypatch.setitem(sys.modules, "torch._utils", utils)
-
-    storages = []
-
-    class Storage:
-        def __init__(self, flat):
-            self.key, self.flat = str(len(storages)), flat
-            storages.append(self)
-
-    class Tensor:
-        def __init__(self, storage, offset, size, stride):
-            self.args = (storage, offset, size, stride)
-
-        def __reduce_ex__(self, protocol):
-            return _rebuild_tensor_v2, (*self.args, False, collections.OrderedDict())
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, obj):
-            if isinstance(obj, Storage):
-                return ("storage", getattr(torch, names[obj.flat.dtype]), obj.key, "cpu", obj.flat.size)
-            return None
-
-    sd = collections.OrderedDict()
-    for name, a in tensors.items():
-        if name == "fc.weight":  # column-major: strides (1, rows)
-            sd[name] = Tensor(Storage(np.ascontiguousarray(a.T).ravel()), 0, a.shape, (1, a.shape[0]))
-        elif name == "fc.bias":
-            sd[name] = Tensor(Storage(np.concatenate([np.zeros(3, a.dtype), a])), 3, a.shape, (1,))
-        else:
-            strides = tuple(int(s) // a.itemsize for s in a.strides)
-            sd[name] = Tensor(Storage(a.ravel()), 0, a.shape, strides)
-    if extra is not None:
-        sd["extra"] = extra
-    buffer = __import__("io").BytesIO()
-    Pickler(buffer, protocol=2).dump(sd)
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", buffer.getvalue())
-        z.writestr("archive/byteorder", "little")
-        z.writestr("archive/version", "3\n")
-        for s in storages:
-            z.writestr(f"archive/data/{s.key}", s.flat.tobytes())
-    monkeypatch.setitem(sys.modules, "torch", None)  # from here on: torch not installed
-    monkeypatch.delitem(sys.modules, "torch._utils")
 
 
 def test_converter_reads_a_torch_save_file_with_numpy_only(state_dict, tmp_path, monkeypatch, capsys):

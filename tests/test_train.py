@@ -12,26 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gdw_tf.data.fixtures import write_clothing1m_release, write_image_folder
 from gdw_tf.diagnostics import binned_auc
 from gdw_tf.train import DATASET_DEFAULTS, with_dataset_defaults
+from tests.fixtures import (fake_resnet18_state_dict, write_clothing1m_release, write_image_folder,
+                            write_torch_zip)
+from tests.tiny import ROOT, subprocess_env, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16"]
-
-
-def _env(**extra):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    env.update(extra)
-    return env
-
-
-def train(*args, check=True, timeout=400, **env):
-    proc = subprocess.run([sys.executable, "-m", "gdw_tf.train", *args], cwd=ROOT,
-                          env=_env(**env), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"train failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def results(out):
@@ -153,7 +140,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     out = str(tmp_path / "run")
     args = [*FAST, "--epochs=5", f"--output_dir={out}"]
     proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args], cwd=ROOT,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     history = os.path.join(out, "history.json")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -196,7 +183,8 @@ def test_multi_worker_two_local_processes_stay_in_sync(tmp_path):
     procs = [subprocess.Popen(
         [sys.executable, "-m", "gdw_tf.train", *FAST, "--epochs=1",
          "--strategy=multi_worker", f"--output_dir={out}"], cwd=ROOT,
-        env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+        env=subprocess_env(TF_CONFIG=json.dumps({"cluster": cluster,
+                                                  "task": {"type": "worker", "index": i}})),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=400)
@@ -252,7 +240,6 @@ def test_clothing1m_headline_command_on_two_logical_cpus(tmp_path):
 
 
 def test_clothing1m_flagfile_with_pretrained_weights_converted_offline(tmp_path, monkeypatch):
-    from tests.test_models_torchvision import fake_resnet18_state_dict, write_torch_zip
     from gdw_tf.models import convert_torchvision
     release = str(tmp_path / "release")
     write_clothing1m_release(release, C1M_PER_CLASS)
@@ -314,7 +301,7 @@ def _checkpoint_tensors(out):
 def test_second_process_on_the_same_output_dir_is_refused(tmp_path):
     out = str(tmp_path / "run")
     first = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *FAST, "--epochs=100",
-                              f"--output_dir={out}"], cwd=ROOT, env=_env(),
+                              f"--output_dir={out}"], cwd=ROOT, env=subprocess_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         lock = os.path.join(out, ".lock")
@@ -387,7 +374,8 @@ def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted
     train(*args, f"--output_dir={whole}")
 
     proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args, f"--output_dir={cut}"],
-                            cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     second = os.path.join(cut, "checkpoints", "ckpt-2.index")  # epoch 0, step 6 of 10
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not os.path.exists(second):

@@ -1,4 +1,11 @@
-"""Tiny models and data shared by the core tests."""
+"""Helpers shared by the tests: tiny models and data, and `python -m gdw_tf.train` as a process.
+
+(Files in real formats: tests/fixtures.py. Test modules import these two, never each other.)
+"""
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -6,6 +13,8 @@ import tensorflow as tf
 import gdw_tf
 
 NUM_FEATURES, NUM_CLASSES = 4, 3
+NUM_TRAIN, BATCH, META_BATCH = 24, 6, 5  # indexed_data's defaults
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 
 
 def mlp(dtype="float64", hidden=5, batch_norm=False, seed=0):
@@ -52,3 +61,43 @@ def gdw_model(method="gdw", lr=0.1, dtype="float64", backbone=None, **options):
     model = gdw_tf.GDWModel(backbone, NUM_CLASSES, method=method, **options)
     model.compile(keras.optimizers.SGD(lr, momentum=0.9), metrics=["accuracy"])
     return model
+
+
+def indexed_data(n=NUM_TRAIN, batch=BATCH, dtype="float32", seed=0):
+    """(train, meta) tf.data: train dicts with index and true_label, 30% label noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, NUM_FEATURES)).astype(dtype)
+    true = rng.integers(0, NUM_CLASSES, n).astype("int32")
+    noisy = np.where(rng.random(n) < 0.3, (true + 1) % NUM_CLASSES, true).astype("int32")
+    xm = rng.normal(size=(10, NUM_FEATURES)).astype(dtype)
+    ym = rng.integers(0, NUM_CLASSES, 10).astype("int32")
+    train = tf.data.Dataset.from_tensor_slices(
+        {"image": x, "label": noisy, "true_label": true, "index": np.arange(n, dtype="int32")}
+    ).batch(batch)
+    meta = tf.data.Dataset.from_tensor_slices((xm, ym)).batch(META_BATCH)
+    return train, meta, noisy
+
+
+def options_for(method, labels=None):
+    """The options the trainer would derive from the data (see options_from_data)."""
+    counts = np.bincount(labels if labels is not None else np.arange(3), minlength=3)
+    return {"insw": dict(num_train=NUM_TRAIN), "soft_label": dict(num_train=NUM_TRAIN),
+            "gen_label": dict(num_train=NUM_TRAIN),
+            "coteaching": dict(forget_rate=0.3, steps_per_epoch=NUM_TRAIN // BATCH),
+            "class_balanced": dict(class_counts=counts.tolist()),
+            "glc": dict(estimation_epochs=1)}.get(method, {})
+
+
+def subprocess_env(**extra):
+    """os.environ for a gdw_tf process run from ROOT: quiet TensorFlow, the checkout importable."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT, **extra}
+
+
+def train(*args, check=True, timeout=400, **env):
+    """Runs `python -m gdw_tf.train ARGS` from ROOT (env: extra variables); with `check`, a
+    non-zero exit status fails the test with the end of stderr."""
+    proc = subprocess.run([sys.executable, "-m", "gdw_tf.train", *args], cwd=ROOT,
+                          env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc

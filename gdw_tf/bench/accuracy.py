@@ -82,7 +82,8 @@ def _setting_value(setting, flag, default):
 def cpu_train_per_class(config, setting):
     """The CPU protocol's cap: --train_per_class for balanced settings, none for long tails
     (whose tail classes would otherwise keep a handful of images)."""
-    return config.train_per_class if _setting_value(setting, "imbalance_factor", 1.0) == 1.0 else None
+    balanced = _setting_value(setting, "imbalance_factor", 1.0) == 1.0
+    return config.train_per_class if balanced else None
 
 
 def cpu_epochs(config, setting):
@@ -130,8 +131,8 @@ def protocol_flags(config, setting):
     if config.protocol == "digits":  # the no-flag default job, other settings on request
         return ["--dataset=digits", "--verbose=0", *SETTINGS[setting]]
     if config.protocol == "paper":
-        return [f"--flagfile=flags/{PAPER_FLAGFILES[setting]}.flags",
-                f"--data_dir={config.data_dir}"] + ([f"--epochs={config.epochs}"] if config.epochs else [])
+        return [f"--flagfile=flags/{PAPER_FLAGFILES[setting]}.flags", f"--data_dir={config.data_dir}",
+                *([f"--epochs={config.epochs}"] if config.epochs else [])]
     cap = cpu_train_per_class(config, setting)
     return ["--dataset=folder", f"--data_dir={config.data_dir}", "--model=strided_cnn",
             "--augment=cifar", *([f"--train_per_class={cap}"] if cap else []),
