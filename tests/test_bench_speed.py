@@ -55,7 +55,8 @@ def test_method_option_reaches_every_method_but_base():
 
 def test_flags_become_a_config_with_base_first_and_the_memory_process_gets_the_same_setup():
     config = speed.parse_config(["speed", "--methods=gdw", "--model=small_cnn", "--batch_size=4",
-                                 "--memory_batches=2,4", "--method_option=meta_interval=2", "--jit"])
+                                 "--memory_batches=2,4", "--method_option=meta_interval=2",
+                                 "--jit"])
     assert config.methods == ("base", "gdw") and config.memory_batches == (2, 4)
     assert config.method_options == ("meta_interval=2",) and config.jit
     child = speed.parse_config(["speed", *speed._memory_argv(config, "gdw", 2)])

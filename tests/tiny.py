@@ -97,7 +97,8 @@ def train(*args, check=True, timeout=400, **env):
     """Runs `python -m gdw_tf.train ARGS` from ROOT (env: extra variables); with `check`, a
     non-zero exit status fails the test with the end of stderr."""
     proc = subprocess.run([sys.executable, "-m", "gdw_tf.train", *args], cwd=ROOT,
-                          env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout)
+                          env=subprocess_env(**env), capture_output=True, text=True,
+                          timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"train failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

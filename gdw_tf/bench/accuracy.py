@@ -107,7 +107,7 @@ PROTOCOL_SETTINGS = {"cpu": list(SETTINGS), "paper": list(PAPER_FLAGFILES),
 
 @dataclasses.dataclass(frozen=True)
 class AccuracyConfig:
-    """The benchmark's flags, checked (see define_flags for their meaning).
+    """The benchmark's flags, checked (see the FLAGS definitions for their meaning).
 
     protocol_flags, run_one and run_dir read only protocol, data_dir, train_per_class,
     iterations, epochs, output_dir, report_only and jobs; the tables also read methods
@@ -131,7 +131,8 @@ def protocol_flags(config, setting):
     if config.protocol == "digits":  # the no-flag default job, other settings on request
         return ["--dataset=digits", "--verbose=0", *SETTINGS[setting]]
     if config.protocol == "paper":
-        return [f"--flagfile=flags/{PAPER_FLAGFILES[setting]}.flags", f"--data_dir={config.data_dir}",
+        return [f"--flagfile=flags/{PAPER_FLAGFILES[setting]}.flags",
+                f"--data_dir={config.data_dir}",
                 *([f"--epochs={config.epochs}"] if config.epochs else [])]
     cap = cpu_train_per_class(config, setting)
     return ["--dataset=folder", f"--data_dir={config.data_dir}", "--model=strided_cnn",
@@ -153,8 +154,8 @@ def method_dir_name(entry):
     return re.sub(r"[^A-Za-z0-9_.]+", "-", entry)
 
 
-def _check_same_flags(path, flags):
-    """Raises if the finished run at `path` was made with other flags than `flags`."""
+def _check_same_flags(path, wanted):
+    """Raises if the finished run at `path` was made with other flags than `wanted`."""
     with open(path) as f:
         stored = json.load(f)["flags"]
 
@@ -163,7 +164,7 @@ def _check_same_flags(path, flags):
                          f"asks for --{name}={want}; pass another --output_dir (or remove "
                          "the old runs) instead of mixing protocols in one table")
 
-    given = [flag[2:].partition("=")[::2] for flag in flags if not flag.startswith("--flagfile=")]
+    given = [flag[2:].partition("=")[::2] for flag in wanted if not flag.startswith("--flagfile=")]
     options = [value for name, value in given if name == "method_option"]
     if sorted(stored.get("method_option") or []) != sorted(options):
         refuse("method_option", ",".join(stored.get("method_option") or []) or "(none)",
@@ -201,13 +202,13 @@ def run_one(config, setting, method, seed):
     report_only, was not there); a finished run made with other flags is refused."""
     out = run_dir(config, setting, method, seed)
     path = os.path.join(out, "results.json")
-    flags = run_flags(config, setting, method, seed)
+    wanted = run_flags(config, setting, method, seed)
     if os.path.exists(path):
-        _check_same_flags(path, flags)
+        _check_same_flags(path, wanted)
     else:
         if config.report_only:
             return None
-        cmd = [sys.executable, "-m", "gdw_tf.train", *flags, f"--output_dir={out}"]
+        cmd = [sys.executable, "-m", "gdw_tf.train", *wanted, f"--output_dir={out}"]
         with _PRINT_LOCK:
             print("running:", " ".join(cmd[1:]), flush=True)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -331,7 +332,8 @@ def curves(config, results):
 
 FLAGS = flags.FlagValues()  # the bench's own flags (the trainer's are the global FLAGS)
 flags.DEFINE_enum("protocol", "cpu", list(PROTOCOL_SETTINGS), "cpu: CIFAR-10 JPEGs, strided_cnn; "
-                  "digits: the default job; paper: the paper's flagfiles (GPUs).", flag_values=FLAGS)
+                  "digits: the default job; paper: the paper's flagfiles (GPUs).",
+                  flag_values=FLAGS)
 flags.DEFINE_string("data_dir", "../shared/data/cifar10-jpeg", "Image folder (cpu protocol) or "
                     "prepared TFDS directory (paper).", flag_values=FLAGS)
 flags.DEFINE_list("methods", ["base", "mwnet", "gdw"], "Methods, each NAME or NAME@key=value"
@@ -346,12 +348,13 @@ flags.DEFINE_integer("train_per_class", 1000, "cpu protocol: training images per
                      "balanced settings.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("iterations", ITERATIONS, "cpu protocol: iterations per run (the epochs "
                      "follow).", lower_bound=1, flag_values=FLAGS)
-flags.DEFINE_string("output_dir", "bench_results/accuracy", "Where the runs, tables and figures go.",
-                    flag_values=FLAGS)
+flags.DEFINE_string("output_dir", "bench_results/accuracy",
+                    "Where the runs, tables and figures go.", flag_values=FLAGS)
 flags.DEFINE_integer("jobs", 2, "Runs at a time, sharing the CPU cores (on this 2-core machine two "
                      "single-threaded runs finish sooner than one run on both cores).",
                      lower_bound=1, flag_values=FLAGS)
-flags.DEFINE_bool("report_only", False, "Tabulate the finished runs, start none.", flag_values=FLAGS)
+flags.DEFINE_bool("report_only", False, "Tabulate the finished runs, start none.",
+                  flag_values=FLAGS)
 
 
 def _config_from_flags(values):
