@@ -33,7 +33,8 @@ from gdw_tf.methods.tables import add_table, read_rows, require_index, write_row
 
 CSV_FILE = "label_issues.csv"
 PNG_FILE = "label_issues.png"
-CSV_COLUMNS = ("index", "path", "given_label", "suggested_label", "score", "rank", "true_label")
+CSV_COLUMNS = ("index", "path", "given_label", "suggested_label", "score", "rank", "true_label",
+               "given_probability")
 DEFAULT_DECAY = 0.98
 DEFAULT_TOP = 64  # suspects shown in label_issues.png
 RECORD_NAME = "example_record"  # GDWModel attribute and checkpoint key of the record
@@ -137,6 +138,8 @@ class LabelIssues:
 
     index, given_label, suggested_label: int [N]; score: float [N] in [0, 1];
     rank: int [N], 1..N; true_label: int [N], or None when the truth is unknown.
+    given_probability: float [N], the averaged predicted probability of the given
+    label (a second, loss-based signal; not used by the score).
     Examples never seen in training get score 0 and their given label as suggestion.
     """
     index: np.ndarray
@@ -145,6 +148,7 @@ class LabelIssues:
     score: np.ndarray
     rank: np.ndarray
     true_label: np.ndarray | None
+    given_probability: np.ndarray
 
 
 @dataclasses.dataclass
@@ -177,22 +181,31 @@ def label_issues(arrays):
     return LabelIssues(index=order, given_label=arrays.given_label[order],
                        suggested_label=suggested[order], score=score[order],
                        rank=np.arange(1, order.size + 1),
-                       true_label=arrays.true_label[order] if known else None)
+                       true_label=arrays.true_label[order] if known else None,
+                       given_probability=np.take_along_axis(
+                           arrays.probabilities, arrays.given_label[:, None], axis=1)[order, 0])
 
 
 def detection(issues):
     """`Detection` of `LabelIssues`, or None without true labels or without noise."""
     if issues.true_label is None:
         return None
-    noisy = issues.given_label != issues.true_label
+    return detection_of_scores(issues.score, issues.given_label != issues.true_label)
+
+
+def detection_of_scores(score, noisy):
+    """`Detection` of scores float [N] (higher = more likely mislabelled) against the
+    truth bool [N]; None without noise or without clean examples."""
+    score, noisy = np.asarray(score, np.float64), np.asarray(noisy, bool)
     k = int(noisy.sum())
     if k == 0 or k == noisy.size:
         return None
     from scipy.stats import rankdata
 
-    ranks = rankdata(issues.score)  # average ranks of ties
+    ranks = rankdata(score)  # average ranks of ties
     auc = (ranks[noisy].sum() - k * (k + 1) / 2) / (k * (noisy.size - k))
-    hits = int(noisy[:k].sum())  # issues are sorted by score
+    top = np.argsort(-score, kind="stable")[:k]
+    hits = int(noisy[top].sum())
     precision = recall = hits / k
     return Detection(auc=float(auc), precision=precision, recall=recall,
                      f1=2 * precision * recall / (precision + recall) if hits else 0.0,
@@ -209,7 +222,8 @@ def write_csv(path, issues, paths=None):
             writer.writerow([index, "" if paths is None else paths[index],
                              int(issues.given_label[i]), int(issues.suggested_label[i]),
                              f"{issues.score[i]:.6f}", int(issues.rank[i]),
-                             "" if issues.true_label is None else int(issues.true_label[i])])
+                             "" if issues.true_label is None else int(issues.true_label[i]),
+                             f"{issues.given_probability[i]:.6f}"])
     return path
 
 

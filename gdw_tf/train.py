@@ -151,6 +151,30 @@ def build_data(s):
         skip_bad_images=s["skip_bad_images"])
 
 
+def build_model(s, bundle, init_weights=None, **model_options):
+    """The compiled `GDWModel` of settings `s` for `bundle` (call in the strategy's scope).
+
+    model_options: extra GDWModel keyword arguments (e.g. the label-issue record).
+    """
+    import keras
+
+    import gdw_tf
+    from gdw_tf import models
+    from gdw_tf.methods.registry import METHODS
+
+    backbone = models.build(s["model"], bundle.num_classes, input_shape=bundle.image_shape,
+                            init_weights=init_weights)
+    model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
+                            weight_decay=s["weight_decay"], **model_options,
+                            **method_options(METHODS.get(s["method"]), bundle, s))
+    lr = s["lr"]
+    if s["schedule"] == "cosine":
+        lr = gdw_tf.EpochCosineDecay(lr, bundle.steps_per_epoch, s["epochs"])
+    model.compile(keras.optimizers.SGD(lr, momentum=s["momentum"]),
+                  metrics=["accuracy"], jit_compile=s["jit_compile"])
+    return model
+
+
 def run(s):
     """Trains as configured by the settings dict `s`; returns the results dict.
 
@@ -176,8 +200,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
     import keras
     import tensorflow as tf
 
-    import gdw_tf
-    from gdw_tf import label_issues, models, reporting
+    from gdw_tf import label_issues, reporting
     from gdw_tf.diagnostics import binned_auc
     from gdw_tf.methods.registry import METHODS
 
@@ -206,18 +229,9 @@ def _run_locked(s, strategy, chief, out_dir, started):
             bundle.write_summary(os.path.join(out_dir, "data_summary.json"))
 
         with strategy.scope():
-            backbone = models.build(s["model"], bundle.num_classes,
-                                    input_shape=bundle.image_shape, init_weights=init_weights)
-            model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
-                                    weight_decay=s["weight_decay"],
-                                    **label_issues.model_options(s["method"], bundle.num_train,
-                                                                 resume_from),
-                                    **method_options(method_cls, bundle, s))
-            lr = s["lr"]
-            if s["schedule"] == "cosine":
-                lr = gdw_tf.EpochCosineDecay(lr, bundle.steps_per_epoch, s["epochs"])
-            model.compile(keras.optimizers.SGD(lr, momentum=s["momentum"]),
-                          metrics=["accuracy"], jit_compile=s["jit_compile"])
+            model = build_model(s, bundle, init_weights,
+                                **label_issues.model_options(s["method"], bundle.num_train,
+                                                             resume_from))
 
         checkpoint = reporting.ResumableCheckpoint(
             out_dir, model, bundle.steps_per_epoch, every_steps=s["checkpoint_steps"], write=chief,
