@@ -265,17 +265,37 @@ class TrainingExamples:
     pixel_max: float
 
 
+THUMBNAIL = (96, 96)  # size of the streamed sources' images in label_issues.png
+
+
+class ImageFiles:
+    """Images by training index, decoded from their files on demand (RGB uint8
+    [*THUMBNAIL, 3]): the report shows a few of a million."""
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        with Image.open(self.paths[index]) as image:
+            return np.asarray(image.convert("RGB").resize(THUMBNAIL))
+
+
 def training_examples(bundle, settings):
     """Paths and images of the training examples, by stable index.
 
-    In-memory sources are reloaded (decoded, unaugmented pixels); streamed
-    sources (clothing1m) get neither yet.
+    In-memory sources are reloaded (decoded, unaugmented pixels). Clothing1M
+    takes the paths from the release's noisy_train key list (--manual_dir; the
+    build's skipped images left out, as in the build) and decodes images on
+    demand; without --manual_dir, or if the release no longer matches the
+    build, it gets neither.
     """
     from gdw_tf.data.sources import SOURCES, SourceOptions
     from gdw_tf.data.sources.folder import list_image_folder
 
     if bundle.train_origin is None:
-        return TrainingExamples(None, None, 255.0)
+        return _release_examples(bundle, settings)
     splits = SOURCES.get(settings["dataset"]).load(SourceOptions(
         settings.get("data_dir"), settings.get("manual_dir"), settings.get("cache_dir"),
         bool(settings.get("skip_bad_images"))))
@@ -286,6 +306,25 @@ def training_examples(bundle, settings):
         listing = list_image_folder(root)[1]["train"]
         paths = [os.path.join(root, listing[int(o)][0]) for o in origin]
     return TrainingExamples(paths, splits.train_images[origin], splits.pixel_max)
+
+
+def _release_examples(bundle, settings):
+    """`TrainingExamples` of a streamed source (module doc of training_examples)."""
+    none = TrainingExamples(None, None, 255.0)
+    if settings["dataset"] != "clothing1m" or not settings.get("manual_dir"):
+        return none
+    from gdw_tf.data.sources.clothing1m_tfds import read_release
+
+    root = os.path.abspath(settings["manual_dir"])
+    skipped = set(bundle.summary.get("skipped_images", {}).get("keys", []))
+    paths = [os.path.join(root, key) for key, _, _ in read_release(root).splits["noisy_train"]
+             if key not in skipped]
+    if len(paths) != bundle.num_train:
+        from absl import logging
+        logging.warning("%s lists %d training images, the prepared dataset %d: %s gets no "
+                        "image paths", root, len(paths), bundle.num_train, CSV_FILE)
+        return none
+    return TrainingExamples(paths, ImageFiles(paths), 255.0)
 
 
 def write_report(out_dir, record, class_names, examples, top=DEFAULT_TOP):

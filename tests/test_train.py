@@ -1,4 +1,5 @@
 """`python -m gdw_tf.train` end to end, as users run it (real subprocesses)."""
+import csv
 import json
 import os
 import re
@@ -262,6 +263,11 @@ def test_clothing1m_headline_command_on_two_logical_cpus(tmp_path):
     summary = json.load(open(os.path.join(out, "data_summary.json")))
     assert summary["num_train"] == 28 and summary["num_meta"] == 14 and summary["num_test"] == 14
     assert summary["noise"]["type"] == "real" and summary["skipped_images"]["count"] == 0
+    with open(os.path.join(out, "label_issues.csv")) as f:  # paths from the release's key list
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 28 and all(os.path.isfile(r["path"]) for r in rows)
+    assert {r["path"].startswith(os.path.join(os.path.abspath(release), "images")) for r in rows} == {True}
+    assert os.path.getsize(os.path.join(out, "label_issues.png")) > 0
 
 
 def test_clothing1m_flagfile_with_pretrained_weights_converted_offline(tmp_path, monkeypatch):
