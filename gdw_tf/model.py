@@ -203,14 +203,11 @@ class GDWModel(keras.Model):
         return self._for_keras_reduction(self._evaluation_results())
 
     def get_config(self):
-        method_config = self.method.get_config()
-        for key in ("name", "trainable", "dtype"):
-            method_config.pop(key, None)
         return {"backbone": keras.saving.serialize_keras_object(self.backbone),
                 "num_classes": self.num_classes,
                 "method": self.method.method_name,
                 "weight_decay": self.weight_decay,
-                "name": self.name, **method_config, **self._record_config()}
+                "name": self.name, **self.method.options(), **self._record_config()}
 
     # --------------------------------------------------------------- internals
     def _record_config(self):

@@ -5,6 +5,7 @@ gradients for the backbone's trainable variables. Gradients are of losses
 summed over the local examples and divided by the GLOBAL batch size, so that
 the optimizer's cross-replica sum gives the full-batch gradient.
 """
+import inspect
 from typing import NamedTuple, Optional
 
 import keras
@@ -67,23 +68,39 @@ class Method(keras.layers.Layer):
         super().__init__(**kwargs)
 
     @classmethod
-    def options_from_data(cls, bundle, settings):
-        """Constructor options derived from the data and the run's settings.
+    def option_names(cls):
+        """The options the constructor accepts (its keyword parameters and its
+        Method base classes'), sorted; Keras' layer arguments are not options."""
+        names = set()
+        for klass in cls.__mro__:
+            if issubclass(klass, Method) and "__init__" in vars(klass):
+                names.update(name for name, p in inspect.signature(klass.__init__).parameters.items()
+                             if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        return sorted(names)
+
+    @classmethod
+    def options_from_data(cls, bundle, epochs=None, noise_rate=0.0):
+        """Constructor options derived from the data and the run (none by default).
 
         Called by the trainer before the model is built. `bundle` is a
         `gdw_tf.data.DataBundle` (num_train, num_classes, train_labels, ...);
-        `settings` is a dict of the run's flag values (noise_rate, epochs, ...).
-        Explicit `--method_option` values override what this returns.
+        `epochs` the run's epochs; `noise_rate` the synthetic label-noise rate
+        (0 for clean data or real noise). Options set explicitly override these.
         """
         return {}
+
+    def options(self):
+        """The options this method was built with, {name: value} (JSON-serialisable)."""
+        names = set(self.option_names())
+        return {k: v for k, v in self.get_config().items() if k in names}
 
     def setup(self, model):
         """Creates state that depends on the model (called once, in scope)."""
 
-    def prepare(self, model, bundle, settings):
-        """Runs before the main `fit` (e.g. GLC's corruption estimate)."""
+    def prepare(self, model, bundle, verbose=0):
+        """Runs before the main `fit` (e.g. GLC's corruption estimate); `verbose` as Keras'."""
 
-    def finish(self, model, bundle, settings):
+    def finish(self, model, bundle, verbose=0):
         """Runs after the main `fit` (e.g. fine-tuning on the meta set).
 
         Returns None or a dict of extra results for results.json; its

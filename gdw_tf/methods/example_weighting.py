@@ -86,7 +86,7 @@ class INSW(MetaGradientWeights):
             raise ValueError(f"insw: min_weight must be > 0, got {min_weight!r}")
 
     @classmethod
-    def options_from_data(cls, bundle, settings):
+    def options_from_data(cls, bundle, epochs=None, noise_rate=0.0):
         return {"num_train": int(bundle.num_train)}
 
     def setup(self, model):

@@ -37,19 +37,18 @@ class FineTune(BaseModel):
                 "finetune_epochs": self.finetune_epochs,
                 "finetune_momentum": self.finetune_momentum}
 
-    def prepare(self, model, bundle, settings):
+    def prepare(self, model, bundle, verbose=0):
         if bundle.meta_once is None:
-            raise ValueError("finetune fine-tunes on the meta set: set --num_meta > 0")
+            raise ValueError("finetune fine-tunes on the meta set: num_meta must be > 0")
 
-    def finish(self, model, bundle, settings):
+    def finish(self, model, bundle, verbose=0):
         """Fine-tunes `model.backbone` on the meta set; returns {"finetune": results}."""
-        self.prepare(model, bundle, settings)
+        self.prepare(model, bundle)
         tuner = plain_trainer(
             model.backbone, model.num_classes,
             lambda: keras.optimizers.SGD(self.finetune_learning_rate,
                                          momentum=self.finetune_momentum),
             model.weight_decay, model.distribute_strategy, name="finetune")
-        verbose = settings.get("verbose", 0)
         results = {"learning_rate": self.finetune_learning_rate,
                    "epochs": self.finetune_epochs}
         if bundle.test is not None:

@@ -46,7 +46,7 @@ class LearnedTargets(BilevelMethod):
         self.label_learning_rate = float(label_learning_rate)
 
     @classmethod
-    def options_from_data(cls, bundle, settings):
+    def options_from_data(cls, bundle, epochs=None, noise_rate=0.0):
         return {"num_train": int(bundle.num_train)}
 
     def setup(self, model):

@@ -19,8 +19,24 @@ def available_methods():
 def create_method(method, **options):
     """Returns a `Method` from a registered name (or passes an instance through)."""
     if isinstance(method, str):
-        return METHODS.get(method)(**options)
+        cls = METHODS.get(method)
+        check_options(cls, options)
+        return cls(**options)
     if options:
         raise ValueError(
             f"method options {sorted(options)} given with a method instance")
     return method
+
+
+def check_options(cls, options):
+    """Raises a ValueError naming any of `options` (names) that method `cls` does not take."""
+    unknown = sorted(set(options) - set(cls.option_names()))
+    if unknown:
+        raise ValueError(f"method '{cls.method_name}' has no option {', '.join(unknown)}; "
+                         f"{options_text(cls)}")
+
+
+def options_text(cls):
+    """'its options: a, b' (or 'it takes no options') for error messages."""
+    names = cls.option_names()
+    return f"its options: {', '.join(names)}" if names else "it takes no options"

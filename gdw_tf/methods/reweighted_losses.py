@@ -105,7 +105,7 @@ class ClassBalanced(Method):
         self.class_weights = effective_number_weights(self.class_counts, self.beta)
 
     @classmethod
-    def options_from_data(cls, bundle, settings):
+    def options_from_data(cls, bundle, epochs=None, noise_rate=0.0):
         if bundle.train_labels is None:
             raise ValueError(
                 "class_balanced needs per-class training counts, but this dataset "
