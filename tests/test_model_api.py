@@ -118,8 +118,8 @@ def test_unknown_method_and_option_are_named():
     with pytest.raises(ValueError, match="method 'gdw' has no option outer_lrr; its options: "
                        "clip, hidden_units, meta_interval, "):
         gdw_tf.GDWModel(tiny.mlp(), 3, method="gdw", outer_lrr=1.0)
-    with pytest.raises(ValueError, match="method 'base' has no option name; it takes no options"):
-        gdw_tf.GDWModel(tiny.mlp(), 3, method="base", name="base")  # a Keras argument, not an option
+    with pytest.raises(ValueError, match="method 'base' has no option trainable; it takes no options"):
+        gdw_tf.GDWModel(tiny.mlp(), 3, method="base", trainable=False)  # a Keras argument, not an option
 
 
 def test_compiling_a_loss_is_refused():
