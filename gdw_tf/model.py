@@ -11,7 +11,7 @@ from gdw_tf.metrics import Histogram
 from gdw_tf.distributed import add_weight_decay, num_replicas
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods import create_method
-from gdw_tf.methods.base import finite_guarded, guarded
+from gdw_tf.methods.method import finite_guarded, guarded
 
 
 def _checked_labels(labels, num_classes, what):

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size, replica_sum
 from gdw_tf.losses import class_weighted_cross_entropy, cross_entropy
-from gdw_tf.methods.base import (Method, StepOutputs, backbone_forward, finite_guarded,
+from gdw_tf.methods.method import (Method, StepOutputs, backbone_forward, finite_guarded,
                                  parameter_dtype)
 
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from gdw_tf.distributed import global_batch_size
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods.auxiliary import fresh_copy, optimizer_like, plain_trainer
-from gdw_tf.methods.base import Method, StepOutputs
+from gdw_tf.methods.method import Method, StepOutputs
 from gdw_tf.methods.loss_step import loss_gradients
 from gdw_tf.methods.registry import register_method
 

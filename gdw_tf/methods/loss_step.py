@@ -1,7 +1,7 @@
 """One forward and backward of the backbone for a method-defined loss."""
 import tensorflow as tf
 
-from gdw_tf.methods.base import backbone_forward, finite_guarded
+from gdw_tf.methods.method import backbone_forward, finite_guarded
 
 
 def loss_gradients(model, images, total_loss):
@@ -9,7 +9,7 @@ def loss_gradients(model, images, total_loss):
 
     `images` are forwarded in training mode; `total_loss` maps the logits
     [N, C] to a scalar that is already a local sum divided by the GLOBAL batch
-    (see `gdw_tf.methods.base`). Returns (grads, logits); the gradients are
+    (see `gdw_tf.methods.method`). Returns (grads, logits); the gradients are
     released only if the loss is finite.
     """
     theta = model.backbone.trainable_variables

@@ -1,7 +1,7 @@
 """`base`: plain cross-entropy on the (noisy, imbalanced) training set."""
 import tensorflow as tf
 
-from gdw_tf.methods.base import Method, StepOutputs, weighted_gradients
+from gdw_tf.methods.method import Method, StepOutputs, weighted_gradients
 from gdw_tf.methods.registry import register_method
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size
-from gdw_tf.methods.base import Method, StepOutputs, parameter_dtype, weighted_gradients
+from gdw_tf.methods.method import Method, StepOutputs, parameter_dtype, weighted_gradients
 from gdw_tf.methods.loss_step import loss_gradients
 from gdw_tf.methods.registry import register_method
 

@@ -5,7 +5,7 @@ import tensorflow as tf
 from gdw_tf import diagnostics
 from gdw_tf.distributed import add_weight_decay, replica_sum
 from gdw_tf.losses import cross_entropy, second_stage_update, zero_mean_constraint
-from gdw_tf.methods.base import parameter_dtype
+from gdw_tf.methods.method import parameter_dtype
 from gdw_tf.methods.bilevel import BilevelMethod
 from gdw_tf.methods.registry import register_method
 from gdw_tf.weighting import WeightingNetwork
