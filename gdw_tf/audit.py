@@ -63,7 +63,7 @@ def _restored_model(s, bundle, latest):
 
     import gdw_tf
     from gdw_tf import models
-    from gdw_tf.methods.registry import METHODS
+    from gdw_tf.methods.method import METHODS
     from gdw_tf.train import method_options
 
     backbone = models.build(s["model"], bundle.num_classes, input_shape=bundle.image_shape)

@@ -127,7 +127,7 @@ def explicit_method_options(method_cls, s):
     Raises a ValueError naming the flag or key if the method does not take it, or if a flag
     and a --method_option both set one option.
     """
-    from gdw_tf.methods.registry import options_text
+    from gdw_tf.methods.method import options_text
 
     accepted = method_cls.option_names()
     options = {}
@@ -196,7 +196,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
     import gdw_tf
     from gdw_tf import label_issues, models, reporting
     from gdw_tf.diagnostics import binned_auc
-    from gdw_tf.methods.registry import METHODS
+    from gdw_tf.methods.method import METHODS
 
     with run_dir.user_errors():
         resume_from = tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints"))

@@ -6,7 +6,7 @@ import pytest
 
 from gdw_tf.flags import METHOD_FLAGS
 from gdw_tf.methods import available_methods, create_method
-from gdw_tf.methods.registry import METHODS
+from gdw_tf.methods.method import METHODS
 from tests.test_train import train, user_error_line
 
 

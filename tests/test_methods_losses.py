@@ -36,7 +36,7 @@ def test_focal_with_gamma_zero_is_cross_entropy_gradients_too():
     (batch, _), = tiny.batches(1)
     batch = {k: tf.constant(v) for k, v in batch.items()}
     model = tiny.gdw_model("focal", gamma=0.0)
-    base = gdw_tf.methods.BaseModel()
+    base = gdw_tf.methods.Plain()
     for a, b in zip(model.method.train_gradients(model, batch, None).grads,
                     base.train_gradients(model, batch, None).grads):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)

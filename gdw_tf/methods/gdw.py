@@ -1,14 +1,58 @@
-"""MWNet and GDW: weights from the weighting network V_phi(loss)."""
+"""MW-Net and GDW: per-example weights from the weighting network V_phi(loss).
+
+`WeightingNetwork` is V_phi (1 -> hidden -> 1, loss to weight in (0, 1));
+`MWNet` weights each example by V_phi(CE_i); `GDW` spreads that weight over the
+example's classes and corrects it per class with the meta-gradient.
+"""
+import math
+
 import keras
 import tensorflow as tf
 
 from gdw_tf import diagnostics
 from gdw_tf.distributed import add_weight_decay, replica_sum
 from gdw_tf.losses import cross_entropy, second_stage_update, zero_mean_constraint
-from gdw_tf.methods.method import parameter_dtype
 from gdw_tf.methods.bilevel import BilevelMethod
-from gdw_tf.methods.registry import register_method
-from gdw_tf.weighting import WeightingNetwork
+from gdw_tf.methods.method import parameter_dtype, register_method
+
+
+def _torch_linear_init(fan_in):
+    """Kernel and bias initialisers equal to PyTorch's default nn.Linear."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return dict(
+        kernel_initializer=keras.initializers.VarianceScaling(
+            1.0 / 3.0, "fan_in", "uniform"),
+        bias_initializer=keras.initializers.RandomUniform(-bound, bound))
+
+
+@keras.saving.register_keras_serializable(package="gdw_tf")
+class WeightingNetwork(keras.layers.Layer):
+    """MLP 1 -> hidden -> 1 (Dense, ReLU, Dense, sigmoid) from loss to weight.
+
+    Maps per-example losses [n, 1] to weights in (0, 1), [n, 1]. Initialised
+    like PyTorch's default `nn.Linear` (uniform in +-1/sqrt(fan_in) for
+    kernels and biases), as in the reference implementation.
+    """
+
+    def __init__(self, hidden_units=100, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = int(hidden_units)
+        self.hidden = keras.layers.Dense(
+            self.hidden_units, activation="relu", dtype=self.dtype_policy,
+            **_torch_linear_init(1))
+        self.output_layer = keras.layers.Dense(
+            1, activation="sigmoid", dtype=self.dtype_policy,
+            **_torch_linear_init(self.hidden_units))
+
+    def build(self, input_shape=(None, 1)):
+        self.hidden.build(input_shape)
+        self.output_layer.build((input_shape[0], self.hidden_units))
+
+    def call(self, losses):
+        return self.output_layer(self.hidden(losses))
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units}
 
 
 @register_method("mwnet")

@@ -13,9 +13,7 @@ import tensorflow as tf
 from gdw_tf.distributed import global_batch_size
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods.auxiliary import fresh_copy, optimizer_like, plain_trainer
-from gdw_tf.methods.method import Method, StepOutputs
-from gdw_tf.methods.loss_step import loss_gradients
-from gdw_tf.methods.registry import register_method
+from gdw_tf.methods.method import Method, StepOutputs, loss_gradients, register_method
 
 
 def corrected_cross_entropy(labels, logits, corruption):
@@ -110,10 +108,9 @@ class GLC(Method):
         if epochs is None:
             raise ValueError("glc: set the option estimation_epochs (the trainer passes the "
                              "run's epochs)")
-        estimator = plain_trainer(
-            fresh_copy(model.backbone, "glc"), model.num_classes,
-            lambda: optimizer_like(model.optimizer, epochs), model.weight_decay,
-            model.distribute_strategy, name="glc_estimator")
+        estimator = plain_trainer(model, fresh_copy(model.backbone, "glc"),
+                                  lambda: optimizer_like(model.optimizer, epochs),
+                                  name="glc_estimator")
         estimator.fit(bundle.train, epochs=epochs, verbose=verbose)
         probs, labels = [], []
         for element in bundle.meta_once:

@@ -14,6 +14,7 @@ import tensorflow as tf
 from gdw_tf import diagnostics
 from gdw_tf.distributed import global_batch_size
 from gdw_tf.losses import class_weighted_cross_entropy
+from gdw_tf.registry import Registry
 
 
 class StepOutputs(NamedTuple):
@@ -143,3 +144,60 @@ def weighted_gradients(model, batch, weights):
         losses = class_weighted_cross_entropy(batch["label"], logits, weights)
         loss = tf.reduce_sum(losses) / n_global
     return finite_guarded(tape.gradient(loss, theta), loss, "training loss"), logits
+
+
+
+def loss_gradients(model, images, total_loss):
+    """Gradients of `total_loss(logits)` w.r.t. the backbone's trainable variables.
+
+    `images` are forwarded in training mode; `total_loss` maps the logits
+    [N, C] to a scalar that is already a local sum divided by the GLOBAL batch
+    (module doc). Returns (grads, logits); the gradients are
+    released only if the loss is finite.
+    """
+    theta = model.backbone.trainable_variables
+    with tf.GradientTape() as tape:
+        logits = backbone_forward(model, images)
+        loss = total_loss(logits)
+    return finite_guarded(tape.gradient(loss, theta), loss, "training loss"), logits
+
+# The registry of methods (`--method=NAME`).
+METHODS = Registry("method")
+
+
+def register_method(name):
+    """Class decorator: registers a `Method` subclass as `--method=name`."""
+    def decorator(cls):
+        cls.method_name = name
+        return METHODS.register(name)(cls)
+    return decorator
+
+
+def available_methods():
+    return METHODS.names()
+
+
+def create_method(method, **options):
+    """Returns a `Method` from a registered name (or passes an instance through)."""
+    if isinstance(method, str):
+        cls = METHODS.get(method)
+        check_options(cls, options)
+        return cls(**options)
+    if options:
+        raise ValueError(
+            f"method options {sorted(options)} given with a method instance")
+    return method
+
+
+def check_options(cls, options):
+    """Raises a ValueError naming any of `options` (names) that method `cls` does not take."""
+    unknown = sorted(set(options) - set(cls.option_names()))
+    if unknown:
+        raise ValueError(f"method '{cls.method_name}' has no option {', '.join(unknown)}; "
+                         f"{options_text(cls)}")
+
+
+def options_text(cls):
+    """'its options: a, b' (or 'it takes no options') for error messages."""
+    names = cls.option_names()
+    return f"its options: {', '.join(names)}" if names else "it takes no options"
