@@ -12,7 +12,7 @@ import tensorflow as tf
 from gdw_tf import diagnostics
 from gdw_tf.distributed import add_weight_decay, replica_sum
 from gdw_tf.losses import cross_entropy, second_stage_update, zero_mean_constraint
-from gdw_tf.methods.bilevel import BilevelMethod
+from gdw_tf.methods.bilevel import BilevelMethod, FirstStage
 from gdw_tf.methods.method import parameter_dtype, register_method
 
 
@@ -109,11 +109,11 @@ class MWNet(BilevelMethod):
 
     def first_stage(self, logits, batch):
         costs = tf.stop_gradient(cross_entropy(batch["label"], logits))
-        return {"costs": costs, "weights": self.instance_weights(costs)}
+        return FirstStage(weights=self.instance_weights(costs), costs=costs)
 
     def second_stage(self, model, batch, state, meta_grads, source_grads):
         self.apply_meta_update(meta_grads)
-        return {"weights": tf.stop_gradient(self.instance_weights(state["costs"]))}
+        return tf.stop_gradient(self.instance_weights(state.costs))
 
 
 @register_method("gdw")
@@ -143,26 +143,24 @@ class GDW(MWNet):
     def first_stage(self, logits, batch):
         state = super().first_stage(logits, batch)
         probs = tf.stop_gradient(tf.nn.softmax(logits))
-        state["probs"] = probs
-        state["weights"] = zero_mean_constraint(
-            state["weights"] * tf.ones_like(logits), probs, batch["label"])
-        return state
+        omega = zero_mean_constraint(state.weights * tf.ones_like(logits), probs, batch["label"])
+        return state._replace(weights=omega, probs=probs)
 
     def outer_sources(self, state):
-        return [state["weights"]]
+        return [state.weights]
 
     def second_stage(self, model, batch, state, meta_grads, source_grads):
         self.apply_meta_update(meta_grads)
-        omega = tf.stop_gradient(state["weights"])
+        omega = tf.stop_gradient(state.weights)
         g = source_grads[0]
         l1_norm = replica_sum(tf.reduce_sum(tf.abs(g)))
         updated = second_stage_update(omega, g, l1_norm, self.outer_lr, self.clip)
-        return {"weights": zero_mean_constraint(updated, state["probs"], batch["label"])}
+        return zero_mean_constraint(updated, state.probs, batch["label"])
 
-    def step_diagnostics(self, batch, state, real_state):
-        stats = super().step_diagnostics(batch, state, real_state)
+    def step_diagnostics(self, batch, state, real_weights):
+        stats = super().step_diagnostics(batch, state, real_weights)
         if "true_label" in batch:
             stats.update(diagnostics.increase_fractions(
-                tf.stop_gradient(state["weights"]), real_state["weights"],
+                tf.stop_gradient(state.weights), real_weights,
                 batch["label"], batch["true_label"]))
         return stats
