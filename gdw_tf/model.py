@@ -38,7 +38,9 @@ class GDWModel(keras.Model):
         or a `gdw_tf.methods.Method` instance. Default "gdw".
       weight_decay: L2 coefficient added to the backbone gradient before the
         optimizer (coupled, as classic SGD weight decay). Reference: 5e-4.
-      **method_options: passed to the method. For gdw/mwnet (reference values):
+      **method_options: the method's constructor options (one it does not take is
+        a ValueError listing them; `model.method.options()` gives the values
+        in use). For gdw/mwnet (reference values):
         hidden_units=100 (weighting network 1-100-1), meta_learning_rate=1e-3
         and meta_weight_decay=1e-4 (its Adam), and for gdw outer_lr=100
         (1000 for CIFAR-100) and clip=0.2. Every bi-level method also takes

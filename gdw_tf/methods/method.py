@@ -4,6 +4,11 @@ A method turns one training batch (and, for meta methods, one meta batch) into
 gradients for the backbone's trainable variables. Gradients are of losses
 summed over the local examples and divided by the GLOBAL batch size, so that
 the optimizer's cross-replica sum gives the full-batch gradient.
+
+Here: the `Method` base class and its `StepOutputs`, the step helpers methods
+share (`weighted_gradients`, `loss_gradients`, `finite_guarded`), and the
+registry (`register_method`, `create_method`, `available_methods`). A method's
+options are its constructor's keyword parameters (`Method.option_names`).
 """
 import inspect
 from typing import NamedTuple, Optional
@@ -178,23 +183,21 @@ def available_methods():
 
 
 def create_method(method, **options):
-    """Returns a `Method` from a registered name (or passes an instance through)."""
+    """Returns a `Method` from a registered name (or passes an instance through).
+
+    An option the method does not take is a ValueError that lists the ones it does.
+    """
     if isinstance(method, str):
         cls = METHODS.get(method)
-        check_options(cls, options)
+        unknown = sorted(set(options) - set(cls.option_names()))
+        if unknown:
+            raise ValueError(f"method '{method}' has no option {', '.join(unknown)}; "
+                             f"{options_text(cls)}")
         return cls(**options)
     if options:
         raise ValueError(
             f"method options {sorted(options)} given with a method instance")
     return method
-
-
-def check_options(cls, options):
-    """Raises a ValueError naming any of `options` (names) that method `cls` does not take."""
-    unknown = sorted(set(options) - set(cls.option_names()))
-    if unknown:
-        raise ValueError(f"method '{cls.method_name}' has no option {', '.join(unknown)}; "
-                         f"{options_text(cls)}")
 
 
 def options_text(cls):
