@@ -47,7 +47,7 @@ _WEIGHT, _VISITS, _LABEL, _TRUE, _PROBS = 0, 1, 2, 3, 4
 def methods_with_weights():
     """Names of the registered methods that learn per-example weights (bi-level ones)."""
     from gdw_tf.methods.bilevel import BilevelMethod
-    from gdw_tf.methods.registry import METHODS
+    from gdw_tf.methods.method import METHODS
 
     return [name for name in METHODS.names() if issubclass(METHODS.get(name), BilevelMethod)]
 

@@ -14,7 +14,6 @@ with one line on stderr and exit status 2 (--traceback shows the traceback).
 import ast
 import contextlib
 import dataclasses
-import inspect
 import os
 import re
 import sys
@@ -107,35 +106,53 @@ def default_output_dir(s):
     return os.path.join("runs", f"{s['dataset']}_{noise}_{s['method']}_seed{s['seed']}")
 
 
-def _constructor_parameters(cls):
-    names = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            names.update(inspect.signature(klass.__init__).parameters)
-    return names
-
-
 def parse_method_options(items):
-    """['gamma=2', 'mode=soft'] -> {'gamma': 2, 'mode': 'soft'}."""
+    """['gamma=2', 'mode=soft'] -> {'gamma': 2, 'mode': 'soft'}; a key given twice is a ValueError."""
     options = {}
     for item in items:
         key, _, text = item.partition("=")
+        key = key.strip()
+        if key in options:
+            raise ValueError(f"--method_option sets {key} twice")
         try:
-            options[key.strip()] = ast.literal_eval(text)
+            options[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            options[key.strip()] = text
+            options[key] = text
+    return options
+
+
+def explicit_method_options(method_cls, s):
+    """The method options set in `s`: its method flags that are set (not None), then --method_option.
+
+    Raises a ValueError naming the flag or key if the method does not take it, or if a flag
+    and a --method_option both set one option.
+    """
+    from gdw_tf.methods.method import options_text
+
+    accepted = method_cls.option_names()
+    options = {}
+    for name in gdw_flags.METHOD_FLAGS:
+        if s.get(name) is not None:
+            if name not in accepted:
+                raise ValueError(f"--{name} is not an option of --method={s['method']} "
+                                 f"({options_text(method_cls)})")
+            options[name] = s[name]
+    for key, value in parse_method_options(s["method_option"]).items():
+        if key not in accepted:
+            raise ValueError(f"--method_option={key}=...: --method={s['method']} has no option "
+                             f"{key} ({options_text(method_cls)})")
+        if key in options:
+            raise ValueError(f"--{key} and --method_option={key}=... both set {key}; give it once")
+        options[key] = value
     return options
 
 
 def method_options(method_cls, bundle, s):
-    """Options for the method: data-derived, then the shared flags it accepts, then --method_option."""
-    options = dict(method_cls.options_from_data(bundle, s))
-    shared = {"outer_lr": s["outer_lr"], "clip": s["clip"], "hidden_units": s["hidden_units"],
-              "meta_learning_rate": s["meta_lr"], "meta_weight_decay": s["meta_weight_decay"]}
-    accepted = _constructor_parameters(method_cls)
-    options.update({k: v for k, v in shared.items() if k in accepted})
-    options.update(parse_method_options(s["method_option"]))
-    return options
+    """The method's constructor options: derived from the data, overridden by the explicit ones."""
+    synthetic_noise_rate = 0.0 if s["noise_type"] == "none" else s["noise_rate"]
+    return {**method_cls.options_from_data(bundle, epochs=s["epochs"],
+                                           noise_rate=synthetic_noise_rate),
+            **explicit_method_options(method_cls, s)}
 
 
 def build_data(s):
@@ -160,7 +177,7 @@ def build_model(s, bundle, init_weights=None, **model_options):
 
     import gdw_tf
     from gdw_tf import models
-    from gdw_tf.methods.registry import METHODS
+    from gdw_tf.methods.method import METHODS
 
     backbone = models.build(s["model"], bundle.num_classes, input_shape=bundle.image_shape,
                             init_weights=init_weights)
@@ -202,7 +219,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
 
     from gdw_tf import label_issues, reporting
     from gdw_tf.diagnostics import binned_auc
-    from gdw_tf.methods.registry import METHODS
+    from gdw_tf.methods.method import METHODS
 
     with run_dir.user_errors():
         resume_from = tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints"))
@@ -212,6 +229,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
                 logging.warning("--resume=force: resuming %s despite other flags: %s",
                                 out_dir, ", ".join(differ))
         method_cls = METHODS.get(s["method"])  # fails early on an unknown --method
+        explicit_method_options(method_cls, s)  # ... and on options it does not take
         replicas = strategy.num_replicas_in_sync
         for flag in ("batch_size", "meta_batch_size"):
             if s[flag] is not None and s[flag] % replicas:
@@ -244,7 +262,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
         logging.info("resuming from %s at %s", out_dir, where)
         print(f"Resuming from {out_dir} at {where}", flush=True)
     else:
-        model.method.prepare(model, bundle, s)
+        model.method.prepare(model, bundle, verbose=s["verbose"])
     if chief:
         run_dir.save_flags(out_dir, s)
 
@@ -260,7 +278,8 @@ def _run_locked(s, strategy, chief, out_dir, started):
             model.fit(data, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                       validation_data=bundle.test, callbacks=callbacks,
                       verbose=int(s["verbose"] == 1), shuffle=False)  # tf.data shuffles
-    extra = model.method.finish(model, bundle, s) or {}
+    extra = model.method.finish(model, bundle, verbose=s["verbose"]) or {}
+    extra["method_options"] = model.method.options()
     extra.update(label_issues.after_training(model, bundle, s, out_dir, write=chief))
     record = checkpoint.record
     extra["target_weight_histograms"] = {

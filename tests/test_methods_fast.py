@@ -75,7 +75,7 @@ def test_steps_between_meta_steps_use_the_current_first_stage_weights():
     model = tiny.gdw_model("gdw", meta_interval=2, hidden_units=8)
     out = model.method.train_gradients_without_meta(model, batch)
     logits = model.backbone(batch["image"], training=True)
-    expected = model.method.first_stage(logits, batch)["weights"]
+    expected = model.method.first_stage(logits, batch).weights
     np.testing.assert_allclose(out.weights.numpy(), expected.numpy(), rtol=1e-12)
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(class_weighted_cross_entropy(

@@ -14,7 +14,7 @@ Opt-in approximation, `meta_interval=k` (default 1, the exact method): the
 bi-level step runs only on every k-th optimizer step (iterations % k == 0);
 the steps in between train once forward and once backward with the weights
 the method's current meta-parameters give without a meta step
-(`state_without_meta`), at the cost of a plain step. `GDWModel` picks the kind
+(`weights_without_meta`), at the cost of a plain step. `GDWModel` picks the kind
 of step per iteration (see `GDWModel.make_train_function`).
 
 Opt-in approximation, `virtual_scope` (default "all", the exact method): "head"
@@ -29,12 +29,13 @@ moved layers only (cf. FaMUS, Xu et al. CVPR 2021, which approximates the
 meta-gradient from a few layers).
 """
 import numbers
+from typing import NamedTuple, Optional
 
 import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size, replica_sum
 from gdw_tf.losses import class_weighted_cross_entropy, cross_entropy
-from gdw_tf.methods.base import (Method, StepOutputs, backbone_forward, finite_guarded,
+from gdw_tf.methods.method import (Method, StepOutputs, backbone_forward, finite_guarded,
                                  parameter_dtype)
 
 
@@ -72,12 +73,30 @@ def check_meta_interval(value, method):
     return int(value)
 
 
+class FirstStage(NamedTuple):
+    """What a method's first stage computes for one batch, read by its later hooks.
+
+    weights: float [n, C] or [n, 1], the weights of the virtual step's class-level
+      logit gradients, differentiable w.r.t. the meta variables; None where
+      `virtual_losses` builds its own targets from `rows` (label learning).
+    costs: float [n], the constant per-example cross-entropy (MW-Net, GDW).
+    probs: float [n, C], the constant softmax of the logits (GDW's constraint).
+    rows: float [n, ...], the batch's rows of a per-example table (label learning).
+    index: int [n], the batch's `index`, where a table is read (INSW, label learning).
+    """
+    weights: Optional[tf.Tensor] = None
+    costs: Optional[tf.Tensor] = None
+    probs: Optional[tf.Tensor] = None
+    rows: Optional[tf.Tensor] = None
+    index: Optional[tf.Tensor] = None
+
+
 class BilevelMethod(Method):
     """Template: subclasses define the weights and what the meta step updates.
 
-    The state passed between stages is a dict; `state["weights"]` ([n, C] or
-    [n, 1]) weights the class-level logit gradients of the virtual step
-    (first stage) and of the real step (second stage).
+    `first_stage` returns a `FirstStage`; the second stage (or, between meta
+    steps, `weights_without_meta`) returns the real step's weights, float [n, C]
+    or [n, 1], which weight its class-level logit gradients (`real_losses`).
 
     meta_interval: run the bi-level step every k-th step only (module doc).
     Methods whose weights exist only within a meta step set
@@ -107,36 +126,35 @@ class BilevelMethod(Method):
         return []
 
     def first_stage(self, logits, batch):
-        """State for the virtual step; differentiable w.r.t. the meta variables."""
+        """The `FirstStage` of the virtual step; differentiable w.r.t. the meta variables."""
         raise NotImplementedError
 
     def outer_sources(self, state):
-        """Tensors of the first-stage state whose meta-gradient is also needed."""
+        """Tensors of the `FirstStage` whose meta-gradient is also needed."""
         return []
 
     def second_stage(self, model, batch, state, meta_grads, source_grads):
-        """Applies the meta update; returns the state for the real step."""
+        """Applies the meta update; returns the real step's weights."""
         raise NotImplementedError
 
-    def state_without_meta(self, batch, state):
-        """Real-step state of a step without meta step, from the first stage's.
+    def weights_without_meta(self, batch, state):
+        """The real step's weights in a step without meta step, from the `FirstStage`.
 
         Default: the first-stage weights, held constant (MW-Net: V_phi(CE);
         GDW: its class-level form under the zero-mean constraint).
         """
-        return {"weights": tf.stop_gradient(state["weights"])}
+        return tf.stop_gradient(state.weights)
 
     def virtual_losses(self, logits, batch, state):
         """Per-example losses [n] of the virtual step."""
-        return class_weighted_cross_entropy(batch["label"], logits, state["weights"])
+        return class_weighted_cross_entropy(batch["label"], logits, state.weights)
 
-    def real_losses(self, logits, batch, state):
-        """Per-example losses [n] of the real step."""
-        return class_weighted_cross_entropy(
-            batch["label"], logits, tf.stop_gradient(state["weights"]))
+    def real_losses(self, logits, batch, weights):
+        """Per-example losses [n] of the real step with the real step's `weights`."""
+        return class_weighted_cross_entropy(batch["label"], logits, tf.stop_gradient(weights))
 
-    def step_diagnostics(self, batch, state, real_state):
-        return self.weight_stats(real_state["weights"], batch)
+    def step_diagnostics(self, batch, state, real_weights):
+        return self.weight_stats(real_weights, batch)
 
     def train_gradients(self, model, batch, meta):
         backbone = model.backbone
@@ -173,13 +191,13 @@ class BilevelMethod(Method):
             outer.gradient(meta_loss, [meta_vars, sources]),
             tf.stack([loss, meta_loss]), "training loss or meta loss")
 
-        real_state = self.second_stage(model, batch, state, meta_grads, source_grads)
+        real_weights = self.second_stage(model, batch, state, meta_grads, source_grads)
         with inner:
-            real_loss = tf.reduce_sum(self.real_losses(logits, batch, real_state)) / n_global
+            real_loss = tf.reduce_sum(self.real_losses(logits, batch, real_weights)) / n_global
         grads = inner.gradient(real_loss, theta)
         del inner
-        return StepOutputs(grads, logits, real_state["weights"], meta_loss,
-                           self.step_diagnostics(batch, state, real_state))
+        return StepOutputs(grads, logits, real_weights, meta_loss,
+                           self.step_diagnostics(batch, state, real_weights))
 
     def train_gradients_without_meta(self, model, batch):
         """`StepOutputs` of a step between meta steps: one forward, one backward.
@@ -194,11 +212,11 @@ class BilevelMethod(Method):
             logits = backbone_forward(model, batch["image"])
             n_global = global_batch_size(batch["label"], logits.dtype)
             state = self.first_stage(logits, batch)
-            real_state = self.state_without_meta(batch, state)
-            loss = tf.reduce_sum(self.real_losses(logits, batch, real_state)) / n_global
+            real_weights = self.weights_without_meta(batch, state)
+            loss = tf.reduce_sum(self.real_losses(logits, batch, real_weights)) / n_global
         grads = finite_guarded(tape.gradient(loss, theta), loss, "training loss")
-        measured = self.weight_stats(real_state["weights"], batch)
+        measured = self.weight_stats(real_weights, batch)
         diagnostics = {
             name: measured.get(name, (values, tf.zeros_like(values)))
-            for name, (values, _) in self.step_diagnostics(batch, state, real_state).items()}
-        return StepOutputs(grads, logits, real_state["weights"], None, diagnostics)
+            for name, (values, _) in self.step_diagnostics(batch, state, real_weights).items()}
+        return StepOutputs(grads, logits, real_weights, None, diagnostics)
