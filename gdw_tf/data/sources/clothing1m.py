@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from gdw_tf.data.sources.base import SourceOptions, StreamSplits, register_source
+from gdw_tf.data.sources.base import RecordFiles, SourceOptions, StreamSplits, register_source
 
 NUM_CLASSES = 14
 
@@ -67,6 +67,15 @@ def load_clothing1m(options: SourceOptions) -> StreamSplits:
             read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
         )
 
+    def records(role: str) -> RecordFiles:
+        files = builder.info.splits[ROLES[role]].file_instructions
+        if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+            raise ValueError(f"clothing1m under {builder.data_dir} is stored as "
+                             f"{builder.info.file_format.value}, not tfrecord; rebuild it")
+        decoders = {"image": tfds.decode.SkipDecoding()}
+        return RecordFiles(tuple(f.filename for f in files), tuple(f.take for f in files),
+                           lambda s: builder.info.features.deserialize_example(s, decoders=decoders))
+
     noise = {
         "type": "real",
         "known_true_label": meta["noisy_train_known_true_label"],
@@ -75,5 +84,5 @@ def load_clothing1m(options: SourceOptions) -> StreamSplits:
         "empirical_transition_matrix": meta["noisy_train_empirical_transition"],
     }
     return StreamSplits(list(builder.info.features["label"].names), (None, None, 3), read,
-                        sizes, counts, noise, dict(ROLES),
+                        sizes, counts, noise, dict(ROLES), records,
                         skipped_images=list(meta.get("skipped_images", [])))
