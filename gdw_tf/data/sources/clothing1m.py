@@ -10,6 +10,7 @@ images fail it in one error, or are left out with --skip_bad_images.
 from __future__ import annotations
 
 import os
+import random
 
 from gdw_tf.data.sources.base import RecordFiles, SourceOptions, StreamSplits, register_source
 
@@ -40,8 +41,14 @@ def prepare_clothing1m(data_dir: str | None, manual_dir: str | None, skip_bad_im
                 "to build it there once"
             )
         read_release(manual_dir)  # fail fast, naming the missing file
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        # TFDS draws from `random` while building; restored, so that a run that builds the
+        # dataset initialises its model exactly as a run that reuses it.
+        state = random.getstate()
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        finally:
+            random.setstate(state)
     return builder
 
 
