@@ -428,21 +428,21 @@ def test_clothing1m_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_on
     write_clothing1m_release(release, C1M_PER_CLASS)                   # 28 train, 14 meta images
     args = ["--dataset=clothing1m", f"--manual_dir={release}", f"--data_dir={tmp_path / 'tfds'}",
             "--model=mlp", "--init_weights=none", "--batch_size=4", "--epochs=2",
-            "--checkpoint_steps=3", "--deterministic", "--hidden_units=8", "--verbose=0"]
+            "--checkpoint_steps=2", "--deterministic", "--hidden_units=8", "--verbose=0"]
     whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
     train(*args, f"--output_dir={whole}")  # builds the TFDS dataset; the other runs reuse it
 
     proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args, f"--output_dir={cut}"],
                             cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = os.path.join(cut, "checkpoints", "ckpt-1.index")            # epoch 0, step 3 of 7
+    second = os.path.join(cut, "checkpoints", "ckpt-2.index")           # epoch 0, step 4 of 7
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not os.path.exists(first):
+    while time.time() < deadline and proc.poll() is None and not os.path.exists(second):
         time.sleep(0.01)
     assert proc.poll() is None, "training ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     again = train(*args, f"--output_dir={cut}")
-    assert re.search(r"at epoch 0 of 2, step [36] of 7", again.stdout), again.stdout  # mid-epoch
+    assert re.search(r"at epoch 0 of 2, step [246] of 7", again.stdout), again.stdout  # mid-epoch
 
     a, b = results(whole), results(cut)
     assert a["history"] == b["history"]
