@@ -75,10 +75,10 @@ def load_clothing1m(options: SourceOptions) -> StreamSplits:
         )
 
     def records(role: str) -> RecordFiles:
-        files = builder.info.splits[ROLES[role]].file_instructions
         if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
             raise ValueError(f"clothing1m under {builder.data_dir} is stored as "
                              f"{builder.info.file_format.value}, not tfrecord; rebuild it")
+        files = builder.info.splits[ROLES[role]].file_instructions
         decoders = {"image": tfds.decode.SkipDecoding()}
         return RecordFiles(tuple(f.filename for f in files), tuple(f.take for f in files),
                            lambda s: builder.info.features.deserialize_example(s, decoders=decoders))
