@@ -312,23 +312,16 @@ def _segments(start, step, epochs):
 
 def _training_data(bundle, needs_meta, first_epoch, first_step, last_epoch):
     """(dataset, steps_per_epoch for fit): the batches of epochs [first_epoch, last_epoch)
-    from step `first_step` on (paired with meta batches for meta methods), as an
-    uninterrupted run sees them.
-
-    Streamed sources have no positioned pipelines: each epoch is a fresh pass, and an
-    epoch resumed mid-way gets the first remaining-steps batches of a new pass.
+    from step `first_step` on (paired with meta batches for meta methods), exactly as an
+    uninterrupted run sees them (the bundle's positioned pipelines, in memory or on disk).
     """
     import gdw_tf
 
     steps = bundle.steps_per_epoch
-    if bundle.train_from is None:
-        train, meta = bundle.train, bundle.meta
-        fit_steps = steps - first_step if first_step else None  # None: one pass per epoch
-    else:
-        first = first_epoch * steps + first_step
-        train = bundle.train_from(first, last_epoch * steps)
-        meta = bundle.meta_from(first) if bundle.meta_from is not None else None
-        fit_steps = steps - first_step  # one dataset spans the epochs
+    first = first_epoch * steps + first_step
+    train = bundle.train_from(first, last_epoch * steps)
+    meta = bundle.meta_from(first) if bundle.meta_from is not None else None
+    fit_steps = steps - first_step  # one dataset spans the epochs
     return (gdw_tf.data.with_meta(train, meta) if needs_meta else train), fit_steps
 
 

@@ -426,3 +426,35 @@ def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted
     for name in tensors_a:
         if not name.startswith("run_record"):  # holds the wall time
             np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
+
+
+def test_clothing1m_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
+    """The streamed source replays its data order from the step a kill left it at."""
+    release = str(tmp_path / "release")
+    write_clothing1m_release(release, C1M_PER_CLASS)                   # 28 train, 14 meta images
+    args = ["--dataset=clothing1m", f"--manual_dir={release}", f"--data_dir={tmp_path / 'tfds'}",
+            "--model=mlp", "--init_weights=none", "--batch_size=4", "--epochs=2",
+            "--checkpoint_steps=2", "--deterministic", "--hidden_units=8", "--verbose=0"]
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    train(*args, f"--output_dir={whole}")  # builds the TFDS dataset; the other runs reuse it
+
+    proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args, f"--output_dir={cut}"],
+                            cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = os.path.join(cut, "checkpoints", "ckpt-2.index")           # epoch 0, step 4 of 7
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not os.path.exists(second):
+        time.sleep(0.01)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = train(*args, f"--output_dir={cut}")
+    assert re.search(r"at epoch 0 of 2, step [246] of 7", again.stdout), again.stdout  # mid-epoch
+
+    a, b = results(whole), results(cut)
+    assert a["history"] == b["history"]
+    assert a["optimizer_iterations"] == b["optimizer_iterations"] == 14
+    tensors_a, tensors_b = _checkpoint_tensors(whole), _checkpoint_tensors(cut)
+    assert tensors_a.keys() == tensors_b.keys()
+    for name in tensors_a:
+        if not name.startswith("run_record"):  # holds the wall time
+            np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
