@@ -33,6 +33,8 @@ class DatasetDefaults:
     noise_type: synthetic noise ("none" for a dataset with real noise); its rate
     defaults to SYNTHETIC_NOISE_RATE, or 0 with "none". pretrained: the paper's
     setting starts `model` from pretrained weights (--init_weights).
+    method_options: the paper's per-dataset values of method options, for the
+    methods that take them, where neither a method flag nor --method_option sets them.
     """
 
     model: str
@@ -40,6 +42,7 @@ class DatasetDefaults:
     epochs: int
     noise_type: str = "uniform"
     pretrained: bool = False
+    method_options: dict = dataclasses.field(default_factory=dict)
 
 
 SYNTHETIC_NOISE_RATE = 0.4
@@ -48,7 +51,8 @@ SYNTHETIC_NOISE_RATE = 0.4
 # (README, "The embedded default").
 DATASET_DEFAULTS = {"digits": DatasetDefaults("small_cnn", 0.05, 150),
                     "cifar10": DatasetDefaults("resnet32", 0.1, 80),
-                    "cifar100": DatasetDefaults("resnet32", 0.1, 80),
+                    "cifar100": DatasetDefaults("resnet32", 0.1, 80,
+                                                method_options={"outer_lr": 1000.0}),
                     "folder": DatasetDefaults("resnet32", 0.1, 30),
                     "clothing1m": DatasetDefaults("resnet18", 1e-3, 5, noise_type="none",
                                                   pretrained=True)}
@@ -148,10 +152,14 @@ def explicit_method_options(method_cls, s):
 
 
 def method_options(method_cls, bundle, s):
-    """The method's constructor options: derived from the data, overridden by the explicit ones."""
+    """The method's constructor options: derived from the data, then the dataset's
+    defaults (DatasetDefaults.method_options) it takes, overridden by the explicit ones."""
     synthetic_noise_rate = 0.0 if s["noise_type"] == "none" else s["noise_rate"]
+    accepted = method_cls.option_names()
+    dataset = DATASET_DEFAULTS.get(s["dataset"], OTHER_DATASET_DEFAULTS).method_options
     return {**method_cls.options_from_data(bundle, epochs=s["epochs"],
                                            noise_rate=synthetic_noise_rate),
+            **{k: v for k, v in dataset.items() if k in accepted},
             **explicit_method_options(method_cls, s)}
 
 

@@ -458,3 +458,23 @@ def test_clothing1m_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_on
     for name in tensors_a:
         if not name.startswith("run_record"):  # holds the wall time
             np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
+
+
+def test_cifar100_gives_the_meta_methods_the_papers_outer_lr_unless_set():
+    from types import SimpleNamespace
+
+    from gdw_tf.methods.method import METHODS
+    from gdw_tf.train import method_options
+
+    bundle = SimpleNamespace(num_train=100, num_meta=10, steps_per_epoch=1)
+    unset = {"dataset": "cifar100", "noise_type": "uniform", "noise_rate": 0.4, "epochs": 1,
+             "method_option": [], "outer_lr": None, "clip": None, "meta_learning_rate": None,
+             "meta_weight_decay": None, "hidden_units": None}
+    gdw, base = METHODS.get("gdw"), METHODS.get("base")
+    assert method_options(gdw, bundle, {**unset, "method": "gdw"})["outer_lr"] == 1000.0
+    assert "outer_lr" not in method_options(gdw, bundle, {**unset, "method": "gdw",
+                                                          "dataset": "cifar10"})
+    assert "outer_lr" not in method_options(base, bundle, {**unset, "method": "base"})
+    assert method_options(gdw, bundle, {**unset, "method": "gdw", "outer_lr": 5.0})["outer_lr"] == 5.0
+    assert method_options(gdw, bundle, {**unset, "method": "gdw",
+                                        "method_option": ["outer_lr=7"]})["outer_lr"] == 7
