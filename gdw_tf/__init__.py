@@ -11,6 +11,6 @@ Public API:
 from gdw_tf import data, diagnostics, losses, methods, metrics, models
 from gdw_tf.model import GDWModel
 from gdw_tf.schedules import EpochCosineDecay
-from gdw_tf.weighting import WeightingNetwork
+from gdw_tf.methods.gdw import WeightingNetwork
 
 __version__ = "0.1.0"

@@ -61,16 +61,9 @@ def _restored_model(s, bundle, latest):
     """A GDWModel as the run built it, with the checkpoint's weights and record."""
     import tensorflow as tf
 
-    import gdw_tf
-    from gdw_tf import models
-    from gdw_tf.methods.registry import METHODS
-    from gdw_tf.train import method_options
+    from gdw_tf.train import build_model
 
-    backbone = models.build(s["model"], bundle.num_classes, input_shape=bundle.image_shape)
-    model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
-                            weight_decay=s["weight_decay"],
-                            **label_issues.model_options(s["method"], bundle.num_train),
-                            **method_options(METHODS.get(s["method"]), bundle, s))
+    model = build_model(s, bundle, **label_issues.model_options(s["method"], bundle.num_train))
     status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     try:
         status.assert_existing_objects_matched()

@@ -25,7 +25,8 @@ flags.DEFINE_string("augment", None, "Augmentation recipe (cifar, imagenet, none
 
 # Method and model.
 flags.DEFINE_string("method", "gdw", "Training method, see gdw_tf.methods.available_methods().")
-flags.DEFINE_multi_string("method_option", [], "Extra method option as key=value (repeatable).")
+flags.DEFINE_multi_string("method_option", [], "A method option as key=value (repeatable), for "
+                          "the options without a flag of their own; see the method's docstring.")
 flags.DEFINE_string("model", None, "Backbone: resnet32, resnet18, small_cnn, ... Default per dataset.")
 flags.DEFINE_string("init_weights", None, "Local weights file for the backbone (.weights.h5 or torchvision "
                     ".npz), or 'none' to train from scratch where the setting expects pretrained weights.")
@@ -40,11 +41,19 @@ flags.DEFINE_float("lr", None, "Initial learning rate of the classifier's SGD (a
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Per-epoch cosine decay, or constant.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay added to the gradient.")
-flags.DEFINE_float("outer_lr", 100.0, "GDW's step size on class-level weights (1000 for CIFAR-100).")
-flags.DEFINE_float("clip", 0.2, "GDW's clip on the class-level weight step.")
-flags.DEFINE_float("meta_lr", 1e-3, "Adam learning rate of the weighting network.")
-flags.DEFINE_float("meta_weight_decay", 1e-4, "L2 weight decay of the weighting network.")
-flags.DEFINE_integer("hidden_units", 100, "Hidden width of the weighting network.")
+
+# Method options, named as the method's constructor parameters. Unset (None), the method's
+# own default applies; setting one the --method does not take is an error (train.py).
+flags.DEFINE_float("outer_lr", None, "gdw: step size on the class-level weights "
+                   "(default 100; the reference uses 1000 for CIFAR-100).")
+flags.DEFINE_float("clip", None, "gdw: clip on the class-level weight step (default 0.2).")
+flags.DEFINE_float("meta_learning_rate", None, "mwnet, gdw: Adam learning rate of the weighting "
+                   "network (default 1e-3).")
+flags.DEFINE_float("meta_weight_decay", None, "mwnet, gdw: L2 weight decay of the weighting "
+                   "network (default 1e-4).")
+flags.DEFINE_integer("hidden_units", None, "mwnet, gdw: hidden width of the weighting network "
+                     "(default 100).")
+METHOD_FLAGS = ("outer_lr", "clip", "meta_learning_rate", "meta_weight_decay", "hidden_units")
 
 # Scale and run.
 flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker", "tpu"],
@@ -83,11 +92,11 @@ _check("meta_batch_size", lambda v: v is None or v >= 1, "must be >= 1")
 _check("lr", lambda v: v is None or v > 0, "must be > 0")
 _check("momentum", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
 _check("weight_decay", lambda v: v >= 0, "must be >= 0")
-_check("outer_lr", lambda v: v > 0, "must be > 0")
-_check("clip", lambda v: v > 0, "must be > 0")
-_check("meta_lr", lambda v: v > 0, "must be > 0")
-_check("meta_weight_decay", lambda v: v >= 0, "must be >= 0")
-_check("hidden_units", lambda v: v >= 1, "must be >= 1")
+_check("outer_lr", lambda v: v is None or v > 0, "must be > 0")
+_check("clip", lambda v: v is None or v > 0, "must be > 0")
+_check("meta_learning_rate", lambda v: v is None or v > 0, "must be > 0")
+_check("meta_weight_decay", lambda v: v is None or v >= 0, "must be >= 0")
+_check("hidden_units", lambda v: v is None or v >= 1, "must be >= 1")
 _check("checkpoint_steps", lambda v: v >= 0, "must be >= 0")
 _check("num_cpu_devices", lambda v: v >= 1, "must be >= 1")
 _check("method_option", lambda v: all("=" in item for item in v), "items must look like key=value")

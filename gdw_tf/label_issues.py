@@ -33,7 +33,8 @@ from gdw_tf.methods.tables import add_table, read_rows, require_index, write_row
 
 CSV_FILE = "label_issues.csv"
 PNG_FILE = "label_issues.png"
-CSV_COLUMNS = ("index", "path", "given_label", "suggested_label", "score", "rank", "true_label")
+CSV_COLUMNS = ("index", "path", "given_label", "suggested_label", "score", "rank", "true_label",
+               "given_probability")
 DEFAULT_DECAY = 0.98
 DEFAULT_TOP = 64  # suspects shown in label_issues.png
 RECORD_NAME = "example_record"  # GDWModel attribute and checkpoint key of the record
@@ -46,7 +47,7 @@ _WEIGHT, _VISITS, _LABEL, _TRUE, _PROBS = 0, 1, 2, 3, 4
 def methods_with_weights():
     """Names of the registered methods that learn per-example weights (bi-level ones)."""
     from gdw_tf.methods.bilevel import BilevelMethod
-    from gdw_tf.methods.registry import METHODS
+    from gdw_tf.methods.method import METHODS
 
     return [name for name in METHODS.names() if issubclass(METHODS.get(name), BilevelMethod)]
 
@@ -137,6 +138,8 @@ class LabelIssues:
 
     index, given_label, suggested_label: int [N]; score: float [N] in [0, 1];
     rank: int [N], 1..N; true_label: int [N], or None when the truth is unknown.
+    given_probability: float [N], the averaged predicted probability of the given
+    label (a second, loss-based signal; not used by the score).
     Examples never seen in training get score 0 and their given label as suggestion.
     """
     index: np.ndarray
@@ -145,6 +148,7 @@ class LabelIssues:
     score: np.ndarray
     rank: np.ndarray
     true_label: np.ndarray | None
+    given_probability: np.ndarray
 
 
 @dataclasses.dataclass
@@ -177,22 +181,31 @@ def label_issues(arrays):
     return LabelIssues(index=order, given_label=arrays.given_label[order],
                        suggested_label=suggested[order], score=score[order],
                        rank=np.arange(1, order.size + 1),
-                       true_label=arrays.true_label[order] if known else None)
+                       true_label=arrays.true_label[order] if known else None,
+                       given_probability=np.take_along_axis(
+                           arrays.probabilities, arrays.given_label[:, None], axis=1)[order, 0])
 
 
 def detection(issues):
     """`Detection` of `LabelIssues`, or None without true labels or without noise."""
     if issues.true_label is None:
         return None
-    noisy = issues.given_label != issues.true_label
+    return detection_of_scores(issues.score, issues.given_label != issues.true_label)
+
+
+def detection_of_scores(score, noisy):
+    """`Detection` of scores float [N] (higher = more likely mislabelled) against the
+    truth bool [N]; None without noise or without clean examples."""
+    score, noisy = np.asarray(score, np.float64), np.asarray(noisy, bool)
     k = int(noisy.sum())
     if k == 0 or k == noisy.size:
         return None
     from scipy.stats import rankdata
 
-    ranks = rankdata(issues.score)  # average ranks of ties
+    ranks = rankdata(score)  # average ranks of ties
     auc = (ranks[noisy].sum() - k * (k + 1) / 2) / (k * (noisy.size - k))
-    hits = int(noisy[:k].sum())  # issues are sorted by score
+    top = np.argsort(-score, kind="stable")[:k]
+    hits = int(noisy[top].sum())
     precision = recall = hits / k
     return Detection(auc=float(auc), precision=precision, recall=recall,
                      f1=2 * precision * recall / (precision + recall) if hits else 0.0,
@@ -209,7 +222,8 @@ def write_csv(path, issues, paths=None):
             writer.writerow([index, "" if paths is None else paths[index],
                              int(issues.given_label[i]), int(issues.suggested_label[i]),
                              f"{issues.score[i]:.6f}", int(issues.rank[i]),
-                             "" if issues.true_label is None else int(issues.true_label[i])])
+                             "" if issues.true_label is None else int(issues.true_label[i]),
+                             f"{issues.given_probability[i]:.6f}"])
     return path
 
 
@@ -251,17 +265,37 @@ class TrainingExamples:
     pixel_max: float
 
 
+THUMBNAIL = (96, 96)  # size of the streamed sources' images in label_issues.png
+
+
+class ImageFiles:
+    """Images by training index, decoded from their files on demand (RGB uint8
+    [*THUMBNAIL, 3]): the report shows a few of a million."""
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        with Image.open(self.paths[index]) as image:
+            return np.asarray(image.convert("RGB").resize(THUMBNAIL))
+
+
 def training_examples(bundle, settings):
     """Paths and images of the training examples, by stable index.
 
-    In-memory sources are reloaded (decoded, unaugmented pixels); streamed
-    sources (clothing1m) get neither yet.
+    In-memory sources are reloaded (decoded, unaugmented pixels). Clothing1M
+    takes the paths from the release's noisy_train key list (--manual_dir; the
+    build's skipped images left out, as in the build) and decodes images on
+    demand; without --manual_dir, or if the release no longer matches the
+    build, it gets neither.
     """
     from gdw_tf.data.sources import SOURCES, SourceOptions
     from gdw_tf.data.sources.folder import list_image_folder
 
     if bundle.train_origin is None:
-        return TrainingExamples(None, None, 255.0)
+        return _release_examples(bundle, settings)
     splits = SOURCES.get(settings["dataset"]).load(SourceOptions(
         settings.get("data_dir"), settings.get("manual_dir"), settings.get("cache_dir"),
         bool(settings.get("skip_bad_images"))))
@@ -272,6 +306,25 @@ def training_examples(bundle, settings):
         listing = list_image_folder(root)[1]["train"]
         paths = [os.path.join(root, listing[int(o)][0]) for o in origin]
     return TrainingExamples(paths, splits.train_images[origin], splits.pixel_max)
+
+
+def _release_examples(bundle, settings):
+    """`TrainingExamples` of a streamed source (module doc of training_examples)."""
+    none = TrainingExamples(None, None, 255.0)
+    if settings["dataset"] != "clothing1m" or not settings.get("manual_dir"):
+        return none
+    from gdw_tf.data.sources.clothing1m_tfds import read_release
+
+    root = os.path.abspath(settings["manual_dir"])
+    skipped = set(bundle.summary.get("skipped_images", {}).get("keys", []))
+    paths = [os.path.join(root, key) for key, _, _ in read_release(root).splits["noisy_train"]
+             if key not in skipped]
+    if len(paths) != bundle.num_train:
+        from absl import logging
+        logging.warning("%s lists %d training images, the prepared dataset %d: %s gets no "
+                        "image paths", root, len(paths), bundle.num_train, CSV_FILE)
+        return none
+    return TrainingExamples(paths, ImageFiles(paths), 255.0)
 
 
 def write_report(out_dir, record, class_names, examples, top=DEFAULT_TOP):

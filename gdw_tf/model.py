@@ -11,7 +11,7 @@ from gdw_tf.metrics import Histogram
 from gdw_tf.distributed import add_weight_decay, num_replicas
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods import create_method
-from gdw_tf.methods.base import finite_guarded, guarded
+from gdw_tf.methods.method import finite_guarded, guarded
 
 
 def _checked_labels(labels, num_classes, what):
@@ -38,7 +38,9 @@ class GDWModel(keras.Model):
         or a `gdw_tf.methods.Method` instance. Default "gdw".
       weight_decay: L2 coefficient added to the backbone gradient before the
         optimizer (coupled, as classic SGD weight decay). Reference: 5e-4.
-      **method_options: passed to the method. For gdw/mwnet (reference values):
+      **method_options: the method's constructor options (one it does not take is
+        a ValueError listing them; `model.method.options()` gives the values
+        in use). For gdw/mwnet (reference values):
         hidden_units=100 (weighting network 1-100-1), meta_learning_rate=1e-3
         and meta_weight_decay=1e-4 (its Adam), and for gdw outer_lr=100
         (1000 for CIFAR-100) and clip=0.2. Every bi-level method also takes
@@ -203,14 +205,11 @@ class GDWModel(keras.Model):
         return self._for_keras_reduction(self._evaluation_results())
 
     def get_config(self):
-        method_config = self.method.get_config()
-        for key in ("name", "trainable", "dtype"):
-            method_config.pop(key, None)
         return {"backbone": keras.saving.serialize_keras_object(self.backbone),
                 "num_classes": self.num_classes,
                 "method": self.method.method_name,
                 "weight_decay": self.weight_decay,
-                "name": self.name, **method_config, **self._record_config()}
+                "name": self.name, **self.method.options(), **self._record_config()}
 
     # --------------------------------------------------------------- internals
     def _record_config(self):

@@ -14,7 +14,6 @@ with one line on stderr and exit status 2 (--traceback shows the traceback).
 import ast
 import contextlib
 import dataclasses
-import inspect
 import os
 import re
 import sys
@@ -34,6 +33,8 @@ class DatasetDefaults:
     noise_type: synthetic noise ("none" for a dataset with real noise); its rate
     defaults to SYNTHETIC_NOISE_RATE, or 0 with "none". pretrained: the paper's
     setting starts `model` from pretrained weights (--init_weights).
+    method_options: the paper's per-dataset values of method options, for the
+    methods that take them, where neither a method flag nor --method_option sets them.
     """
 
     model: str
@@ -41,6 +42,7 @@ class DatasetDefaults:
     epochs: int
     noise_type: str = "uniform"
     pretrained: bool = False
+    method_options: dict = dataclasses.field(default_factory=dict)
 
 
 SYNTHETIC_NOISE_RATE = 0.4
@@ -49,7 +51,8 @@ SYNTHETIC_NOISE_RATE = 0.4
 # (README, "The embedded default").
 DATASET_DEFAULTS = {"digits": DatasetDefaults("small_cnn", 0.05, 150),
                     "cifar10": DatasetDefaults("resnet32", 0.1, 80),
-                    "cifar100": DatasetDefaults("resnet32", 0.1, 80),
+                    "cifar100": DatasetDefaults("resnet32", 0.1, 80,
+                                                method_options={"outer_lr": 1000.0}),
                     "folder": DatasetDefaults("resnet32", 0.1, 30),
                     "clothing1m": DatasetDefaults("resnet18", 1e-3, 5, noise_type="none",
                                                   pretrained=True)}
@@ -107,35 +110,57 @@ def default_output_dir(s):
     return os.path.join("runs", f"{s['dataset']}_{noise}_{s['method']}_seed{s['seed']}")
 
 
-def _constructor_parameters(cls):
-    names = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            names.update(inspect.signature(klass.__init__).parameters)
-    return names
-
-
 def parse_method_options(items):
-    """['gamma=2', 'mode=soft'] -> {'gamma': 2, 'mode': 'soft'}."""
+    """['gamma=2', 'mode=soft'] -> {'gamma': 2, 'mode': 'soft'}; a key given twice is a ValueError."""
     options = {}
     for item in items:
         key, _, text = item.partition("=")
+        key = key.strip()
+        if key in options:
+            raise ValueError(f"--method_option sets {key} twice")
         try:
-            options[key.strip()] = ast.literal_eval(text)
+            options[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            options[key.strip()] = text
+            options[key] = text
+    return options
+
+
+def explicit_method_options(method_cls, s):
+    """The method options set in `s`: its method flags that are set (not None), then --method_option.
+
+    Raises a ValueError naming the flag or key if the method does not take it, or if a flag
+    and a --method_option both set one option.
+    """
+    from gdw_tf.methods.method import options_text
+
+    accepted = method_cls.option_names()
+    options = {}
+    for name in gdw_flags.METHOD_FLAGS:
+        if s.get(name) is not None:
+            if name not in accepted:
+                raise ValueError(f"--{name} is not an option of --method={s['method']} "
+                                 f"({options_text(method_cls)})")
+            options[name] = s[name]
+    for key, value in parse_method_options(s["method_option"]).items():
+        if key not in accepted:
+            raise ValueError(f"--method_option={key}=...: --method={s['method']} has no option "
+                             f"{key} ({options_text(method_cls)})")
+        if key in options:
+            raise ValueError(f"--{key} and --method_option={key}=... both set {key}; give it once")
+        options[key] = value
     return options
 
 
 def method_options(method_cls, bundle, s):
-    """Options for the method: data-derived, then the shared flags it accepts, then --method_option."""
-    options = dict(method_cls.options_from_data(bundle, s))
-    shared = {"outer_lr": s["outer_lr"], "clip": s["clip"], "hidden_units": s["hidden_units"],
-              "meta_learning_rate": s["meta_lr"], "meta_weight_decay": s["meta_weight_decay"]}
-    accepted = _constructor_parameters(method_cls)
-    options.update({k: v for k, v in shared.items() if k in accepted})
-    options.update(parse_method_options(s["method_option"]))
-    return options
+    """The method's constructor options: derived from the data, then the dataset's
+    defaults (DatasetDefaults.method_options) it takes, overridden by the explicit ones."""
+    synthetic_noise_rate = 0.0 if s["noise_type"] == "none" else s["noise_rate"]
+    accepted = method_cls.option_names()
+    dataset = DATASET_DEFAULTS.get(s["dataset"], OTHER_DATASET_DEFAULTS).method_options
+    return {**method_cls.options_from_data(bundle, epochs=s["epochs"],
+                                           noise_rate=synthetic_noise_rate),
+            **{k: v for k, v in dataset.items() if k in accepted},
+            **explicit_method_options(method_cls, s)}
 
 
 def build_data(s):
@@ -149,6 +174,30 @@ def build_data(s):
         batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
         augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"],
         skip_bad_images=s["skip_bad_images"])
+
+
+def build_model(s, bundle, init_weights=None, **model_options):
+    """The compiled `GDWModel` of settings `s` for `bundle` (call in the strategy's scope).
+
+    model_options: extra GDWModel keyword arguments (e.g. the label-issue record).
+    """
+    import keras
+
+    import gdw_tf
+    from gdw_tf import models
+    from gdw_tf.methods.method import METHODS
+
+    backbone = models.build(s["model"], bundle.num_classes, input_shape=bundle.image_shape,
+                            init_weights=init_weights)
+    model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
+                            weight_decay=s["weight_decay"], **model_options,
+                            **method_options(METHODS.get(s["method"]), bundle, s))
+    lr = s["lr"]
+    if s["schedule"] == "cosine":
+        lr = gdw_tf.EpochCosineDecay(lr, bundle.steps_per_epoch, s["epochs"])
+    model.compile(keras.optimizers.SGD(lr, momentum=s["momentum"]),
+                  metrics=["accuracy"], jit_compile=s["jit_compile"])
+    return model
 
 
 def run(s):
@@ -176,10 +225,9 @@ def _run_locked(s, strategy, chief, out_dir, started):
     import keras
     import tensorflow as tf
 
-    import gdw_tf
-    from gdw_tf import label_issues, models, reporting
+    from gdw_tf import label_issues, reporting
     from gdw_tf.diagnostics import binned_auc
-    from gdw_tf.methods.registry import METHODS
+    from gdw_tf.methods.method import METHODS
 
     with run_dir.user_errors():
         resume_from = tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints"))
@@ -189,6 +237,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
                 logging.warning("--resume=force: resuming %s despite other flags: %s",
                                 out_dir, ", ".join(differ))
         method_cls = METHODS.get(s["method"])  # fails early on an unknown --method
+        explicit_method_options(method_cls, s)  # ... and on options it does not take
         replicas = strategy.num_replicas_in_sync
         for flag in ("batch_size", "meta_batch_size"):
             if s[flag] is not None and s[flag] % replicas:
@@ -206,18 +255,9 @@ def _run_locked(s, strategy, chief, out_dir, started):
             bundle.write_summary(os.path.join(out_dir, "data_summary.json"))
 
         with strategy.scope():
-            backbone = models.build(s["model"], bundle.num_classes,
-                                    input_shape=bundle.image_shape, init_weights=init_weights)
-            model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=s["method"],
-                                    weight_decay=s["weight_decay"],
-                                    **label_issues.model_options(s["method"], bundle.num_train,
-                                                                 resume_from),
-                                    **method_options(method_cls, bundle, s))
-            lr = s["lr"]
-            if s["schedule"] == "cosine":
-                lr = gdw_tf.EpochCosineDecay(lr, bundle.steps_per_epoch, s["epochs"])
-            model.compile(keras.optimizers.SGD(lr, momentum=s["momentum"]),
-                          metrics=["accuracy"], jit_compile=s["jit_compile"])
+            model = build_model(s, bundle, init_weights,
+                                **label_issues.model_options(s["method"], bundle.num_train,
+                                                             resume_from))
 
         checkpoint = reporting.ResumableCheckpoint(
             out_dir, model, bundle.steps_per_epoch, every_steps=s["checkpoint_steps"], write=chief,
@@ -230,7 +270,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
         logging.info("resuming from %s at %s", out_dir, where)
         print(f"Resuming from {out_dir} at {where}", flush=True)
     else:
-        model.method.prepare(model, bundle, s)
+        model.method.prepare(model, bundle, verbose=s["verbose"])
     if chief:
         run_dir.save_flags(out_dir, s)
 
@@ -246,7 +286,8 @@ def _run_locked(s, strategy, chief, out_dir, started):
             model.fit(data, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                       validation_data=bundle.test, callbacks=callbacks,
                       verbose=int(s["verbose"] == 1), shuffle=False)  # tf.data shuffles
-    extra = model.method.finish(model, bundle, s) or {}
+    extra = model.method.finish(model, bundle, verbose=s["verbose"]) or {}
+    extra["method_options"] = model.method.options()
     extra.update(label_issues.after_training(model, bundle, s, out_dir, write=chief))
     record = checkpoint.record
     extra["target_weight_histograms"] = {
@@ -279,23 +320,16 @@ def _segments(start, step, epochs):
 
 def _training_data(bundle, needs_meta, first_epoch, first_step, last_epoch):
     """(dataset, steps_per_epoch for fit): the batches of epochs [first_epoch, last_epoch)
-    from step `first_step` on (paired with meta batches for meta methods), as an
-    uninterrupted run sees them.
-
-    Streamed sources have no positioned pipelines: each epoch is a fresh pass, and an
-    epoch resumed mid-way gets the first remaining-steps batches of a new pass.
+    from step `first_step` on (paired with meta batches for meta methods), exactly as an
+    uninterrupted run sees them (the bundle's positioned pipelines, in memory or on disk).
     """
     import gdw_tf
 
     steps = bundle.steps_per_epoch
-    if bundle.train_from is None:
-        train, meta = bundle.train, bundle.meta
-        fit_steps = steps - first_step if first_step else None  # None: one pass per epoch
-    else:
-        first = first_epoch * steps + first_step
-        train = bundle.train_from(first, last_epoch * steps)
-        meta = bundle.meta_from(first) if bundle.meta_from is not None else None
-        fit_steps = steps - first_step  # one dataset spans the epochs
+    first = first_epoch * steps + first_step
+    train = bundle.train_from(first, last_epoch * steps)
+    meta = bundle.meta_from(first) if bundle.meta_from is not None else None
+    fit_steps = steps - first_step  # one dataset spans the epochs
     return (gdw_tf.data.with_meta(train, meta) if needs_meta else train), fit_steps
 
 

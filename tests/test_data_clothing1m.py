@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import gdw_tf.data as data
@@ -65,6 +66,67 @@ def test_bundle_roles_and_shapes(bundle):
     assert image.shape == (4, 224, 224, 3) and label.shape == (4,)
     test_sizes = [x.shape[0] for x, _ in bundle.test]
     assert sum(test_sizes) == 28 and test_sizes[-1] == 4                 # no drop_remainder
+
+
+def _assert_same_batches(expected, got):
+    assert len(expected) == len(got)
+    for a, b in zip(expected, got):
+        for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+            np.testing.assert_array_equal(x.numpy(), y.numpy())   # images too: same augmentation
+
+
+def test_positioned_pipelines_restart_anywhere_with_the_same_batches(bundle, release):
+    _, info = release
+    steps = bundle.steps_per_epoch                                       # 7 batches of 8 out of 56
+    whole = list(bundle.train_from(0, 3 * steps))
+    assert len(whole) == 3 * steps
+    epochs = [np.concatenate([b["index"].numpy() for b in whole[e * steps:(e + 1) * steps]])
+              for e in range(3)]
+    for idx in epochs:
+        assert sorted(idx) == list(range(56))                            # an epoch: each example once
+    assert not np.array_equal(epochs[0], epochs[1])                      # reshuffled
+    for b in whole[:2]:                                                  # records parsed right
+        keys = [info["keys"]["noisy_train"][i] for i in b["index"].numpy()]
+        assert b["label"].numpy().tolist() == [int(info["noisy_kv"][k]) for k in keys]
+        assert b["image"].shape == (8, 224, 224, 3)
+    for first in (3, steps, steps + 4):                                  # mid-epoch, epoch start
+        _assert_same_batches(whole[first:], list(bundle.train_from(first, 3 * steps)))
+    meta = list(bundle.meta_from(0).take(10))                            # 7 batches of 4 a meta epoch
+    _assert_same_batches(meta[5:], list(bundle.meta_from(5).take(5)))    # across its boundary
+    labels = np.concatenate([y.numpy() for _, y in meta[:7]])
+    assert sorted(labels) == sorted(info["true"]["clean_val"])
+
+
+def test_records_are_positioned_across_files_blocks_and_groups(bundle, data_dir, tmp_path):
+    from gdw_tf.data import pipeline
+    from gdw_tf.data.augment import make_augmentation
+    splits = data.SOURCES.get("clothing1m").load(data.SourceOptions(data_dir))
+    stored = splits.records("train")
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(list(stored.files))]
+    counts, files = (20, 5, 31), []                                      # three files, as TFDS shards
+    for i, (start, count) in enumerate(zip(np.cumsum((0,) + counts[:-1]), counts)):
+        files.append(str(tmp_path / f"part-{i}.tfrecord"))
+        with tf.io.TFRecordWriter(files[-1]) as writer:
+            for record in serialized[start:start + count]:
+                writer.write(record)
+    records = data.RecordFiles(tuple(files), counts, stored.parse)
+    # blocks of 4 (5 + 2 + 8 = 15, shorter ones at file ends), groups of 3 blocks; 50 of 56 a epoch
+    kw = dict(augmentation=make_augmentation("imagenet", (None, None, 3)), batch_size=5,
+              per_epoch=50, seed=3, stage="train", output=pipeline.as_train_element,
+              block=4, window=3)
+    whole = list(pipeline.positional_record_dataset(records, first=0, last=150, **kw))
+    assert len(whole) == 30
+    epochs = [np.concatenate([b["index"].numpy() for b in whole[e * 10:(e + 1) * 10]]) for e in range(3)]
+    for idx in epochs:
+        assert len(set(idx)) == 50                                       # no repeats within an epoch
+    assert len({tuple(idx) for idx in epochs}) == 3
+    file_order = [int(stored.parse(tf.constant(r))["index"]) for r in serialized]
+    assert all(not np.array_equal(idx, file_order[:50]) for idx in epochs)
+    for step in (1, 3, 10, 17):                                          # in a group, epoch start
+        tail = list(pipeline.positional_record_dataset(records, first=5 * step, last=150, **kw))
+        _assert_same_batches(whole[step:], tail)
+    other_seed = list(pipeline.positional_record_dataset(records, first=0, last=50, **{**kw, "seed": 4}))
+    assert not np.array_equal(other_seed[0]["index"].numpy(), whole[0]["index"].numpy())
 
 
 def test_summary_reports_real_noise(bundle):

@@ -153,7 +153,7 @@ class RecordingGDW(gdw_tf.methods.GDW):
 
     def second_stage(self, model, batch, state, meta_grads, source_grads):
         self.recorded = ([g.numpy() for g in meta_grads], source_grads[0].numpy(),
-                         state["weights"].numpy())
+                         state.weights.numpy())
         return super().second_stage(model, batch, state, meta_grads, source_grads)
 
 

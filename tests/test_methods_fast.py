@@ -74,7 +74,7 @@ def test_steps_between_meta_steps_use_the_current_first_stage_weights():
     model = tiny.gdw_model("gdw", meta_interval=2, hidden_units=8)
     out = model.method.train_gradients_without_meta(model, batch)
     logits = model.backbone(batch["image"], training=True)
-    expected = model.method.first_stage(logits, batch)["weights"]
+    expected = model.method.first_stage(logits, batch).weights
     np.testing.assert_allclose(out.weights.numpy(), expected.numpy(), rtol=1e-12)
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(class_weighted_cross_entropy(
@@ -138,4 +138,72 @@ def test_meta_interval_trains_on_two_replicas_as_on_one(method, mirrored):
     for a, b in zip(one, two):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert two_model.optimizer.iterations.numpy() == 3
+    assert not np.allclose(one[0], initial[0])
+
+
+def _fit_one_step(model, steps):
+    model.fit(tiny.paired_dataset(steps), epochs=1, steps_per_epoch=len(steps), verbose=0)
+    return model
+
+
+def test_virtual_scope_head_is_the_exact_step_of_a_backbone_frozen_below_the_head():
+    # The virtual step moving only the head gives the meta-gradient of the exact step
+    # on a backbone whose other layers do not train; the real step still trains all.
+    steps = tiny.batches(1)
+    head = _fit_one_step(tiny.gdw_model("gdw", virtual_scope="head", hidden_units=8), steps)
+    frozen_backbone = tiny.mlp()
+    frozen_backbone.layers[0].trainable = False
+    frozen = _fit_one_step(tiny.gdw_model("gdw", backbone=frozen_backbone, hidden_units=8), steps)
+    for a, b in zip(head.method.weighting_net.weights, frozen.method.weighting_net.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-14)
+    for a, b in zip(head.backbone.layers[1].weights, frozen.backbone.layers[1].weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-14)
+    exact = _fit_one_step(tiny.gdw_model("gdw", hidden_units=8), steps)
+    assert not np.allclose(head.method.weighting_net.weights[0].numpy(),
+                           exact.method.weighting_net.weights[0].numpy(), rtol=1e-6)
+    untrained = tiny.mlp().layers[0].weights[0].numpy()
+    assert not np.array_equal(head.backbone.layers[0].weights[0].numpy(), untrained)
+    np.testing.assert_array_equal(frozen.backbone.layers[0].weights[0].numpy(), untrained)
+
+
+def test_virtual_scope_of_every_layer_is_the_exact_step_bit_for_bit():
+    steps = tiny.batches(2)
+    runs = [_weights(_fit_one_step(tiny.gdw_model("mwnet", hidden_units=8, **options), steps))
+            for options in ({}, {"virtual_scope": "all"}, {"virtual_scope": 2})]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "last", True, None])
+def test_bad_virtual_scope_is_a_clear_error(value):
+    with pytest.raises(ValueError, match="virtual_scope"):
+        gdw_tf.GDWModel(tiny.mlp(), 3, method="gdw", virtual_scope=value)
+
+
+def test_virtual_scope_deeper_than_the_backbone_is_a_clear_error_and_kept_in_the_config():
+    model = tiny.gdw_model("gdw", virtual_scope=3)
+    with pytest.raises(ValueError, match="virtual_scope=3.*only 2 layers"):
+        _fit_one_step(model, tiny.batches(1))
+    assert tiny.gdw_model("mwnet", virtual_scope="head").get_config()["virtual_scope"] == "head"
+
+
+def _fit_head_on(strategy, initial, data):
+    with strategy.scope():
+        model = tiny.gdw_model("gdw", dtype="float32", virtual_scope="head", meta_interval=2)
+        for var, value in zip(model.backbone.weights + model.method.weights, initial):
+            var.assign(value)
+    model.fit(gdw_tf.data.with_meta(*data), epochs=1, steps_per_epoch=3, verbose=0)
+    return _weights(model)
+
+
+def test_virtual_scope_head_trains_on_two_replicas_as_on_one(mirrored):
+    train, meta, _ = tiny.indexed_data(n=24, batch=8, seed=3)
+    meta = meta.unbatch().batch(6).repeat()
+    reference = tiny.gdw_model("gdw", dtype="float32")
+    initial = [v.numpy() for v in reference.backbone.weights + reference.method.weights]
+    one = _fit_head_on(tf.distribute.OneDeviceStrategy("/cpu:0"), initial, (train, meta))
+    two = _fit_head_on(mirrored, initial, (train, meta))
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert not np.allclose(one[0], initial[0])

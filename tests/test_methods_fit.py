@@ -35,18 +35,17 @@ def test_each_method_fits_one_epoch_with_finite_metrics(method):
 def test_options_from_data_supply_what_the_methods_need():
     bundle = types.SimpleNamespace(num_train=1234, num_meta=100, num_classes=3,
                                    steps_per_epoch=12, train_labels=np.array([0, 0, 2, 2, 2]))
-    settings = {"noise_type": "uniform", "noise_rate": 0.4, "epochs": 7, "lr": 0.1}
+    run = {"epochs": 7, "noise_rate": 0.4}
     methods = gdw_tf.methods
-    assert methods.INSW.options_from_data(bundle, settings) == {"num_train": 1234}
-    assert methods.GenLabel.options_from_data(bundle, settings) == {"num_train": 1234}
-    assert methods.SoftLabel.options_from_data(bundle, settings) == {"num_train": 1234}
-    assert methods.CoTeaching.options_from_data(bundle, settings) == {
+    assert methods.INSW.options_from_data(bundle, **run) == {"num_train": 1234}
+    assert methods.GenLabel.options_from_data(bundle, **run) == {"num_train": 1234}
+    assert methods.SoftLabel.options_from_data(bundle, **run) == {"num_train": 1234}
+    assert methods.CoTeaching.options_from_data(bundle, **run) == {
         "forget_rate": 0.4, "steps_per_epoch": 12}
-    clean = {**settings, "noise_type": "none"}
-    assert methods.CoTeaching.options_from_data(bundle, clean)["forget_rate"] == 0.0
-    assert methods.ClassBalanced.options_from_data(bundle, settings) == {
+    assert methods.CoTeaching.options_from_data(bundle, epochs=7)["forget_rate"] == 0.0
+    assert methods.ClassBalanced.options_from_data(bundle, **run) == {
         "class_counts": [2, 0, 3]}
-    glc = methods.GLC.options_from_data(bundle, settings)
+    glc = methods.GLC.options_from_data(bundle, **run)
     assert glc == {"trusted_fraction": pytest.approx(100 / 1334), "estimation_epochs": 7}
 
 
@@ -69,13 +68,13 @@ def test_finetune_trains_on_the_meta_set_after_fit():
     model.fit(train, epochs=1, verbose=0)
     trained = [v.numpy().copy() for v in model.backbone.trainable_variables]
     bundle = types.SimpleNamespace(meta_once=meta, test=meta, num_classes=3)
-    results = model.method.finish(model, bundle, {})["finetune"]
+    results = model.method.finish(model, bundle)["finetune"]
     assert len(results["meta_train_loss"]) == 2
     assert set(results["test_before"]) == {"loss", "accuracy"}
     assert results["test_after"]["loss"] < results["test_before"]["loss"]
     assert not np.allclose(trained[0], model.backbone.trainable_variables[0].numpy())
     with pytest.raises(ValueError, match="num_meta"):
-        model.method.finish(model, types.SimpleNamespace(meta_once=None, test=None), {})
+        model.method.finish(model, types.SimpleNamespace(meta_once=None, test=None))
 
 
 def test_optimizer_like_copies_the_configuration_and_respreads_the_cosine():

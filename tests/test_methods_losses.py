@@ -36,7 +36,7 @@ def test_focal_with_gamma_zero_is_cross_entropy_gradients_too():
     (batch, _), = tiny.batches(1)
     batch = {k: tf.constant(v) for k, v in batch.items()}
     model = tiny.gdw_model("focal", gamma=0.0)
-    base = gdw_tf.methods.BaseModel()
+    base = gdw_tf.methods.Plain()
     for a, b in zip(model.method.train_gradients(model, batch, None).grads,
                     base.train_gradients(model, batch, None).grads):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
@@ -135,11 +135,11 @@ def test_glc_prepare_recovers_a_known_corruption_matrix():
     schedule = gdw_tf.EpochCosineDecay(0.1, bundle.steps_per_epoch, epochs=30)
     model = tiny.gdw_model("glc", lr=schedule, dtype="float32",
                            backbone=tiny.mlp("float32", hidden=16), estimation_epochs=8)
-    model.method.prepare(model, bundle, {})  # the estimator's schedule: 8 epochs
+    model.method.prepare(model, bundle)  # the estimator's schedule: 8 epochs
     estimate = model.method.corruption.numpy()
     np.testing.assert_allclose(estimate, CORRUPTION, atol=0.05)
     np.testing.assert_allclose(estimate.sum(axis=1), 1.0, rtol=1e-5)
-    report = model.method.finish(model, bundle, {})["glc"]
+    report = model.method.finish(model, bundle)["glc"]
     assert report["estimation_epochs"] == 8
     # Training then uses the estimate, and the trusted batch's plain CE as meta_loss.
     history = model.fit(gdw_tf.data.with_meta(bundle.train, bundle.meta), epochs=1,

@@ -115,8 +115,11 @@ def test_base_trains_without_a_meta_set():
 def test_unknown_method_and_option_are_named():
     with pytest.raises(ValueError, match="unknown method 'gwd'"):
         gdw_tf.GDWModel(tiny.mlp(), 3, method="gwd")
-    with pytest.raises(ValueError, match="outer_lrr"):
+    with pytest.raises(ValueError, match="method 'gdw' has no option outer_lrr; its options: "
+                       "clip, hidden_units, meta_interval, "):
         gdw_tf.GDWModel(tiny.mlp(), 3, method="gdw", outer_lrr=1.0)
+    with pytest.raises(ValueError, match="method 'base' has no option trainable; it takes no options"):
+        gdw_tf.GDWModel(tiny.mlp(), 3, method="base", trainable=False)  # a Keras argument, not an option
 
 
 def test_compiling_a_loss_is_refused():

@@ -1,4 +1,5 @@
 """`python -m gdw_tf.train` end to end, as users run it (real subprocesses)."""
+import csv
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from gdw_tf.diagnostics import binned_auc
 from gdw_tf.train import DATASET_DEFAULTS, with_dataset_defaults
 from tests.fixtures import (fake_resnet18_state_dict, write_clothing1m_release, write_image_folder,
                             write_torch_zip)
-from tests.tiny import ROOT, subprocess_env, train
+from tests.tiny import ROOT, subprocess_env, train, user_error_line
 
 FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16"]
 
@@ -75,15 +76,6 @@ def test_bad_flags_fail_with_the_flag_named(tmp_path, flag, fragment):
     assert proc.returncode == 2
     assert fragment in proc.stderr and "Traceback" not in proc.stderr
     assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
-
-
-def user_error_line(proc):
-    """The one-line error of a run stopped by a user error (exit status 2, no traceback)."""
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("gdw_tf.train: error:")]
-    assert len(lines) == 1, proc.stderr[-3000:]
-    return lines[0]
 
 
 def _corrupt_folder(root):
@@ -237,6 +229,11 @@ def test_clothing1m_headline_command_on_two_logical_cpus(tmp_path):
     summary = json.load(open(os.path.join(out, "data_summary.json")))
     assert summary["num_train"] == 28 and summary["num_meta"] == 14 and summary["num_test"] == 14
     assert summary["noise"]["type"] == "real" and summary["skipped_images"]["count"] == 0
+    with open(os.path.join(out, "label_issues.csv")) as f:  # paths from the release's key list
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 28 and all(os.path.isfile(r["path"]) for r in rows)
+    assert {r["path"].startswith(os.path.join(os.path.abspath(release), "images")) for r in rows} == {True}
+    assert os.path.getsize(os.path.join(out, "label_issues.png")) > 0
 
 
 def test_clothing1m_flagfile_with_pretrained_weights_converted_offline(tmp_path, monkeypatch):
@@ -395,3 +392,55 @@ def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted
     for name in tensors_a:
         if not name.startswith("run_record"):  # holds the wall time
             np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
+
+
+def test_clothing1m_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
+    """The streamed source replays its data order from the step a kill left it at."""
+    release = str(tmp_path / "release")
+    write_clothing1m_release(release, C1M_PER_CLASS)                   # 28 train, 14 meta images
+    args = ["--dataset=clothing1m", f"--manual_dir={release}", f"--data_dir={tmp_path / 'tfds'}",
+            "--model=mlp", "--init_weights=none", "--batch_size=4", "--epochs=2",
+            "--checkpoint_steps=2", "--deterministic", "--hidden_units=8", "--verbose=0"]
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    train(*args, f"--output_dir={whole}")  # builds the TFDS dataset; the other runs reuse it
+
+    proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args, f"--output_dir={cut}"],
+                            cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = os.path.join(cut, "checkpoints", "ckpt-2.index")           # epoch 0, step 4 of 7
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not os.path.exists(second):
+        time.sleep(0.01)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = train(*args, f"--output_dir={cut}")
+    assert re.search(r"at epoch 0 of 2, step [246] of 7", again.stdout), again.stdout  # mid-epoch
+
+    a, b = results(whole), results(cut)
+    assert a["history"] == b["history"]
+    assert a["optimizer_iterations"] == b["optimizer_iterations"] == 14
+    tensors_a, tensors_b = _checkpoint_tensors(whole), _checkpoint_tensors(cut)
+    assert tensors_a.keys() == tensors_b.keys()
+    for name in tensors_a:
+        if not name.startswith("run_record"):  # holds the wall time
+            np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
+
+
+def test_cifar100_gives_the_meta_methods_the_papers_outer_lr_unless_set():
+    from types import SimpleNamespace
+
+    from gdw_tf.methods.method import METHODS
+    from gdw_tf.train import method_options
+
+    bundle = SimpleNamespace(num_train=100, num_meta=10, steps_per_epoch=1)
+    unset = {"dataset": "cifar100", "noise_type": "uniform", "noise_rate": 0.4, "epochs": 1,
+             "method_option": [], "outer_lr": None, "clip": None, "meta_learning_rate": None,
+             "meta_weight_decay": None, "hidden_units": None}
+    gdw, base = METHODS.get("gdw"), METHODS.get("base")
+    assert method_options(gdw, bundle, {**unset, "method": "gdw"})["outer_lr"] == 1000.0
+    assert "outer_lr" not in method_options(gdw, bundle, {**unset, "method": "gdw",
+                                                          "dataset": "cifar10"})
+    assert "outer_lr" not in method_options(base, bundle, {**unset, "method": "base"})
+    assert method_options(gdw, bundle, {**unset, "method": "gdw", "outer_lr": 5.0})["outer_lr"] == 5.0
+    assert method_options(gdw, bundle, {**unset, "method": "gdw",
+                                        "method_option": ["outer_lr=7"]})["outer_lr"] == 7

@@ -102,3 +102,12 @@ def train(*args, check=True, timeout=400, **env):
     if check and proc.returncode != 0:
         raise AssertionError(f"train failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def user_error_line(proc):
+    """The one-line error of a run stopped by a user error (exit status 2, no traceback)."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("gdw_tf.train: error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]

@@ -226,7 +226,7 @@ def breakdown(config, model, data):
             with tf.GradientTape(persistent=True) as inner:
                 logits = tf.cast(backbone(x, training=True), tf.float32)
                 state = method.first_stage(logits, data)
-                loss = tf.reduce_mean(class_weighted_cross_entropy(y, logits, state["weights"]))
+                loss = tf.reduce_mean(class_weighted_cross_entropy(y, logits, state.weights))
             if stop == "forward":
                 return loss
             grads = inner.gradient(loss, theta)
@@ -238,7 +238,7 @@ def breakdown(config, model, data):
             meta_loss = tf.reduce_mean(cross_entropy(data["meta_label"], meta_logits))
         if stop == "meta_forward":
             return meta_loss
-        g_phi, g_omega = outer.gradient(meta_loss, [phi, state["weights"]])
+        g_phi, g_omega = outer.gradient(meta_loss, [phi, state.weights])
         return tf.add_n([tf.reduce_sum(g) for g in g_phi]) + tf.reduce_sum(g_omega)
 
     fns = {stop: tf.function(lambda stop=stop: passes(stop), jit_compile=config.jit)

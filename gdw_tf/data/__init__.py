@@ -30,6 +30,7 @@ from gdw_tf.data.protocol import ORDER, ProtocolConfig, ProtocolResult, apply_pr
 from gdw_tf.data.sources import (
     SOURCES,
     ArraySplits,
+    RecordFiles,
     SourceOptions,
     StreamSplits,
     available_datasets,
@@ -42,7 +43,8 @@ __all__ = [
     "with_meta", "build", "known_input", "DataBundle", "DEFAULT_DATASET", "available_datasets",
     "available_augmentations", "make_augmentation", "Augmentation", "AUGMENTATIONS",
     "reflect_pad_crop_flip", "register_source", "SOURCES", "ArraySplits", "StreamSplits",
-    "SourceOptions", "transition_matrix", "corrupt_labels", "flip_targets", "realised_noise",
+    "RecordFiles", "SourceOptions", "transition_matrix", "corrupt_labels", "flip_targets",
+    "realised_noise",
     "empirical_transition", "check_noise", "NOISE_TYPES", "long_tail_counts",
     "long_tail_subsample", "check_imbalance", "split_meta", "check_num_meta", "apply_protocol",
     "ProtocolConfig", "ProtocolResult", "ORDER", "write_summary", "default_cache_dir",

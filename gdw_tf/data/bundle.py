@@ -34,9 +34,11 @@ class DataBundle:
     train_from(first, last): the training batches of global steps [first, last)
                (step = epoch * steps_per_epoch + batch), elements as `train`; every batch
                is a pure function of the seed and its step, so a run resumed at any
-               step sees what an uninterrupted one sees (`pipeline.positional_array_dataset`).
+               step sees what an uninterrupted one sees (`pipeline.positional_array_dataset`;
+               streamed sources: `pipeline.positional_record_dataset`, which reads the
+               split's files by position). Its epochs are in another order than `train`'s.
     meta_from(first): the meta batches paired with global steps first, first + 1, ...
-               (infinite, elements as `meta`). Both None for streamed sources and without meta.
+               (infinite, elements as `meta`); None without a meta set.
     """
 
     name: str
@@ -271,6 +273,17 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
     test = pipeline.stream_dataset(
         splits.read("test", False, seed), training=False, batch_size=batch_size, drop_remainder=False,
         shuffle_buffer=0, repeat=False, stage="test", output=pipeline.as_pair, **common)
+
+    def train_from(first, last):
+        return pipeline.positional_record_dataset(
+            splits.records("train"), batch_size=batch_size, per_epoch=steps * batch_size,
+            first=first * batch_size, last=last * batch_size, stage="train",
+            output=pipeline.as_train_element, **common)
+
+    def meta_from(first):
+        return pipeline.positional_record_dataset(
+            splits.records("meta"), batch_size=meta_batch_size, per_epoch=m,
+            first=first * meta_batch_size, last=None, stage="meta", output=pipeline.as_pair, **common)
     summary = {
         "dataset": spec.name, "num_classes": c, "class_names": splits.class_names,
         "image_shape": aug.output_shape, "stored_image_shape": splits.image_shape,
@@ -286,7 +299,7 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
     }
     return DataBundle(spec.name, train, meta, meta_once, test, c, aug.output_shape, n, m, num_test,
                       batch_size, meta_batch_size, steps, list(splits.class_names), aug.name,
-                      jsonable(summary))
+                      jsonable(summary), train_from=train_from, meta_from=meta_from)
 
 
 _ASSEMBLERS = {ArraySplits: _from_arrays, StreamSplits: _from_stream}

@@ -6,6 +6,11 @@ every run), and augmentation is driven by stateless seeds taken from
 ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`` zipped with
 the data, so a given batch position in a given epoch always gets the same
 augmentation regardless of parallelism.
+
+The positional pipelines (`positional_array_dataset`, `positional_record_dataset`)
+go further: every batch is a pure function of (seed, global position), so a
+pipeline can start at any step and yield what an uninterrupted one yields there
+(exact mid-epoch resume).
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import tensorflow as tf
 
 from gdw_tf.data.augment import Augmentation
 from gdw_tf.data.seeding import tf_seed_for
+from gdw_tf.data.sources.base import RecordFiles
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -105,24 +111,110 @@ def positional_array_dataset(images: tf.Tensor, rows: np.ndarray, fields: dict[s
     if per_epoch > len(rows):
         raise ValueError(f"per_epoch={per_epoch} exceeds the {len(rows)} examples")
     order_seed = tf_seed_for(seed, f"{stage}/position_order")
-    augment_seed = tf_seed_for(seed, f"{stage}/position_augment")
-
-    def positions(step=1):
-        if last is None:
-            return tf.data.Dataset.counter(first, step)
-        return tf.data.Dataset.range(first, last, step)
 
     def example_id(p):
         return tf.random.experimental.index_shuffle(
             p % per_epoch, seed=tf.stack([tf.constant(order_seed, tf.int64), p // per_epoch]),
             max_index=len(rows) - 1)
 
-    def seeds(per_batch):
-        return positions(batch_size if per_batch else 1).map(
-            lambda p: tf.stack([tf.constant(augment_seed, tf.int64), p]))
+    return _finish(_positions(first, last).map(example_id), augmentation, True, seed, stage,
+                   batch_size, True, _array_loader(images, rows, fields), output,
+                   seeds=_position_seeds(seed, stage, first, last, batch_size))
 
-    return _finish(positions().map(example_id), augmentation, True, seed, stage, batch_size, True,
-                   _array_loader(images, rows, fields), output, seeds=seeds)
+
+def _positions(first: int, last: int | None, step: int = 1) -> tf.data.Dataset:
+    """int64 first, first + step, ... (< last; None: forever)."""
+    return tf.data.Dataset.counter(first, step) if last is None else tf.data.Dataset.range(first, last, step)
+
+
+def _position_seeds(seed: int, stage: str, first: int, last: int | None, batch_size: int):
+    """`_finish`'s seeds for positions [first, last): (stage seed, p) per example p, or per
+    batch (its first position)."""
+    augment_seed = tf_seed_for(seed, f"{stage}/position_augment")
+
+    def seeds(per_batch):
+        return _positions(first, last, batch_size if per_batch else 1).map(
+            lambda p: tf.stack([tf.constant(augment_seed, tf.int64), p]))
+    return seeds
+
+
+RECORD_BLOCK = 64   # consecutive records read after one seek
+RECORD_WINDOW = 64  # blocks whose records are shuffled together in memory (4096 records)
+
+
+def positional_record_dataset(records: RecordFiles, *, augmentation: Augmentation, batch_size: int,
+                              per_epoch: int, first: int, last: int | None, seed: int, stage: str,
+                              output: Callable[[dict], object], block: int = RECORD_BLOCK,
+                              window: int = RECORD_WINDOW) -> tf.data.Dataset:
+    """`positional_array_dataset` for a split on disk (TFRecord files, read by position).
+
+    Epoch e's order: the split's records cut into blocks of `block` consecutive
+    ones (a block stays in one file), the blocks in a permutation seeded by
+    (stage seed, e), grouped `window` blocks at a time; each group's records in a
+    permutation seeded by (stage seed, e, group). Stream position p holds the
+    (p % per_epoch)-th record of epoch p // per_epoch's order (the first
+    `per_epoch` <= records.size are used) and gets augmentation seed (stage seed, p).
+    Batches are positions [first + k B, first + (k+1) B) up to `last` (None:
+    forever), so a pipeline started at any batch boundary yields exactly what one
+    started at 0 yields from there on (examples, order, augmentation).
+
+    Cost: a group is read (block by block, `block` records per seek) while the one
+    before it is consumed: about two groups (block * window encoded images) in
+    memory. Starting at position p reads only p's group before the first batch,
+    dropping its records before p undecoded; earlier groups are not read, and
+    files are entered by skipping record headers. TFDS writes a split's examples in
+    a hashed order, so blocks of neighbours are already mixed.
+    Elements as `stream_dataset`'s; the augmentation must work per image.
+    """
+    _check_per_image(augmentation)
+    n = records.size
+    if not 0 < per_epoch <= n:
+        raise ValueError(f"per_epoch={per_epoch} is not in [1, {n}] (the split's records)")
+    spans = [(f, start, min(block, count - start))
+             for f, count in enumerate(records.counts) for start in range(0, count, block)]
+    files = tf.constant(records.files)
+    block_file, block_start, block_len = (tf.constant(np.array(c, np.int64)) for c in zip(*spans))
+    num_blocks, num_groups = len(spans), -(-len(spans) // window)
+    order_seed = tf.constant(tf_seed_for(seed, f"{stage}/record_order"), tf.int64)
+    group_seed = tf.constant(tf_seed_for(seed, f"{stage}/record_group"), tf.int64)
+    first_epoch, first_offset = divmod(first, per_epoch)
+
+    def read_block(b):  # -> one element: the block's serialized records, string [len]
+        return tf.data.TFRecordDataset(tf.gather(files, block_file[b])).skip(
+            block_start[b]).take(block_len[b]).batch(block)
+
+    def epoch_records(e):
+        """The serialized records of epoch e at its order's positions [begin, end)."""
+        begin = tf.where(e == first_epoch, tf.constant(first_offset, tf.int64), 0)
+        end = tf.constant(per_epoch, tf.int64)
+        if last is not None:
+            end = tf.minimum(end, last - e * per_epoch)
+        blocks = tf.random.experimental.index_shuffle(
+            tf.range(num_blocks, dtype=tf.int64), tf.stack([order_seed, e]), num_blocks - 1)
+        sizes = tf.math.segment_sum(tf.gather(block_len, blocks), tf.range(num_blocks) // window)
+        group_starts = tf.cumsum(sizes, exclusive=True)
+        g0 = tf.reduce_sum(tf.cast(group_starts <= begin, tf.int64)) - 1  # the group holding `begin`
+
+        def shuffled(g, group):  # group: RaggedTensor [blocks, None] -> its records, permuted
+            flat = group.flat_values
+            count = tf.size(flat, out_type=tf.int64)
+            return tf.gather(flat, tf.random.experimental.index_shuffle(
+                tf.range(count), tf.stack([group_seed, e * num_groups + g]), count - 1))
+
+        groups = tf.data.Dataset.from_tensor_slices(blocks[g0 * window:]).interleave(
+            read_block, num_parallel_calls=AUTOTUNE, deterministic=True).ragged_batch(window)
+        return (tf.data.Dataset.zip(tf.data.Dataset.range(g0, num_groups), groups)
+                .map(shuffled).prefetch(1).unbatch()
+                .skip(begin - group_starts[g0]).take(end - begin))
+
+    epochs = (tf.data.Dataset.counter(first_epoch) if last is None
+              else tf.data.Dataset.range(first_epoch, -(-last // per_epoch)))
+    ds = _finish(epochs.flat_map(epoch_records), augmentation, True, seed, stage, batch_size, True,
+                 lambda serialized: _decoded(records.parse(serialized)), output,
+                 seeds=_position_seeds(seed, stage, first, last, batch_size))
+    options = tf.data.Options()  # split batches across workers, never files: the order is global
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 def stream_dataset(raw: tf.data.Dataset, *, augmentation: Augmentation, training: bool,
@@ -133,21 +225,26 @@ def stream_dataset(raw: tf.data.Dataset, *, augmentation: Augmentation, training
     Images are decoded (to RGB uint8 of any size) after shuffling, then
     augmented per example; the augmentation must give one fixed output shape.
     """
-    if augmentation.batched:
-        raise ValueError(f"--augment={augmentation.name} works on fixed-size batches; streamed images need a per-image recipe")
-
-    def load(example):
-        image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
-        out = {k: tf.cast(example[k], tf.int32) for k in ("label", "true_label", "index")}
-        out["image"] = tf.ensure_shape(image, [None, None, 3])
-        return out
-
+    _check_per_image(augmentation)
     ds = raw
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=tf_seed_for(seed, f"{stage}/shuffle"), reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    return _finish(ds, augmentation, training, seed, stage, batch_size, drop_remainder, load, output)
+    return _finish(ds, augmentation, training, seed, stage, batch_size, drop_remainder, _decoded, output)
+
+
+def _check_per_image(augmentation: Augmentation):
+    if augmentation.batched:
+        raise ValueError(f"--augment={augmentation.name} works on fixed-size batches; streamed images need a per-image recipe")
+
+
+def _decoded(example: dict) -> dict:
+    """A streamed example with its image decoded (uint8 [H, W, 3]) and int32 label fields."""
+    image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
+    out = {k: tf.cast(example[k], tf.int32) for k in ("label", "true_label", "index")}
+    out["image"] = tf.ensure_shape(image, [None, None, 3])
+    return out
 
 
 def as_train_element(example: dict) -> dict:

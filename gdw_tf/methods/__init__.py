@@ -1,12 +1,14 @@
-"""Training methods, one registered class each (`--method=NAME`)."""
-from gdw_tf.methods import plain, weighting_net  # noqa: F401  (registration)
-from gdw_tf.methods import (coteaching, example_weighting, finetune, glc,  # noqa: F401
-                            label_learning, reweighted_losses)
-from gdw_tf.methods.base import Method, StepOutputs
+"""Training methods, one registered class each (`--method=NAME`).
+
+method.py: the `Method` base class, the registry and the step helpers every method
+uses; bilevel.py: the bi-level loop of the meta-learning methods; gdw.py: the
+weighting network, MW-Net and GDW; the other modules: one family of methods each.
+"""
+from gdw_tf.methods.method import (Method, StepOutputs, available_methods, create_method,
+                                   register_method)
 from gdw_tf.methods.bilevel import BilevelMethod
-from gdw_tf.methods.registry import available_methods, create_method, register_method
-from gdw_tf.methods.weighting_net import GDW, MWNet
-from gdw_tf.methods.plain import BaseModel
+from gdw_tf.methods.plain import Plain
+from gdw_tf.methods.gdw import GDW, MWNet, WeightingNetwork
 from gdw_tf.methods.coteaching import CoTeaching
 from gdw_tf.methods.example_weighting import INSW, L2RW
 from gdw_tf.methods.finetune import FineTune

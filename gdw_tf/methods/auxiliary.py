@@ -44,16 +44,15 @@ def optimizer_like(optimizer, epochs=None):
     return type(inner).from_config(config)
 
 
-def plain_trainer(backbone, num_classes, make_optimizer, weight_decay, strategy, name):
-    """`GDWModel(method="base")` around `backbone`, compiled with `make_optimizer()`.
+def plain_trainer(model, backbone, make_optimizer, name):
+    """A model of `model`'s class (a `GDWModel`) with method "base" around `backbone`.
 
+    It has `model`'s classes and weight decay, is compiled with `make_optimizer()`
+    and built in `model`'s distribution strategy, so it trains like the main model.
     The wrapper shares the backbone's variables: fitting it trains `backbone`.
-    Built in `strategy`'s scope so it runs like the main model.
     """
-    from gdw_tf.model import GDWModel  # the model module imports the methods
-
-    with strategy.scope():
-        wrapper = GDWModel(backbone, num_classes, method="base",
-                           weight_decay=weight_decay, name=name)
+    with model.distribute_strategy.scope():
+        wrapper = type(model)(backbone, model.num_classes, method="base",
+                              weight_decay=model.weight_decay, name=name)
         wrapper.compile(make_optimizer(), metrics=["accuracy"])
     return wrapper

@@ -5,8 +5,8 @@ import tensorflow as tf
 from gdw_tf.distributed import add_weight_decay, replica_sum
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods.auxiliary import fresh_copy
-from gdw_tf.methods.base import Method, StepOutputs, backbone_forward, finite_guarded
-from gdw_tf.methods.registry import register_method
+from gdw_tf.methods.method import (Method, StepOutputs, backbone_forward, finite_guarded,
+                                   register_method)
 
 
 def kept_fraction(epoch, forget_rate, num_gradual):
@@ -43,7 +43,7 @@ class CoTeaching(Method):
     The peer uses its own SGD (momentum `peer_momentum`) at the backbone
     optimizer's current learning rate, plus the model's weight decay.
     Options (paper defaults): forget_rate = the noise rate (the trainer
-    passes --noise_rate for synthetic noise, 0 for --noise_type=none: give
+    passes the synthetic noise rate, 0 for clean data or real noise: give
     it explicitly for real noise such as Clothing1M's), num_gradual=10,
     steps_per_epoch (from the data), peer_momentum=0.9 (as the main SGD).
     Evaluation uses the backbone.
@@ -57,7 +57,7 @@ class CoTeaching(Method):
         if forget_rate is None:
             raise ValueError(
                 "coteaching needs the option forget_rate (the paper uses the noise "
-                "rate; the trainer passes --noise_rate)")
+                "rate; the trainer passes the synthetic noise rate)")
         if steps_per_epoch is None:
             raise ValueError(
                 "coteaching needs the option steps_per_epoch (batches per epoch, "
@@ -74,10 +74,8 @@ class CoTeaching(Method):
                 f"{num_gradual!r} and {steps_per_epoch!r}")
 
     @classmethod
-    def options_from_data(cls, bundle, settings):
-        noisy = settings.get("noise_type", "none") != "none"
-        return {"forget_rate": float(settings.get("noise_rate", 0.0)) if noisy else 0.0,
-                "steps_per_epoch": int(bundle.steps_per_epoch)}
+    def options_from_data(cls, bundle, epochs=None, noise_rate=0.0):
+        return {"forget_rate": float(noise_rate), "steps_per_epoch": int(bundle.steps_per_epoch)}
 
     def setup(self, model):
         self.peer = fresh_copy(model.backbone, "coteaching")

@@ -13,8 +13,8 @@ updated); L2RW rejects k > 1: its weights exist only within a meta step.
 import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size
-from gdw_tf.methods.bilevel import BilevelMethod
-from gdw_tf.methods.registry import register_method
+from gdw_tf.methods.bilevel import BilevelMethod, FirstStage
+from gdw_tf.methods.method import register_method
 from gdw_tf.methods.tables import (add_table, check_num_train, normalise_over_batch,
                                    read_rows, require_index, write_rows)
 
@@ -23,17 +23,17 @@ class MetaGradientWeights(BilevelMethod):
     """Shared part: w is an outer source; the real weights are normalised."""
 
     def outer_sources(self, state):
-        return [state["weights"]]
+        return [state.weights]
 
-    def normalised_state(self, batch, weights):
-        """Real-step state from non-negative weights [n, 1] (any scale)."""
+    def normalised(self, batch, weights):
+        """The real step's weights from non-negative weights [n, 1] (any scale): summing
+        to the global batch size over the global batch."""
         weights = tf.stop_gradient(weights)
         n_global = global_batch_size(batch["label"], weights.dtype)
-        example_weights = normalise_over_batch(weights)
-        return {"weights": n_global * example_weights, "example_weights": example_weights}
+        return n_global * normalise_over_batch(weights)
 
-    def state_without_meta(self, batch, state):
-        return self.normalised_state(batch, state["weights"])
+    def weights_without_meta(self, batch, state):
+        return self.normalised(batch, state.weights)
 
 
 @register_method("l2rw")
@@ -50,10 +50,10 @@ class L2RW(MetaGradientWeights):
 
     def first_stage(self, logits, batch):
         # A fresh zero tensor each step, watched by the outer tape.
-        return {"weights": tf.zeros([tf.shape(logits)[0], 1], logits.dtype)}
+        return FirstStage(weights=tf.zeros([tf.shape(logits)[0], 1], logits.dtype))
 
     def second_stage(self, model, batch, state, meta_grads, source_grads):
-        return self.normalised_state(batch, tf.nn.relu(-source_grads[0]))
+        return self.normalised(batch, tf.nn.relu(-source_grads[0]))
 
 
 @register_method("insw")
@@ -86,7 +86,7 @@ class INSW(MetaGradientWeights):
             raise ValueError(f"insw: min_weight must be > 0, got {min_weight!r}")
 
     @classmethod
-    def options_from_data(cls, bundle, settings):
+    def options_from_data(cls, bundle, epochs=None, noise_rate=0.0):
         return {"num_train": int(bundle.num_train)}
 
     def setup(self, model):
@@ -102,14 +102,14 @@ class INSW(MetaGradientWeights):
     def first_stage(self, logits, batch):
         index = require_index(batch, "insw")
         weights = tf.cast(read_rows(self.table, index), logits.dtype)[:, None]
-        return {"weights": weights, "index": index}
+        return FirstStage(weights=weights, index=index)
 
     def second_stage(self, model, batch, state, meta_grads, source_grads):
-        weights = tf.stop_gradient(state["weights"])
+        weights = tf.stop_gradient(state.weights)
         n_global = global_batch_size(batch["label"], weights.dtype)
         summed_loss_grad = n_global * source_grads[0]
         updated = tf.maximum(
             weights / self.table_decay - self.weight_learning_rate * summed_loss_grad,
             self.min_weight)
-        write_rows(self.table, state["index"], updated[:, 0])
-        return self.normalised_state(batch, updated)
+        write_rows(self.table, state.index, updated[:, 0])
+        return self.normalised(batch, updated)

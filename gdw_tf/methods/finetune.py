@@ -1,13 +1,13 @@
-"""finetune: BaseModel, then a few epochs of plain cross-entropy on the meta set."""
+"""finetune: `base` (Plain), then a few epochs of plain cross-entropy on the meta set."""
 import keras
 
 from gdw_tf.methods.auxiliary import plain_trainer
-from gdw_tf.methods.plain import BaseModel
-from gdw_tf.methods.registry import register_method
+from gdw_tf.methods.plain import Plain
+from gdw_tf.methods.method import register_method
 
 
 @register_method("finetune")
-class FineTune(BaseModel):
+class FineTune(Plain):
     """The paper's "Fine-tuning": train as `base`, then fine-tune on the clean meta set.
 
     After the main fit, `finish` runs `finetune_epochs` passes over
@@ -37,19 +37,17 @@ class FineTune(BaseModel):
                 "finetune_epochs": self.finetune_epochs,
                 "finetune_momentum": self.finetune_momentum}
 
-    def prepare(self, model, bundle, settings):
+    def prepare(self, model, bundle, verbose=0):
         if bundle.meta_once is None:
-            raise ValueError("finetune fine-tunes on the meta set: set --num_meta > 0")
+            raise ValueError("finetune fine-tunes on the meta set: num_meta must be > 0")
 
-    def finish(self, model, bundle, settings):
+    def finish(self, model, bundle, verbose=0):
         """Fine-tunes `model.backbone` on the meta set; returns {"finetune": results}."""
-        self.prepare(model, bundle, settings)
-        tuner = plain_trainer(
-            model.backbone, model.num_classes,
-            lambda: keras.optimizers.SGD(self.finetune_learning_rate,
-                                         momentum=self.finetune_momentum),
-            model.weight_decay, model.distribute_strategy, name="finetune")
-        verbose = settings.get("verbose", 0)
+        self.prepare(model, bundle)
+        tuner = plain_trainer(model, model.backbone,
+                              lambda: keras.optimizers.SGD(self.finetune_learning_rate,
+                                                           momentum=self.finetune_momentum),
+                              name="finetune")
         results = {"learning_rate": self.finetune_learning_rate,
                    "epochs": self.finetune_epochs}
         if bundle.test is not None:

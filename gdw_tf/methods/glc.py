@@ -13,9 +13,7 @@ import tensorflow as tf
 from gdw_tf.distributed import global_batch_size
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods.auxiliary import fresh_copy, optimizer_like, plain_trainer
-from gdw_tf.methods.base import Method, StepOutputs
-from gdw_tf.methods.loss_step import loss_gradients
-from gdw_tf.methods.registry import register_method
+from gdw_tf.methods.method import Method, StepOutputs, loss_gradients, register_method
 
 
 def corrected_cross_entropy(labels, logits, corruption):
@@ -87,10 +85,10 @@ class GLC(Method):
         self.estimate_report = None
 
     @classmethod
-    def options_from_data(cls, bundle, settings):
+    def options_from_data(cls, bundle, epochs=None, noise_rate=0.0):
         options = {"trusted_fraction": bundle.num_meta / (bundle.num_train + bundle.num_meta)}
-        if settings.get("epochs"):
-            options["estimation_epochs"] = int(settings["epochs"])
+        if epochs:
+            options["estimation_epochs"] = int(epochs)
         return options
 
     def setup(self, model):
@@ -102,18 +100,18 @@ class GLC(Method):
         return {**super().get_config(), "estimation_epochs": self.estimation_epochs,
                 "trusted_fraction": self.trusted_fraction}
 
-    def prepare(self, model, bundle, settings):
+    def prepare(self, model, bundle, verbose=0):
         """Trains the noisy-label model and stores C_hat in `corruption`."""
         if bundle.meta_once is None:
-            raise ValueError("glc needs a trusted set: set --num_meta > 0")
-        epochs = self.estimation_epochs or settings.get("epochs")
-        if not epochs:
-            raise ValueError("glc: set the option estimation_epochs (or the run's epochs)")
-        estimator = plain_trainer(
-            fresh_copy(model.backbone, "glc"), model.num_classes,
-            lambda: optimizer_like(model.optimizer, epochs), model.weight_decay,
-            model.distribute_strategy, name="glc_estimator")
-        estimator.fit(bundle.train, epochs=int(epochs), verbose=settings.get("verbose", 0))
+            raise ValueError("glc needs a trusted set (a meta set): num_meta must be > 0")
+        epochs = self.estimation_epochs
+        if epochs is None:
+            raise ValueError("glc: set the option estimation_epochs (the trainer passes the "
+                             "run's epochs)")
+        estimator = plain_trainer(model, fresh_copy(model.backbone, "glc"),
+                                  lambda: optimizer_like(model.optimizer, epochs),
+                                  name="glc_estimator")
+        estimator.fit(bundle.train, epochs=epochs, verbose=verbose)
         probs, labels = [], []
         for element in bundle.meta_once:
             images, true = _images_and_labels(element)
@@ -127,7 +125,7 @@ class GLC(Method):
                                 "corruption_estimate": estimate.round(6).tolist()}
         return self.estimate_report
 
-    def finish(self, model, bundle, settings):
+    def finish(self, model, bundle, verbose=0):
         return None if self.estimate_report is None else {"glc": self.estimate_report}
 
     def train_gradients(self, model, batch, meta):

@@ -16,8 +16,8 @@ the batch's current rows (the table is not updated).
 import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size
-from gdw_tf.methods.bilevel import BilevelMethod
-from gdw_tf.methods.registry import register_method
+from gdw_tf.methods.bilevel import BilevelMethod, FirstStage
+from gdw_tf.methods.method import register_method
 from gdw_tf.methods.tables import (add_table, check_num_train, read_rows, require_index,
                                    write_rows)
 
@@ -46,7 +46,7 @@ class LearnedTargets(BilevelMethod):
         self.label_learning_rate = float(label_learning_rate)
 
     @classmethod
-    def options_from_data(cls, bundle, settings):
+    def options_from_data(cls, bundle, epochs=None, noise_rate=0.0):
         return {"num_train": int(bundle.num_train)}
 
     def setup(self, model):
@@ -67,27 +67,27 @@ class LearnedTargets(BilevelMethod):
     def first_stage(self, logits, batch):
         index = require_index(batch, self.method_name)
         params = tf.cast(read_rows(self.table, index), logits.dtype)
-        return {"params": params, "index": index}
+        return FirstStage(rows=params, index=index)
 
     def outer_sources(self, state):
-        return [state["params"]]
+        return [state.rows]
 
     def virtual_losses(self, logits, batch, state):
         # q is built here, after the outer tape started watching the rows.
-        return soft_target_cross_entropy(self.targets(state["params"], batch["label"]), logits)
+        return soft_target_cross_entropy(self.targets(state.rows, batch["label"]), logits)
 
     def second_stage(self, model, batch, state, meta_grads, source_grads):
-        params = tf.stop_gradient(state["params"])
+        params = tf.stop_gradient(state.rows)
         n_global = global_batch_size(batch["label"], params.dtype)
         updated = self.project(params - self.label_learning_rate * n_global * source_grads[0])
-        write_rows(self.table, state["index"], updated)
-        return {"weights": tf.stop_gradient(self.targets(updated, batch["label"]))}
+        write_rows(self.table, state.index, updated)
+        return tf.stop_gradient(self.targets(updated, batch["label"]))
 
-    def state_without_meta(self, batch, state):
-        return {"weights": tf.stop_gradient(self.targets(state["params"], batch["label"]))}
+    def weights_without_meta(self, batch, state):
+        return tf.stop_gradient(self.targets(state.rows, batch["label"]))
 
-    def real_losses(self, logits, batch, state):
-        return soft_target_cross_entropy(state["weights"], logits)
+    def real_losses(self, logits, batch, weights):
+        return soft_target_cross_entropy(weights, logits)
 
 
 @register_method("soft_label")

@@ -1,13 +1,12 @@
 """`base`: plain cross-entropy on the (noisy, imbalanced) training set."""
 import tensorflow as tf
 
-from gdw_tf.methods.base import Method, StepOutputs, weighted_gradients
-from gdw_tf.methods.registry import register_method
+from gdw_tf.methods.method import Method, StepOutputs, register_method, weighted_gradients
 
 
 @register_method("base")
-class BaseModel(Method):
-    """The paper's BaseModel: every example and class weighted by one.
+class Plain(Method):
+    """`--method=base`, the paper's BaseModel: every example and class weighted by one.
 
     Runs through the same class-weighted loss as the meta methods (with
     omega = 1), so its cost and numerics are directly comparable.

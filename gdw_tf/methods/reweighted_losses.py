@@ -3,9 +3,8 @@ import numpy as np
 import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size
-from gdw_tf.methods.base import Method, StepOutputs, parameter_dtype, weighted_gradients
-from gdw_tf.methods.loss_step import loss_gradients
-from gdw_tf.methods.registry import register_method
+from gdw_tf.methods.method import (Method, StepOutputs, loss_gradients, parameter_dtype,
+                                   register_method, weighted_gradients)
 
 # 1 - p_t is kept above this so that (1 - p_t)^gamma has a finite gradient.
 _MIN_MISSING_MASS = 1e-12
@@ -105,7 +104,7 @@ class ClassBalanced(Method):
         self.class_weights = effective_number_weights(self.class_counts, self.beta)
 
     @classmethod
-    def options_from_data(cls, bundle, settings):
+    def options_from_data(cls, bundle, epochs=None, noise_rate=0.0):
         if bundle.train_labels is None:
             raise ValueError(
                 "class_balanced needs per-class training counts, but this dataset "

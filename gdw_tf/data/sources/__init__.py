@@ -3,6 +3,7 @@ from gdw_tf.data.sources import clothing1m, digits, folder, tfds_cifar  # noqa: 
 from gdw_tf.data.sources.base import (  # noqa: F401
     SOURCES,
     ArraySplits,
+    RecordFiles,
     SourceOptions,
     SourceSpec,
     StreamSplits,

@@ -73,6 +73,24 @@ class ArraySplits:
         return tuple(int(d) for d in self.train_images.shape[1:])
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordFiles:
+    """One split as it lies on disk, for reading by position.
+
+    files[i] (TFRecord) holds counts[i] serialized examples; record position
+    r = 0 .. sum(counts) - 1 counts through the files in order.
+    parse(serialized, a tf.string scalar) -> the dict StreamSplits.read yields.
+    """
+
+    files: tuple[str, ...]
+    counts: tuple[int, ...]
+    parse: Callable[[object], dict]
+
+    @property
+    def size(self) -> int:
+        return sum(self.counts)
+
+
 @dataclasses.dataclass
 class StreamSplits:
     """Splits streamed from disk, with the meta set and noise fixed by the release.
@@ -80,6 +98,7 @@ class StreamSplits:
     read(role, shuffle_files, seed) -> tf.data.Dataset of dicts
       {"image": encoded image bytes (tf.string), "label", "true_label", "index": int64}
     for role in ("train", "meta", "test"). true_label is -1 where unknown.
+    records(role) -> the role's RecordFiles (what the positioned pipelines read).
     `counts[role]` is the per-class label count; `noise` holds the realised
     noise statistics of the train split (see summary.py for the keys).
     """
@@ -91,6 +110,7 @@ class StreamSplits:
     counts: dict[str, list[int]]           # role -> per-class label counts
     noise: dict                            # realised noise of the train split
     split_names: dict[str, str]            # role -> the release's split name
+    records: Callable[[str], RecordFiles]
     pixel_max: float = 255.0
     skipped_images: list[str] = dataclasses.field(default_factory=list)  # left out by the build
 

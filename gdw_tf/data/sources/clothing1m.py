@@ -10,8 +10,9 @@ images fail it in one error, or are left out with --skip_bad_images.
 from __future__ import annotations
 
 import os
+import random
 
-from gdw_tf.data.sources.base import SourceOptions, StreamSplits, register_source
+from gdw_tf.data.sources.base import RecordFiles, SourceOptions, StreamSplits, register_source
 
 NUM_CLASSES = 14
 
@@ -40,8 +41,14 @@ def prepare_clothing1m(data_dir: str | None, manual_dir: str | None, skip_bad_im
                 "to build it there once"
             )
         read_release(manual_dir)  # fail fast, naming the missing file
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        # TFDS draws from `random` while building; restored, so that a run that builds the
+        # dataset initialises its model exactly as a run that reuses it.
+        state = random.getstate()
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        finally:
+            random.setstate(state)
     return builder
 
 
@@ -67,6 +74,15 @@ def load_clothing1m(options: SourceOptions) -> StreamSplits:
             read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
         )
 
+    def records(role: str) -> RecordFiles:
+        if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+            raise ValueError(f"clothing1m under {builder.data_dir} is stored as "
+                             f"{builder.info.file_format.value}, not tfrecord; rebuild it")
+        files = builder.info.splits[ROLES[role]].file_instructions
+        decoders = {"image": tfds.decode.SkipDecoding()}
+        return RecordFiles(tuple(f.filename for f in files), tuple(f.take for f in files),
+                           lambda s: builder.info.features.deserialize_example(s, decoders=decoders))
+
     noise = {
         "type": "real",
         "known_true_label": meta["noisy_train_known_true_label"],
@@ -75,5 +91,5 @@ def load_clothing1m(options: SourceOptions) -> StreamSplits:
         "empirical_transition_matrix": meta["noisy_train_empirical_transition"],
     }
     return StreamSplits(list(builder.info.features["label"].names), (None, None, 3), read,
-                        sizes, counts, noise, dict(ROLES),
+                        sizes, counts, noise, dict(ROLES), records,
                         skipped_images=list(meta.get("skipped_images", [])))

@@ -4,7 +4,13 @@ A method turns one training batch (and, for meta methods, one meta batch) into
 gradients for the backbone's trainable variables. Gradients are of losses
 summed over the local examples and divided by the GLOBAL batch size, so that
 the optimizer's cross-replica sum gives the full-batch gradient.
+
+Here: the `Method` base class and its `StepOutputs`, the step helpers methods
+share (`weighted_gradients`, `loss_gradients`, `finite_guarded`), and the
+registry (`register_method`, `create_method`, `available_methods`). A method's
+options are its constructor's keyword parameters (`Method.option_names`).
 """
+import inspect
 from typing import NamedTuple, Optional
 
 import keras
@@ -13,6 +19,7 @@ import tensorflow as tf
 from gdw_tf import diagnostics
 from gdw_tf.distributed import global_batch_size
 from gdw_tf.losses import class_weighted_cross_entropy
+from gdw_tf.registry import Registry
 
 
 class StepOutputs(NamedTuple):
@@ -67,23 +74,39 @@ class Method(keras.layers.Layer):
         super().__init__(**kwargs)
 
     @classmethod
-    def options_from_data(cls, bundle, settings):
-        """Constructor options derived from the data and the run's settings.
+    def option_names(cls):
+        """The options the constructor accepts (its keyword parameters and its
+        Method base classes'), sorted; Keras' layer arguments are not options."""
+        names = set()
+        for klass in cls.__mro__:
+            if issubclass(klass, Method) and "__init__" in vars(klass):
+                names.update(name for name, p in inspect.signature(klass.__init__).parameters.items()
+                             if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        return sorted(names)
+
+    @classmethod
+    def options_from_data(cls, bundle, epochs=None, noise_rate=0.0):
+        """Constructor options derived from the data and the run (none by default).
 
         Called by the trainer before the model is built. `bundle` is a
         `gdw_tf.data.DataBundle` (num_train, num_classes, train_labels, ...);
-        `settings` is a dict of the run's flag values (noise_rate, epochs, ...).
-        Explicit `--method_option` values override what this returns.
+        `epochs` the run's epochs; `noise_rate` the synthetic label-noise rate
+        (0 for clean data or real noise). Options set explicitly override these.
         """
         return {}
+
+    def options(self):
+        """The options this method was built with, {name: value} (JSON-serialisable)."""
+        names = set(self.option_names())
+        return {k: v for k, v in self.get_config().items() if k in names}
 
     def setup(self, model):
         """Creates state that depends on the model (called once, in scope)."""
 
-    def prepare(self, model, bundle, settings):
-        """Runs before the main `fit` (e.g. GLC's corruption estimate)."""
+    def prepare(self, model, bundle, verbose=0):
+        """Runs before the main `fit` (e.g. GLC's corruption estimate); `verbose` as Keras'."""
 
-    def finish(self, model, bundle, settings):
+    def finish(self, model, bundle, verbose=0):
         """Runs after the main `fit` (e.g. fine-tuning on the meta set).
 
         Returns None or a dict of extra results for results.json; its
@@ -126,3 +149,58 @@ def weighted_gradients(model, batch, weights):
         losses = class_weighted_cross_entropy(batch["label"], logits, weights)
         loss = tf.reduce_sum(losses) / n_global
     return finite_guarded(tape.gradient(loss, theta), loss, "training loss"), logits
+
+
+
+def loss_gradients(model, images, total_loss):
+    """Gradients of `total_loss(logits)` w.r.t. the backbone's trainable variables.
+
+    `images` are forwarded in training mode; `total_loss` maps the logits
+    [N, C] to a scalar that is already a local sum divided by the GLOBAL batch
+    (module doc). Returns (grads, logits); the gradients are
+    released only if the loss is finite.
+    """
+    theta = model.backbone.trainable_variables
+    with tf.GradientTape() as tape:
+        logits = backbone_forward(model, images)
+        loss = total_loss(logits)
+    return finite_guarded(tape.gradient(loss, theta), loss, "training loss"), logits
+
+# The registry of methods (`--method=NAME`).
+METHODS = Registry("method")
+
+
+def register_method(name):
+    """Class decorator: registers a `Method` subclass as `--method=name`."""
+    def decorator(cls):
+        cls.method_name = name
+        return METHODS.register(name)(cls)
+    return decorator
+
+
+def available_methods():
+    return METHODS.names()
+
+
+def create_method(method, **options):
+    """Returns a `Method` from a registered name (or passes an instance through).
+
+    An option the method does not take is a ValueError that lists the ones it does.
+    """
+    if isinstance(method, str):
+        cls = METHODS.get(method)
+        unknown = sorted(set(options) - set(cls.option_names()))
+        if unknown:
+            raise ValueError(f"method '{method}' has no option {', '.join(unknown)}; "
+                             f"{options_text(cls)}")
+        return cls(**options)
+    if options:
+        raise ValueError(
+            f"method options {sorted(options)} given with a method instance")
+    return method
+
+
+def options_text(cls):
+    """'its options: a, b' (or 'it takes no options') for error messages."""
+    names = cls.option_names()
+    return f"its options: {', '.join(names)}" if names else "it takes no options"

@@ -1,14 +1,58 @@
-"""MWNet and GDW: weights from the weighting network V_phi(loss)."""
+"""MW-Net and GDW: per-example weights from the weighting network V_phi(loss).
+
+`WeightingNetwork` is V_phi (1 -> hidden -> 1, loss to weight in (0, 1));
+`MWNet` weights each example by V_phi(CE_i); `GDW` spreads that weight over the
+example's classes and corrects it per class with the meta-gradient.
+"""
+import math
+
 import keras
 import tensorflow as tf
 
 from gdw_tf import diagnostics
 from gdw_tf.distributed import add_weight_decay, replica_sum
 from gdw_tf.losses import cross_entropy, second_stage_update, zero_mean_constraint
-from gdw_tf.methods.base import parameter_dtype
-from gdw_tf.methods.bilevel import BilevelMethod
-from gdw_tf.methods.registry import register_method
-from gdw_tf.weighting import WeightingNetwork
+from gdw_tf.methods.bilevel import BilevelMethod, FirstStage
+from gdw_tf.methods.method import parameter_dtype, register_method
+
+
+def _torch_linear_init(fan_in):
+    """Kernel and bias initialisers equal to PyTorch's default nn.Linear."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return dict(
+        kernel_initializer=keras.initializers.VarianceScaling(
+            1.0 / 3.0, "fan_in", "uniform"),
+        bias_initializer=keras.initializers.RandomUniform(-bound, bound))
+
+
+@keras.saving.register_keras_serializable(package="gdw_tf")
+class WeightingNetwork(keras.layers.Layer):
+    """MLP 1 -> hidden -> 1 (Dense, ReLU, Dense, sigmoid) from loss to weight.
+
+    Maps per-example losses [n, 1] to weights in (0, 1), [n, 1]. Initialised
+    like PyTorch's default `nn.Linear` (uniform in +-1/sqrt(fan_in) for
+    kernels and biases), as in the reference implementation.
+    """
+
+    def __init__(self, hidden_units=100, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = int(hidden_units)
+        self.hidden = keras.layers.Dense(
+            self.hidden_units, activation="relu", dtype=self.dtype_policy,
+            **_torch_linear_init(1))
+        self.output_layer = keras.layers.Dense(
+            1, activation="sigmoid", dtype=self.dtype_policy,
+            **_torch_linear_init(self.hidden_units))
+
+    def build(self, input_shape=(None, 1)):
+        self.hidden.build(input_shape)
+        self.output_layer.build((input_shape[0], self.hidden_units))
+
+    def call(self, losses):
+        return self.output_layer(self.hidden(losses))
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units}
 
 
 @register_method("mwnet")
@@ -65,11 +109,11 @@ class MWNet(BilevelMethod):
 
     def first_stage(self, logits, batch):
         costs = tf.stop_gradient(cross_entropy(batch["label"], logits))
-        return {"costs": costs, "weights": self.instance_weights(costs)}
+        return FirstStage(weights=self.instance_weights(costs), costs=costs)
 
     def second_stage(self, model, batch, state, meta_grads, source_grads):
         self.apply_meta_update(meta_grads)
-        return {"weights": tf.stop_gradient(self.instance_weights(state["costs"]))}
+        return tf.stop_gradient(self.instance_weights(state.costs))
 
 
 @register_method("gdw")
@@ -99,26 +143,24 @@ class GDW(MWNet):
     def first_stage(self, logits, batch):
         state = super().first_stage(logits, batch)
         probs = tf.stop_gradient(tf.nn.softmax(logits))
-        state["probs"] = probs
-        state["weights"] = zero_mean_constraint(
-            state["weights"] * tf.ones_like(logits), probs, batch["label"])
-        return state
+        omega = zero_mean_constraint(state.weights * tf.ones_like(logits), probs, batch["label"])
+        return state._replace(weights=omega, probs=probs)
 
     def outer_sources(self, state):
-        return [state["weights"]]
+        return [state.weights]
 
     def second_stage(self, model, batch, state, meta_grads, source_grads):
         self.apply_meta_update(meta_grads)
-        omega = tf.stop_gradient(state["weights"])
+        omega = tf.stop_gradient(state.weights)
         g = source_grads[0]
         l1_norm = replica_sum(tf.reduce_sum(tf.abs(g)))
         updated = second_stage_update(omega, g, l1_norm, self.outer_lr, self.clip)
-        return {"weights": zero_mean_constraint(updated, state["probs"], batch["label"])}
+        return zero_mean_constraint(updated, state.probs, batch["label"])
 
-    def step_diagnostics(self, batch, state, real_state):
-        stats = super().step_diagnostics(batch, state, real_state)
+    def step_diagnostics(self, batch, state, real_weights):
+        stats = super().step_diagnostics(batch, state, real_weights)
         if "true_label" in batch:
             stats.update(diagnostics.increase_fractions(
-                tf.stop_gradient(state["weights"]), real_state["weights"],
+                tf.stop_gradient(state.weights), real_weights,
                 batch["label"], batch["true_label"]))
         return stats

@@ -1,0 +1,301 @@
+"""Finding the mislabelled examples: GDW's free report next to cleanlab's.
+
+  pip install -r requirements-bench.txt          # cleanlab, for this bench only
+  python -m gdw_tf.bench.label_issues            # uniform40 and flip40, seeds 0,1,2, K=5
+
+Both sides see the same noisy training set: the accuracy bench's CPU protocol
+(`gdw_tf.bench.accuracy`, real CIFAR-10 JPEGs, strided_cnn, 4,000 iterations).
+
+- gdw: one `python -m gdw_tf.train --method=gdw` run; its label_issues.csv
+  (score = 1 - the averaged target weight, rescaled; `gdw_tf.label_issues`)
+  comes with the training, so its wall time is that one run's, which also
+  yields the trained model. The row "gdw, p(given label)" ranks by the same
+  run's averaged predicted probability of the given label instead.
+- cleanlab: out-of-sample predicted probabilities from K-fold cross-validation:
+  K trainings of the same backbone with `--method=base` and the same recipe on
+  the other K-1 folds (stratified by given label), each predicting its held-out
+  fold unaugmented; then `cleanlab.rank.get_label_quality_scores` (score =
+  1 - quality) and `cleanlab.filter.find_label_issues` (its own flag set). Its
+  wall time is the K trainings plus cleanlab's own time; data loading is
+  counted on both sides.
+
+Columns: ROC-AUC of the score for noisy vs clean examples; precision when
+flagging as many top-scored examples as there are noisy ones; for
+find_label_issues, how many it flags and their precision and recall; wall time.
+Each (setting, seed) is one process per side, reused when finished (with the
+same flags), so an interrupted bench continues where it stopped.
+"""
+import concurrent.futures
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import flags
+
+from gdw_tf.bench import accuracy
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_list("settings", ["uniform40", "flip40"], "accuracy-bench settings",
+                  flag_values=FLAGS)
+flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds (data noise and training)", flag_values=FLAGS)
+flags.DEFINE_integer("folds", 5, "K of cleanlab's K-fold cross-validation", lower_bound=2,
+                     flag_values=FLAGS)
+flags.DEFINE_string("data_dir", "../shared/data/cifar10-jpeg", "CIFAR-10 image folder",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("iterations", accuracy.ITERATIONS, "iterations of the GDW run (the "
+                     "cross-validation runs train the same epochs on (K-1)/K of the data)",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("train_per_class", 1000, "training images per class", flag_values=FLAGS)
+flags.DEFINE_string("output_dir", "bench_results/label_issues", "runs and table.md",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("jobs", 2, "processes at a time, sharing the CPU cores", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_bool("report_only", False, "tabulate the finished runs, start none",
+                  flag_values=FLAGS)
+flags.DEFINE_string("cross_validate", None, "internal: SETTING:SEED, run the K-fold trainings "
+                    "of one setting and seed in this process", flag_values=FLAGS)
+
+CV_FILE = "cross_validation.npz"  # per-example out-of-sample probabilities, labels, timing
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The bench's flags (the attribute names `gdw_tf.bench.accuracy` reads)."""
+    settings: tuple
+    seeds: tuple
+    folds: int
+    data_dir: str
+    iterations: int
+    train_per_class: int
+    output_dir: str
+    jobs: int
+    report_only: bool
+    protocol: str = "cpu"
+    epochs: int | None = None
+
+    @classmethod
+    def from_flags(cls, values):
+        return cls(tuple(values.settings), tuple(int(s) for s in values.seeds), values.folds,
+                   values.data_dir, values.iterations, values.train_per_class,
+                   values.output_dir, values.jobs, values.report_only)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One detector on one (setting, seed); None where it does not apply."""
+    auc: float
+    precision_at_noise: float
+    flagged: int | None
+    flagged_precision: float | None
+    flagged_recall: float | None
+    wall_s: float
+
+
+def stratified_folds(labels, folds, seed):
+    """int [N] fold of each example, in 0..folds-1: each given class spread evenly, seeded."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), np.int64)
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        fold[members] = (np.arange(members.size) + rng.integers(folds)) % folds
+    return fold
+
+
+def cross_validate(config, setting, seed, out_dir):
+    """K `base` trainings of the protocol on K-1 folds each; writes out_dir/CV_FILE with
+    float32 probs [N, C] (each row from the model that did not train on it), int labels,
+    true_labels [N], and the wall time (s) of the whole (loading included)."""
+    started = time.time()
+    import keras
+    import tensorflow as tf
+
+    from gdw_tf import label_issues, train
+    from gdw_tf.data import pipeline
+    from gdw_tf.data.augment import make_augmentation
+
+    train.FLAGS(["cross_validate", *accuracy.run_flags(config, setting, "base", seed)])
+    s = train.with_dataset_defaults(train.settings_from_flags())
+    bundle = train.build_data(s)
+    examples = label_issues.training_examples(bundle, s)
+    images = tf.constant(examples.images)
+    aug = make_augmentation(bundle.augment, examples.images.shape[1:], examples.pixel_max)
+    labels, true_labels = bundle.train_labels, bundle.train_true_labels
+    fold = stratified_folds(labels, config.folds, seed)
+    probs = np.zeros((bundle.num_train, bundle.num_classes), np.float32)
+    for k in range(config.folds):
+        keras.utils.set_random_seed(seed * config.folds + k)
+        rows = np.flatnonzero(fold != k)
+        fields = {"label": labels[rows], "true_label": true_labels[rows],
+                  "index": np.arange(rows.size)}
+        data = pipeline.array_dataset(
+            images, rows, fields, augmentation=aug, training=True, batch_size=bundle.batch_size,
+            drop_remainder=True, shuffle=True, repeat=True, seed=seed * config.folds + k,
+            stage=f"fold{k}", output=pipeline.as_train_element)
+        steps = rows.size // bundle.batch_size
+        if steps < 1:
+            raise SystemExit(f"--folds={config.folds}: a fold's {rows.size} training examples "
+                             f"fill no batch of {bundle.batch_size}")
+        model = train.build_model(s, dataclasses.replace(bundle, steps_per_epoch=steps))
+        model.fit(data, epochs=s["epochs"], steps_per_epoch=steps, verbose=0, shuffle=False)
+        held = np.flatnonzero(fold == k)
+        test = pipeline.array_dataset(
+            images, held, {"label": labels[held]}, augmentation=aug, training=False,
+            batch_size=bundle.batch_size, drop_remainder=False, shuffle=False, repeat=False,
+            seed=seed, stage="held_out", output=pipeline.as_pair)
+        probs[held] = tf.nn.softmax(model.predict(test, verbose=0)).numpy()
+        print(f"{setting} seed {seed}: fold {k + 1}/{config.folds} done "
+              f"({time.time() - started:.0f} s)", flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    np.savez(os.path.join(out_dir, CV_FILE), probs=probs, labels=labels,
+             true_labels=true_labels, wall_s=time.time() - started,
+             flags=json.dumps(accuracy.run_flags(config, setting, "base", seed)))
+
+
+def cleanlab_rows(cv):
+    """{"cleanlab": Row} from a CV_FILE's arrays (cleanlab's time added to the trainings')."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    from gdw_tf.label_issues import detection_of_scores
+
+    started = time.time()
+    labels, probs = cv["labels"], cv["probs"]
+    quality = get_label_quality_scores(labels, probs)
+    flagged = find_label_issues(labels, probs)
+    wall = float(cv["wall_s"]) + time.time() - started
+    noisy = labels != cv["true_labels"]
+    found = detection_of_scores(1.0 - quality, noisy)
+    hits = int((flagged & noisy).sum())
+    return {"cleanlab": Row(found.auc, found.precision, int(flagged.sum()),
+                            hits / max(1, int(flagged.sum())), hits / int(noisy.sum()), wall)}
+
+
+def gdw_rows(run, out_dir):
+    """{"gdw": Row, "gdw, p(given label)": Row} from a finished GDW run's files."""
+    import csv
+
+    from gdw_tf.label_issues import CSV_FILE, detection_of_scores
+
+    with open(os.path.join(out_dir, CSV_FILE)) as f:
+        rows = list(csv.DictReader(f))
+    noisy = np.array([r["given_label"] != r["true_label"] for r in rows])
+    wall = run["wall_time_s"]
+    weight = detection_of_scores([float(r["score"]) for r in rows], noisy)
+    prob = detection_of_scores([1.0 - float(r["given_probability"]) for r in rows], noisy)
+    return {"gdw": Row(weight.auc, weight.precision, None, None, None, wall),
+            "gdw, p(given label)": Row(prob.auc, prob.precision, None, None, None, wall)}
+
+
+def run_cross_validation(config, setting, seed):
+    """The CV_FILE of (setting, seed), run in its own process unless finished."""
+    out = accuracy.run_dir(config, setting, f"cleanlab{config.folds}fold", seed)
+    path = os.path.join(out, CV_FILE)
+    want = accuracy.run_flags(config, setting, "base", seed)
+    if os.path.exists(path):
+        with np.load(path) as cv:
+            if json.loads(str(cv["flags"])) != want:
+                raise SystemExit(f"{path} was made with other flags than {want}; pass another "
+                                 "--output_dir instead of mixing protocols in one table")
+            return dict(cv)
+    if config.report_only:
+        return None
+    cmd = [sys.executable, "-m", "gdw_tf.bench.label_issues", f"--cross_validate={setting}:{seed}",
+           *_bench_flags(config)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if config.jobs > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // config.jobs))
+        env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads)
+    print("running:", " ".join(cmd[1:]), flush=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"FAILED ({out}):\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
+        return None
+    with np.load(path) as cv:
+        return dict(cv)
+
+
+def _bench_flags(config):
+    return [f"--folds={config.folds}", f"--data_dir={config.data_dir}",
+            f"--iterations={config.iterations}", f"--train_per_class={config.train_per_class}",
+            f"--output_dir={config.output_dir}"]
+
+
+def evaluate(config, setting, seed, side):
+    """{detector: Row} of one side ("gdw" or "cleanlab") on (setting, seed); {} if not run."""
+    if side == "gdw":
+        run = accuracy.run_one(config, setting, "gdw", seed)
+        return gdw_rows(run, accuracy.run_dir(config, setting, "gdw", seed)) if run else {}
+    cv = run_cross_validation(config, setting, seed)
+    return cleanlab_rows(cv) if cv else {}
+
+
+DETECTORS = ("gdw", "gdw, p(given label)", "cleanlab")
+
+
+def table(config, results):
+    """Markdown: one row per setting x detector, mean ± std over seeds."""
+    def cell(values, fmt):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "-"
+        return f"{fmt.format(np.mean(values))} ± {fmt.format(np.std(values))}"
+
+    lines = ["| setting | detector | ROC-AUC | precision at the noise count | "
+             "find_label_issues: flagged / precision / recall | wall time (s) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for setting in config.settings:
+        for name in DETECTORS:
+            rows = [results[setting, seed][name] for seed in config.seeds
+                    if name in results.get((setting, seed), {})]
+            if not rows:
+                continue
+            flagged = ("-" if rows[0].flagged is None else
+                       f"{cell([r.flagged for r in rows], '{:.0f}')} / "
+                       f"{cell([r.flagged_precision for r in rows], '{:.3f}')} / "
+                       f"{cell([r.flagged_recall for r in rows], '{:.3f}')}")
+            runs = f" ({len(rows)}/{len(config.seeds)} seeds)" if len(rows) < len(config.seeds) else ""
+            lines.append(f"| {setting} | {name}{runs} | {cell([r.auc for r in rows], '{:.3f}')} | "
+                         f"{cell([r.precision_at_noise for r in rows], '{:.3f}')} | {flagged} | "
+                         f"{cell([r.wall_s for r in rows], '{:.0f}')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = FLAGS(argv if argv is not None else sys.argv)
+    if len(argv) > 1:
+        raise SystemExit(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = Config.from_flags(FLAGS)
+    for setting in config.settings:
+        if setting not in accuracy.PROTOCOL_SETTINGS["cpu"]:
+            raise SystemExit(f"--settings: unknown setting {setting!r}; known: "
+                             f"{', '.join(accuracy.PROTOCOL_SETTINGS['cpu'])}")
+    if FLAGS.cross_validate:
+        setting, _, seed = FLAGS.cross_validate.partition(":")
+        cross_validate(config, setting, int(seed),
+                       accuracy.run_dir(config, setting, f"cleanlab{config.folds}fold", int(seed)))
+        return
+    if not config.report_only:
+        try:
+            import cleanlab  # noqa: F401
+        except ImportError:
+            raise SystemExit("this bench needs cleanlab: pip install -r requirements-bench.txt")
+    os.makedirs(config.output_dir, exist_ok=True)
+    work = [(setting, seed, side) for seed in config.seeds for setting in config.settings
+            for side in ("cleanlab", "gdw")]
+    with concurrent.futures.ThreadPoolExecutor(config.jobs) as pool:
+        done = list(pool.map(lambda w: evaluate(config, *w), work))
+    results = {}
+    for (setting, seed, _), rows in zip(work, done):
+        results.setdefault((setting, seed), {}).update(rows)
+    md = table(config, results)
+    with open(os.path.join(config.output_dir, "table.md"), "w") as f:
+        f.write(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
