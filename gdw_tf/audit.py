@@ -11,13 +11,20 @@ checkpoint. --export writes the top suspects (path, given and suggested class
 names, score, rank) as a CSV for relabelling; the dataset itself is never
 touched. Bad input ends with one line on stderr and exit status 2.
 """
-import argparse
 import csv
 import json
 import os
 import sys
 
-from gdw_tf import label_issues, run_dir
+from absl import flags
+
+from gdw_tf import bench, label_issues, run_dir
+
+FLAGS = flags.FlagValues()  # the audit's own flags (the trainer's --output_dir is another)
+flags.DEFINE_string("output_dir", None, "the run's output directory", flag_values=FLAGS)
+flags.DEFINE_integer("top", label_issues.DEFAULT_TOP,
+                     "suspects in label_issues.png and the relabel CSV", flag_values=FLAGS)
+flags.DEFINE_string("export", None, "folder datasets: write DIR/relabel.csv", flag_values=FLAGS)
 
 RELABEL_FILE = "relabel.csv"
 
@@ -112,23 +119,19 @@ def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
     return issues, found
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m gdw_tf.audit", description=__doc__.split("\n")[0])
-    parser.add_argument("--output_dir", help="the run's output directory")
-    parser.add_argument("--top", type=int, default=label_issues.DEFAULT_TOP,
-                        help="suspects in label_issues.png and the relabel CSV")
-    parser.add_argument("--export", help="folder datasets: write DIR/relabel.csv")
-    args = parser.parse_args(argv)
+def main(argv):
+    """`python -m gdw_tf.audit FLAGS` (module doc)."""
+    values = bench.parse(argv, FLAGS, lambda v: v, "gdw_tf.audit", __doc__)
     try:
-        issues, found = audit(args.output_dir, args.top, args.export)
+        issues, found = audit(values.output_dir, values.top, values.export)
     except run_dir.UserError as error:
         print(f"gdw_tf.audit: error: {error}", file=sys.stderr)
         sys.exit(run_dir.USER_ERROR_EXIT_CODE)
-    line = f"Wrote {label_issues.CSV_FILE} ({issues.index.size} examples) in {args.output_dir}"
+    line = f"Wrote {label_issues.CSV_FILE} ({issues.index.size} examples) in {values.output_dir}"
     if found is not None:
         line += f"; detection ROC-AUC {found.auc:.3f}, F1 {found.f1:.3f} at the noisy count {found.noisy}"
     print(line)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv)

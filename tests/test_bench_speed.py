@@ -1,5 +1,6 @@
 """The speed benchmark can build and step every registered method."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from gdw_tf.bench import speed
@@ -64,3 +65,19 @@ def test_flags_become_a_config_with_base_first_and_the_memory_process_gets_the_s
     for field in ("model", "num_classes", "image_size", "method_options", "jit", "mixed_precision"):
         assert getattr(child, field) == getattr(config, field), field
     assert speed.parse_config(["speed", "--methods=all"]).methods == tuple(available_methods())
+
+
+def test_method_variants_are_built_with_their_own_options(capsys):
+    config = speed.parse_config(["speed", "--model=small_cnn", "--batch_size=2",
+                                 "--methods=gdw@virtual_scope=head@meta_interval=2,gdw"])
+    assert config.methods == ("base", "gdw@virtual_scope=head@meta_interval=2", "gdw")
+    variant, _ = speed._setup(config, config.methods[1])
+    assert variant.method.options()["virtual_scope"] == "head"
+    assert variant.method.options()["meta_interval"] == 2
+    exact, _ = speed._setup(config, "gdw")
+    assert exact.method.options()["virtual_scope"] == "all"
+    child = speed.parse_config(["speed", *speed._memory_argv(config, config.methods[1], 2)])
+    assert child.single == config.methods[1]
+    with pytest.raises(SystemExit):
+        speed.parse_config(["speed", "--methods=gdw@virtual_scope"])
+    assert "options look like NAME@key=value" in capsys.readouterr().err

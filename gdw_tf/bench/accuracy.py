@@ -38,6 +38,7 @@ import numpy as np
 from absl import flags
 
 from gdw_tf import bench
+from gdw_tf.bench import method_variant
 from gdw_tf.diagnostics import binned_auc
 from gdw_tf.label_issues import methods_with_weights
 
@@ -140,13 +141,6 @@ def protocol_flags(config, setting):
             f"--num_meta={NUM_META}", f"--batch_size={BATCH}",
             f"--epochs={config.epochs or cpu_epochs(config, setting)}", "--lr=0.1",
             "--schedule=cosine", "--verbose=0", *SETTINGS[setting]]
-
-
-def method_variant(entry):
-    """A --methods entry 'NAME@key=value@...' -> (NAME, ('key=value', ...)); a bare NAME has
-    no options."""
-    name, *options = entry.split("@")
-    return name, tuple(options)
 
 
 def method_dir_name(entry):
@@ -359,8 +353,6 @@ flags.DEFINE_bool("report_only", False, "Tabulate the finished runs, start none.
 
 def _config_from_flags(values):
     """AccuracyConfig from the parsed FLAGS; flags.ValidationError names a bad entry."""
-    from gdw_tf.methods import available_methods
-
     protocol = values.protocol
     known = PROTOCOL_SETTINGS[protocol]
     settings = values.settings or (["uniform40"] if protocol == "digits" else known)
@@ -370,14 +362,7 @@ def _config_from_flags(values):
                                         f"--protocol={protocol}; known: {', '.join(known)}")
     dirs = {}
     for entry in values.methods:
-        name, options = method_variant(entry)
-        if name not in available_methods():
-            raise flags.ValidationError(f"--methods: unknown method {name!r} in {entry!r}; "
-                                        f"known: {', '.join(available_methods())}")
-        for option in options:
-            if not re.fullmatch(r"\w+=[^=]+", option):
-                raise flags.ValidationError(f"--methods: {entry!r}: options look like "
-                                            f"NAME@key=value[@key=value], got {option!r}")
+        bench.check_method_entry(entry)
         other = dirs.setdefault(method_dir_name(entry), entry)
         if other != entry or values.methods.count(entry) > 1:
             raise flags.ValidationError(f"--methods: {other!r} and {entry!r} would share the "

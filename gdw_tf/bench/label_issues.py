@@ -27,6 +27,7 @@ same flags), so an interrupted bench continues where it stopped.
 """
 import concurrent.futures
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -36,6 +37,7 @@ import time
 import numpy as np
 from absl import flags
 
+from gdw_tf import bench
 from gdw_tf.bench import accuracy
 
 FLAGS = flags.FlagValues()
@@ -79,7 +81,12 @@ class Config:
 
     @classmethod
     def from_flags(cls, values):
-        return cls(tuple(values.settings), tuple(int(s) for s in values.seeds), values.folds,
+        """The config of parsed flag `values`; flags.ValidationError names a bad one."""
+        for setting in values.settings:
+            if setting not in accuracy.PROTOCOL_SETTINGS["cpu"]:
+                raise flags.ValidationError(f"--settings: unknown setting {setting!r}; known: "
+                                            f"{', '.join(accuracy.PROTOCOL_SETTINGS['cpu'])}")
+        return cls(tuple(values.settings), bench.int_list(values, "seeds"), values.folds,
                    values.data_dir, values.iterations, values.train_per_class,
                    values.output_dir, values.jobs, values.report_only)
 
@@ -264,25 +271,17 @@ def table(config, results):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    argv = FLAGS(argv if argv is not None else sys.argv)
-    if len(argv) > 1:
-        raise SystemExit(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = Config.from_flags(FLAGS)
-    for setting in config.settings:
-        if setting not in accuracy.PROTOCOL_SETTINGS["cpu"]:
-            raise SystemExit(f"--settings: unknown setting {setting!r}; known: "
-                             f"{', '.join(accuracy.PROTOCOL_SETTINGS['cpu'])}")
+def main(argv):
+    """`python -m gdw_tf.bench.label_issues FLAGS`: runs (or reuses) both sides, writes table.md."""
+    config = bench.parse(argv, FLAGS, Config.from_flags, "gdw_tf.bench.label_issues", __doc__)
     if FLAGS.cross_validate:
         setting, _, seed = FLAGS.cross_validate.partition(":")
         cross_validate(config, setting, int(seed),
                        accuracy.run_dir(config, setting, f"cleanlab{config.folds}fold", int(seed)))
         return
-    if not config.report_only:
-        try:
-            import cleanlab  # noqa: F401
-        except ImportError:
-            raise SystemExit("this bench needs cleanlab: pip install -r requirements-bench.txt")
+    if not config.report_only and importlib.util.find_spec("cleanlab") is None:
+        raise SystemExit("gdw_tf.bench.label_issues: error: this bench needs cleanlab: "
+                         "pip install -r requirements-bench.txt")
     os.makedirs(config.output_dir, exist_ok=True)
     work = [(setting, seed, side) for seed in config.seeds for setting in config.settings
             for side in ("cleanlab", "gdw")]
@@ -298,4 +297,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv)

@@ -5,6 +5,8 @@
   python -m gdw_tf.bench.speed --model=resnet18 --image_size=224 --num_classes=14 \
       --batch_size=16 --memory_batches=8,16            # the Clothing1M setting, memory per example
   python -m gdw_tf.bench.speed --methods=gdw --method_option=meta_interval=3   # opt-in fast GDW
+  python -m gdw_tf.bench.speed --methods=gdw,gdw@meta_interval=4,gdw@virtual_scope=head
+                                                       # exact and fast GDW side by side
 
 All methods are built in one process and timed round-robin, one iteration
 each per round, so that load from other processes hits them alike; inputs are
@@ -14,7 +16,9 @@ A method with meta_interval=k is timed over whole cycles of k steps (one
 bi-level step and k - 1 plain-cost ones) and its time per iteration is the
 cycle's time / k (amortised); other methods have cycles of one step. Reports
 median, 10th/90th percentile over cycles and the ratio to `base` of the same
-run. `--method_option=key=value` (repeatable) goes to every method but `base`. Peak memory is measured
+run. `--method_option=key=value` (repeatable) goes to every method but `base`; a
+--methods entry NAME@key=value[@key=value] is method NAME with those options on
+top (as in the accuracy bench), so variants are timed in one round-robin. Peak memory is measured
 per method in a process of its own (process RSS on CPU, TensorFlow's
 allocator peak on GPU). --memory_batches measures it at several batch sizes
 (training and meta batch alike) and fits peak = fixed + per_example * batch,
@@ -34,7 +38,8 @@ from absl import flags
 from gdw_tf import bench
 
 FLAGS = flags.FlagValues()  # the bench's own flags (the trainer's are the global FLAGS)
-flags.DEFINE_list("methods", ["base", "mwnet", "gdw"], "Method names, or 'all' (base is always "
+flags.DEFINE_list("methods", ["base", "mwnet", "gdw"], "Method names (or NAME@key=value"
+                  "[@key=value] variants), or 'all' (base is always "
                   "timed: the ratios are to it).", flag_values=FLAGS)
 flags.DEFINE_string("model", "resnet32", "Backbone (gdw_tf.models).", flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 100, "Training batch (the meta batch is as large).",
@@ -82,6 +87,8 @@ def _config_from_flags(values):
     from gdw_tf.methods import available_methods
 
     methods = available_methods() if values.methods == ["all"] else values.methods
+    for entry in methods:
+        bench.check_method_entry(entry)
     for option in values.method_option:
         if "=" not in option:
             raise flags.ValidationError(f"--method_option={option} must look like key=value")
@@ -118,10 +125,13 @@ def _setup(config, method):
     options = {"insw": {"num_train": 50000}, "soft_label": {"num_train": 50000},
                "gen_label": {"num_train": 50000},
                "coteaching": {"forget_rate": 0.4, "steps_per_epoch": 500},
-               "class_balanced": {"class_counts": [5000] * config.num_classes}}.get(method, {})
-    if method != "base":
+               "class_balanced": {"class_counts": [5000] * config.num_classes}}
+    name, variant = bench.method_variant(method)
+    options = dict(options.get(name, {}))
+    if name != "base":
         options.update(parse_method_options(config.method_options))
-    model = gdw_tf.GDWModel(backbone, config.num_classes, method=method, **options)
+    options.update(parse_method_options(variant))
+    model = gdw_tf.GDWModel(backbone, config.num_classes, method=name, **options)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), metrics=["accuracy"],
                   jit_compile=config.jit)
     rng = np.random.default_rng(0)
