@@ -367,13 +367,22 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, xla, lr):
 
 def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
     args = [*FAST, "--train_per_class=100", "--epochs=3", "--checkpoint_steps=3", "--deterministic"]
+    a, b = _uninterrupted_and_killed_at_second_checkpoint(
+        tmp_path, args, r"at epoch 0 of 3, step [369] of 10")  # ckpt-2: epoch 0, step 6 of 10
+    assert a["target_weight_histograms"] == b["target_weight_histograms"]
+    assert a["optimizer_iterations"] == b["optimizer_iterations"] == 30
+
+
+def _uninterrupted_and_killed_at_second_checkpoint(tmp_path, args, resumed_at):
+    """Trains `args` once whole and once killed with SIGKILL as soon as its second
+    checkpoint exists, then resumed (the resume line must match `resumed_at`); asserts
+    equal histories and checkpoint tensors; returns both results.json."""
     whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
     train(*args, f"--output_dir={whole}")
-
     proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args, f"--output_dir={cut}"],
                             cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    second = os.path.join(cut, "checkpoints", "ckpt-2.index")  # epoch 0, step 6 of 10
+    second = os.path.join(cut, "checkpoints", "ckpt-2.index")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not os.path.exists(second):
         time.sleep(0.01)
@@ -381,17 +390,15 @@ def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     again = train(*args, f"--output_dir={cut}")
-    assert re.search(r"at epoch 0 of 3, step [369] of 10", again.stdout), again.stdout  # mid-epoch
-
+    assert re.search(resumed_at, again.stdout), again.stdout  # mid-epoch
     a, b = results(whole), results(cut)
     assert a["history"] == b["history"]
-    assert a["target_weight_histograms"] == b["target_weight_histograms"]
-    assert a["optimizer_iterations"] == b["optimizer_iterations"] == 30
     tensors_a, tensors_b = _checkpoint_tensors(whole), _checkpoint_tensors(cut)
     assert tensors_a.keys() == tensors_b.keys()
     for name in tensors_a:
         if not name.startswith("run_record"):  # holds the wall time
             np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
+    return a, b
 
 
 def test_clothing1m_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
@@ -401,29 +408,10 @@ def test_clothing1m_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_on
     args = ["--dataset=clothing1m", f"--manual_dir={release}", f"--data_dir={tmp_path / 'tfds'}",
             "--model=mlp", "--init_weights=none", "--batch_size=4", "--epochs=2",
             "--checkpoint_steps=2", "--deterministic", "--hidden_units=8", "--verbose=0"]
-    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
-    train(*args, f"--output_dir={whole}")  # builds the TFDS dataset; the other runs reuse it
-
-    proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args, f"--output_dir={cut}"],
-                            cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    second = os.path.join(cut, "checkpoints", "ckpt-2.index")           # epoch 0, step 4 of 7
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not os.path.exists(second):
-        time.sleep(0.01)
-    assert proc.poll() is None, "training ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    again = train(*args, f"--output_dir={cut}")
-    assert re.search(r"at epoch 0 of 2, step [246] of 7", again.stdout), again.stdout  # mid-epoch
-
-    a, b = results(whole), results(cut)
-    assert a["history"] == b["history"]
+    # The uninterrupted run builds the TFDS dataset; the killed one reuses it.
+    a, b = _uninterrupted_and_killed_at_second_checkpoint(
+        tmp_path, args, r"at epoch 0 of 2, step [246] of 7")  # ckpt-2: epoch 0, step 4 of 7
     assert a["optimizer_iterations"] == b["optimizer_iterations"] == 14
-    tensors_a, tensors_b = _checkpoint_tensors(whole), _checkpoint_tensors(cut)
-    assert tensors_a.keys() == tensors_b.keys()
-    for name in tensors_a:
-        if not name.startswith("run_record"):  # holds the wall time
-            np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
 
 
 def test_cifar100_gives_the_meta_methods_the_papers_outer_lr_unless_set():
