@@ -15,18 +15,24 @@ from gdw_tf.data.augment import (
 )
 from gdw_tf.data.bundle import DEFAULT_DATASET, DataBundle, build, known_input
 from gdw_tf.data.cache import default_cache_dir
-from gdw_tf.data.imbalance import check_imbalance, long_tail_counts, long_tail_subsample
-from gdw_tf.data.meta_split import check_num_meta, split_meta
-from gdw_tf.data.noise import (
+from gdw_tf.data.protocol import (
     NOISE_TYPES,
+    ORDER,
+    ProtocolConfig,
+    ProtocolResult,
+    apply_protocol,
+    check_imbalance,
     check_noise,
+    check_num_meta,
     corrupt_labels,
     empirical_transition,
     flip_targets,
+    long_tail_counts,
+    long_tail_subsample,
     realised_noise,
+    split_meta,
     transition_matrix,
 )
-from gdw_tf.data.protocol import ORDER, ProtocolConfig, ProtocolResult, apply_protocol
 from gdw_tf.data.sources import (
     SOURCES,
     ArraySplits,

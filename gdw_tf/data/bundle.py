@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from gdw_tf.data import pipeline
 from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
-from gdw_tf.data.noise import empirical_transition, realised_noise
+from gdw_tf.data.protocol import empirical_transition, realised_noise
 from gdw_tf.data.protocol import ORDER, ProtocolConfig, apply_protocol
 from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec, StreamSplits
 from gdw_tf.data.summary import expected_noise_rate, jsonable, write_summary

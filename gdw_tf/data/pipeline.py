@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from gdw_tf.data.augment import Augmentation
-from gdw_tf.data.seeding import tf_seed_for
+from gdw_tf.data.protocol import tf_seed_for
 from gdw_tf.data.sources.base import RecordFiles
 
 AUTOTUNE = tf.data.AUTOTUNE

@@ -1,25 +1,251 @@
-"""The paper's data protocol on an in-memory training split.
+"""The paper's data protocol on an in-memory training split, and its seeded random streams.
 
 Order (fixed): 1. hold out the clean, class-balanced meta set; 1b. optionally keep
 at most `train_per_class` examples per class (CPU-sized protocols); 2. subsample the
 rest to a long tail (if imbalance_factor < 1); 3. corrupt the remaining labels
 with the noise transition matrix. The meta set is therefore clean and balanced,
 and noise rates are measured on the (possibly long-tailed) training set.
+
+Seeding: each stage (meta split, long tail, flip targets, label noise, and the
+pipelines' shuffling and augmentation) draws from its own stream, keyed by the
+seed and the stage name, so changing one stage never shifts another's draws and
+the same flags give the same result on every machine.
+
+Long tail: class c keeps int(img_max * mu^(c / (C - 1))) examples; mu
+(``imbalance_factor``) is the ratio smallest / largest class, in (0, 1]; class 0
+is the head and class C-1 the tail. For CIFAR img_max = (50000 - num_meta) / C,
+the per-class size after the meta split.
+
+Label noise: a transition matrix T is [C, C] float64 with rows summing to 1;
+T[i, j] is the probability that an example of true class i is given label j.
+
+- ``none``:    T = I (``noise_rate`` must be 0).
+- ``uniform``: T = r/C * ones + (1 - r) * I. A label may be redrawn as itself,
+               so the realised flip rate is r * (1 - 1/C).
+- ``flip``:    T = (1 - r) * I, plus r at one other class per row; that class is
+               drawn uniformly at random, once per seed. Realised rate r.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import zlib
 
 import numpy as np
 
-from gdw_tf.data.imbalance import check_imbalance, long_tail_counts, long_tail_subsample
-from gdw_tf.data.meta_split import split_meta
-from gdw_tf.data.noise import check_noise, corrupt_labels, transition_matrix
-from gdw_tf.data.seeding import check_seed, rng_for
-
 log = logging.getLogger(__name__)
 
+
+# Seeded random streams.
+def check_seed(seed) -> int:
+    """Returns `seed` as a non-negative int or raises naming --seed."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def rng_for(seed: int, stage: str) -> np.random.Generator:
+    """A numpy Generator (PCG64) for `stage`, fully determined by (seed, stage)."""
+    return np.random.default_rng([check_seed(seed), zlib.crc32(stage.encode())])
+
+
+def tf_seed_for(seed: int, stage: str) -> int:
+    """An int64-safe seed for tf.data ops (shuffle, Dataset.random) for `stage`."""
+    return int(rng_for(seed, stage).integers(0, 2**31 - 1))
+
+
+# Meta split: the clean, class-balanced meta set, held out before any corruption.
+def check_num_meta(num_meta, num_classes: int, class_sizes) -> int:
+    """Validates --num_meta: a non-negative multiple of C that every class can give.
+
+    num_meta must be divisible by C so the meta set is exactly balanced
+    (num_meta / C per class); it is an error otherwise rather than a silently
+    unbalanced set. 0 means no meta set.
+    """
+    if isinstance(num_meta, bool) or not isinstance(num_meta, (int, np.integer)) or num_meta < 0:
+        raise ValueError(f"--num_meta must be a non-negative integer, got {num_meta!r}")
+    if num_meta % num_classes:
+        raise ValueError(
+            f"--num_meta={num_meta} is not divisible by the number of classes ({num_classes}); "
+            f"the meta set must be class-balanced (e.g. --num_meta={num_meta // num_classes * num_classes or num_classes})"
+        )
+    per_class = num_meta // num_classes
+    sizes = np.asarray(class_sizes)
+    if per_class > 0 and (sizes <= per_class).any():
+        c = int(sizes.argmin())
+        raise ValueError(
+            f"--num_meta={num_meta} asks {per_class} meta examples per class, but class {c} "
+            f"has only {int(sizes[c])} training examples (at least one must remain for training)"
+        )
+    return int(num_meta)
+
+
+def split_meta(labels, num_meta: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Splits example indices into (meta, rest), both int64 and sorted ascending.
+
+    The meta set holds num_meta / C randomly chosen examples of each class
+    (drawn from the seed's "meta_split" stream); `rest` is everything else.
+    `labels` must be the clean labels: call this before any corruption.
+    """
+    labels = np.asarray(labels)
+    sizes = np.bincount(labels, minlength=num_classes)
+    per_class = check_num_meta(num_meta, num_classes, sizes) // num_classes
+    rng = rng_for(seed, "meta_split")
+    meta = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(num_classes)]
+    meta = np.sort(np.concatenate(meta)).astype(np.int64)
+    rest = np.setdiff1d(np.arange(labels.size), meta).astype(np.int64)
+    return meta, rest
+
+
+# Long tail.
+def check_imbalance(imbalance_factor: float) -> float:
+    """Validates --imbalance_factor; returns it as a float in (0, 1]."""
+    try:
+        mu = float(imbalance_factor)
+    except (TypeError, ValueError):
+        raise ValueError(f"--imbalance_factor must be a number in (0, 1], got {imbalance_factor!r}") from None
+    if isinstance(imbalance_factor, bool) or not math.isfinite(mu) or not 0.0 < mu <= 1.0:
+        raise ValueError(f"--imbalance_factor must be in (0, 1], got {imbalance_factor!r}")
+    return mu
+
+
+def long_tail_counts(img_max: float, num_classes: int, imbalance_factor: float) -> list[int]:
+    """Target size of each class: [int(img_max * mu^(c / (C - 1))) for c in 0..C-1]."""
+    mu = check_imbalance(imbalance_factor)
+    c = int(num_classes)
+    if c < 2:
+        raise ValueError(f"a long tail needs at least 2 classes, got num_classes={num_classes!r}")
+    return [int(img_max * mu ** (k / (c - 1))) for k in range(c)]
+
+
+def long_tail_subsample(labels, counts, seed: int) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
+    """Keeps a random subset of `counts[c]` examples of each class c.
+
+    Returns (kept indices into `labels`, sorted ascending; shortfall) where
+    shortfall maps class -> (requested, available) for classes that had fewer
+    examples than requested: those keep all they have (the caller reports it).
+    The subset of each class comes from the seed's "long_tail" stream.
+    """
+    labels = np.asarray(labels)
+    rng = rng_for(seed, "long_tail")
+    kept, shortfall = [], {}
+    for c, want in enumerate(counts):
+        members = np.flatnonzero(labels == c)
+        if want > members.size:
+            shortfall[c] = (int(want), int(members.size))
+        kept.append(rng.permutation(members)[: min(want, members.size)])
+    return np.sort(np.concatenate(kept)).astype(np.int64), shortfall
+
+
+# Label noise.
+NOISE_TYPES = ("none", "uniform", "flip")
+
+
+def check_noise(noise_type: str, noise_rate: float) -> float:
+    """Validates --noise_type / --noise_rate; returns the rate as a float."""
+    if noise_type not in NOISE_TYPES:
+        raise ValueError(
+            f"unknown --noise_type={noise_type!r} (expected one of {', '.join(NOISE_TYPES)})"
+        )
+    try:
+        rate = float(noise_rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"--noise_rate must be a number in [0, 1], got {noise_rate!r}") from None
+    if isinstance(noise_rate, bool) or not math.isfinite(rate) or not 0.0 <= rate <= 1.0:
+        raise ValueError(f"--noise_rate must be in [0, 1], got {noise_rate!r}")
+    if noise_type == "none" and rate != 0.0:
+        raise ValueError(
+            f"--noise_rate={noise_rate!r} has no effect with --noise_type=none; "
+            "set --noise_type=uniform or flip, or --noise_rate=0"
+        )
+    return rate
+
+
+def transition_matrix(noise_type: str, noise_rate: float, num_classes: int, seed: int = 0) -> np.ndarray:
+    """The [C, C] label transition matrix of `noise_type` at `noise_rate`.
+
+    For ``flip`` the off-diagonal target of each row is drawn from the seed's
+    "flip_targets" stream, so it is fixed for a seed and differs across seeds.
+    """
+    rate = check_noise(noise_type, noise_rate)
+    if int(num_classes) < 2:
+        raise ValueError(f"label noise needs at least 2 classes, got num_classes={num_classes!r}")
+    c = int(num_classes)
+    eye = np.eye(c)
+    if noise_type == "none":
+        return eye
+    if noise_type == "uniform":
+        return rate / c * np.ones((c, c)) + (1.0 - rate) * eye
+    rng = rng_for(seed, "flip_targets")
+    t = (1.0 - rate) * eye
+    for i in range(c):
+        others = np.delete(np.arange(c), i)
+        t[i, rng.choice(others)] += rate
+    return t
+
+
+def flip_targets(transition: np.ndarray) -> np.ndarray:
+    """For a flip matrix, the [C] off-diagonal target class of each row."""
+    off = transition - np.diag(np.diag(transition))
+    return off.argmax(axis=1)
+
+
+def corrupt_labels(labels, transition: np.ndarray, seed: int) -> np.ndarray:
+    """Redraws each label y from row T[y]; returns int64 labels, same shape.
+
+    Draws come from the seed's "label_noise" stream: one uniform number per
+    example, in example order, so the result depends only on (labels, T, seed).
+    """
+    labels = np.asarray(labels)
+    t = np.asarray(transition, dtype=np.float64)
+    c = t.shape[0]
+    if t.shape != (c, c) or not np.allclose(t.sum(axis=1), 1.0) or (t < 0).any():
+        raise ValueError(f"transition matrix must be [C, C] row-stochastic, got shape {t.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"labels must lie in [0, {c - 1}], got range [{labels.min()}, {labels.max()}]")
+    if np.array_equal(t, np.eye(c)):
+        return labels.astype(np.int64)
+    u = rng_for(seed, "label_noise").random(labels.shape)
+    cdf = np.cumsum(t, axis=1)
+    cdf[:, -1] = 1.0  # guard against round-off leaving u above the last bin
+    out = np.empty(labels.shape, dtype=np.int64)
+    for k in range(c):  # per true class: one searchsorted over its members
+        members = labels == k
+        out[members] = np.searchsorted(cdf[k], u[members], side="right")
+    return out
+
+
+def realised_noise(labels, true_labels, num_classes: int) -> tuple[float, list[float]]:
+    """Fraction of examples with label != true_label: overall and per true class.
+
+    Examples with true_label < 0 (unknown) are ignored; classes without any
+    known example get NaN (written as null in JSON summaries).
+    """
+    labels = np.asarray(labels)
+    true_labels = np.asarray(true_labels)
+    known = true_labels >= 0
+    wrong = labels[known] != true_labels[known]
+    overall = float(wrong.mean()) if wrong.size else float("nan")
+    per_class = []
+    for k in range(num_classes):
+        sel = true_labels[known] == k
+        per_class.append(float(wrong[sel].mean()) if sel.any() else float("nan"))
+    return overall, per_class
+
+
+def empirical_transition(labels, true_labels, num_classes: int) -> np.ndarray:
+    """Row-normalised [C, C] confusion count[true, label] over known true labels."""
+    labels = np.asarray(labels)
+    true_labels = np.asarray(true_labels)
+    known = true_labels >= 0
+    counts = np.zeros((num_classes, num_classes))
+    np.add.at(counts, (true_labels[known], labels[known]), 1)
+    rows = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+
+
+# The protocol.
 ORDER = ("meta_split", "long_tail", "label_noise")
 
 
