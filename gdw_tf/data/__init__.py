@@ -5,7 +5,7 @@ pipelines and a JSON summary). Datasets: ``available_datasets()``;
 augmentation recipes: ``available_augmentations()``. The protocol pieces
 (meta split, long tail, label noise) are exported for direct use.
 """
-from gdw_tf.data.pairing import with_meta
+from gdw_tf.data.pipeline import with_meta
 from gdw_tf.data.augment import (
     AUGMENTATIONS,
     Augmentation,
@@ -14,7 +14,7 @@ from gdw_tf.data.augment import (
     reflect_pad_crop_flip,
 )
 from gdw_tf.data.bundle import DEFAULT_DATASET, DataBundle, build, known_input
-from gdw_tf.data.cache import default_cache_dir
+from gdw_tf.data.sources.base import default_cache_dir
 from gdw_tf.data.protocol import (
     NOISE_TYPES,
     ORDER,
@@ -43,7 +43,7 @@ from gdw_tf.data.sources import (
     register_source,
 )
 from gdw_tf.data.sources.folder import list_image_folder, load_image_folder
-from gdw_tf.data.summary import write_summary
+from gdw_tf.data.bundle import write_summary
 
 __all__ = [
     "with_meta", "build", "known_input", "DataBundle", "DEFAULT_DATASET", "available_datasets",

@@ -1,7 +1,25 @@
-"""``build()``: one call from dataset name + protocol flags to ready tf.data pipelines."""
+"""``build()``: one call from dataset name + protocol flags to ready tf.data pipelines.
+
+The bundle's `summary` (written as data_summary.json) is JSON-serialisable.
+Keys: dataset, num_classes, class_names, image_shape (model input),
+stored_image_shape, num_train, num_meta, num_test, steps_per_epoch,
+counts {train (by corrupted label), train_true (by clean label), meta, test},
+noise {type, rate, expected_rate, realised_rate, realised_rate_per_class
+(by clean class), transition_matrix, empirical_transition_matrix},
+imbalance {factor, img_max, target_counts, shortfall},
+protocol {order, seed, num_meta, meta_source, train_per_class, augment, batch_size,
+meta_batch_size, data_dir, manual_dir, cache_dir, skip_bad_images}.
+Unknown / undefined numbers (e.g. a class with no examples) are null.
+For clothing1m, noise.type is "real", the transition matrix is null, and the
+realised rates, empirical matrix and counts.train_true cover only the
+noisy_train images that also have a clean label.
+"""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
 from typing import Callable
 
 import numpy as np
@@ -9,10 +27,9 @@ import tensorflow as tf
 
 from gdw_tf.data import pipeline
 from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
-from gdw_tf.data.protocol import empirical_transition, realised_noise
-from gdw_tf.data.protocol import ORDER, ProtocolConfig, apply_protocol
+from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empirical_transition,
+                                  expected_noise_rate, realised_noise)
 from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec, StreamSplits
-from gdw_tf.data.summary import expected_noise_rate, jsonable, write_summary
 
 DEFAULT_DATASET = "digits"
 STREAM_SHUFFLE_BUFFER = 4096  # encoded images held for shuffling streamed splits
@@ -303,3 +320,28 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
 
 
 _ASSEMBLERS = {ArraySplits: _from_arrays, StreamSplits: _from_stream}
+
+
+def jsonable(value):
+    """Recursively converts numpy values/arrays to Python ones and NaN to None."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_summary(summary: dict, path: str) -> str:
+    """Writes `summary` as indented JSON to `path` (parent folders created); returns path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(jsonable(summary), f, indent=2, allow_nan=False)
+        f.write("\n")
+    return path

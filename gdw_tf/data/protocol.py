@@ -234,6 +234,12 @@ def realised_noise(labels, true_labels, num_classes: int) -> tuple[float, list[f
     return overall, per_class
 
 
+def expected_noise_rate(transition: np.ndarray, true_counts) -> float:
+    """Expected fraction of changed labels: sum_c n_c (1 - T[c, c]) / sum_c n_c."""
+    n = np.asarray(true_counts, np.float64)
+    return float((n * (1.0 - np.diag(transition))).sum() / max(n.sum(), 1.0))
+
+
 def empirical_transition(labels, true_labels, num_classes: int) -> np.ndarray:
     """Row-normalised [C, C] confusion count[true, label] over known true labels."""
     labels = np.asarray(labels)

@@ -13,8 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from gdw_tf.data.cache import cached_arrays
-from gdw_tf.data.sources.base import ArraySplits, SourceOptions, register_source
+from gdw_tf.data.sources.base import ArraySplits, SourceOptions, cached_arrays, register_source
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,7 @@ import os
 
 import numpy as np
 
-from gdw_tf.data.cache import cached_arrays
-from gdw_tf.data.sources.base import ArraySplits, SourceOptions, register_source
+from gdw_tf.data.sources.base import ArraySplits, SourceOptions, cached_arrays, register_source
 
 CACHE_FORMAT = 1
 
