@@ -17,10 +17,11 @@ noisy_train images that also have a clean label.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import tensorflow as tf
@@ -186,6 +187,77 @@ def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, o
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """How the bundle reads one of its pipelines; the role's name is its seed stage.
+
+    split: the examples it reads ("train", "meta" or "test"); training: train-time
+    augmentation, else the test transform; shuffle: a new order every pass (streams:
+    files too); repeat: endless; batch: which batch size ("train": batch_size,
+    "meta": meta_batch_size); output: the element's structure.
+    """
+
+    split: Literal["train", "meta", "test"]
+    training: bool
+    shuffle: bool
+    repeat: bool
+    drop_remainder: bool
+    batch: Literal["train", "meta"]
+    output: Callable[[dict], object]
+
+
+ROLES = {
+    "train": Role("train", training=True, shuffle=True, repeat=False, drop_remainder=True, batch="train",
+                  output=pipeline.as_train_element),
+    "meta": Role("meta", training=True, shuffle=True, repeat=True, drop_remainder=True, batch="meta",
+                 output=pipeline.as_pair),
+    "meta_once": Role("meta", training=True, shuffle=True, repeat=False, drop_remainder=False, batch="meta",
+                      output=pipeline.as_pair),
+    "test": Role("test", training=False, shuffle=False, repeat=False, drop_remainder=False, batch="train",
+                 output=pipeline.as_pair),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pipelines:
+    """Builds the bundle's pipelines from ROLES with a source's dataset functions.
+
+    batch: "train" / "meta" -> batch size; sizes: split -> examples (a split absent
+    from `sizes`, e.g. no meta set, gives None pipelines).
+    """
+
+    augmentation: Augmentation
+    seed: int
+    batch: dict[str, int]
+    sizes: dict[str, int]
+
+    def roles(self, dataset: Callable[..., tf.data.Dataset]) -> dict[str, tf.data.Dataset | None]:
+        """role name -> dataset(split, role, training=, repeat=, batch_size=, ...): the role's
+        pipeline (dataset turns role.shuffle into its own arguments); None without its split."""
+        return {name: dataset(role.split, role, training=role.training, repeat=role.repeat,
+                              batch_size=self.batch[role.batch], drop_remainder=role.drop_remainder,
+                              stage=name, output=role.output, augmentation=self.augmentation, seed=self.seed)
+                if role.split in self.sizes else None
+                for name, role in ROLES.items()}
+
+    def positional(self, dataset: Callable[..., tf.data.Dataset]) -> dict[str, Callable | None]:
+        """DataBundle's train_from(first, last) and meta_from(first), over dataset(split, ...).
+
+        Steps count batches of the role ("train", "meta"). A role read once per epoch
+        has epochs of whole batches; a repeated one is one endless stream whose
+        permutations follow each other across batch boundaries.
+        """
+        def from_step(name, first, last=None):
+            role = ROLES[name]
+            b, n = self.batch[role.batch], self.sizes[role.split]
+            return dataset(role.split, batch_size=b, per_epoch=n if role.repeat else n // b * b,
+                           first=first * b, last=None if last is None else last * b, stage=name,
+                           output=role.output, augmentation=self.augmentation, seed=self.seed)
+
+        return {"train_from": functools.partial(from_step, "train"),
+                "meta_from": functools.partial(from_step, "meta") if "meta" in self.sizes else None}
+
+
 def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, *, num_meta,
                  batch_size, meta_batch_size, augment, options) -> DataBundle:
     c = splits.num_classes
@@ -196,43 +268,22 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
     n = result.train_origin.size
     steps = _steps(n, batch_size)
 
-    seed = config.seed
     train_images = tf.constant(splits.train_images)
-    common = dict(augmentation=aug, seed=seed)
-    train_fields = {"label": result.labels, "true_label": result.true_labels, "index": np.arange(n)}
-    train = pipeline.array_dataset(
-        train_images, result.train_origin,
-        train_fields, training=True, batch_size=batch_size, drop_remainder=True, shuffle=True, repeat=False,
-        stage="train", output=pipeline.as_train_element, **common)
-    meta = meta_once = None
     meta_labels = splits.train_labels[result.meta_origin]
-    if num_meta:
-        fields = {"label": meta_labels}
-        meta = pipeline.array_dataset(
-            train_images, result.meta_origin, fields, training=True, batch_size=meta_batch_size,
-            drop_remainder=True, shuffle=True, repeat=True, stage="meta", output=pipeline.as_pair, **common)
-        meta_once = pipeline.array_dataset(
-            train_images, result.meta_origin, fields, training=True, batch_size=meta_batch_size,
-            drop_remainder=False, shuffle=True, repeat=False, stage="meta_once", output=pipeline.as_pair,
-            **common)
-
-    def train_from(first, last):
-        return pipeline.positional_array_dataset(
-            train_images, result.train_origin, train_fields, batch_size=batch_size,
-            per_epoch=steps * batch_size, first=first * batch_size, last=last * batch_size,
-            stage="train", output=pipeline.as_train_element, **common)
-
-    def meta_from(first):
-        return pipeline.positional_array_dataset(
-            train_images, result.meta_origin, {"label": meta_labels}, batch_size=meta_batch_size,
-            per_epoch=len(result.meta_origin), first=first * meta_batch_size, last=None,
-            stage="meta", output=pipeline.as_pair, **common)
-
     num_test = len(splits.test_labels)
-    test = pipeline.array_dataset(
-        tf.constant(splits.test_images), np.arange(num_test), {"label": splits.test_labels},
-        training=False, batch_size=batch_size, drop_remainder=False, shuffle=False, repeat=False,
-        stage="test", output=pipeline.as_pair, **common)
+    examples = {  # split -> (images, their rows, fields per example)
+        "train": (train_images, result.train_origin,
+                  {"label": result.labels, "true_label": result.true_labels, "index": np.arange(n)}),
+        "meta": (train_images, result.meta_origin, {"label": meta_labels}),
+        "test": (tf.constant(splits.test_images), np.arange(num_test), {"label": splits.test_labels}),
+    }
+    if not num_meta:
+        del examples["meta"]
+    pipes = _Pipelines(aug, config.seed, {"train": batch_size, "meta": meta_batch_size},
+                       {split: len(rows) for split, (_, rows, _) in examples.items()})
+    roles = pipes.roles(lambda split, role, **kw: pipeline.array_dataset(
+        *examples[split], shuffle=role.shuffle, **kw))
+    positional = pipes.positional(lambda split, **kw: pipeline.positional_array_dataset(*examples[split], **kw))
 
     true_counts = np.bincount(result.true_labels, minlength=c)
     rate, per_class = realised_noise(result.labels, result.true_labels, c)
@@ -262,10 +313,10 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
                                      "held out of the training split before corruption"),
     }
     return DataBundle(
-        spec.name, train, meta, meta_once, test, c, aug.output_shape, n, int(result.meta_origin.size),
-        num_test, batch_size, meta_batch_size, steps, list(splits.class_names), aug.name, jsonable(summary),
-        result.labels, result.true_labels, result.train_origin, result.meta_origin,
-        train_from, meta_from if num_meta else None)
+        spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c, aug.output_shape, n,
+        int(result.meta_origin.size), num_test, batch_size, meta_batch_size, steps, list(splits.class_names),
+        aug.name, jsonable(summary), result.labels, result.true_labels, result.train_origin,
+        result.meta_origin, **positional)
 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
@@ -274,33 +325,12 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
     seed, c = config.seed, splits.num_classes
     n, m, num_test = splits.sizes["train"], splits.sizes["meta"], splits.sizes["test"]
     steps = _steps(n, batch_size)
-    common = dict(augmentation=aug, seed=seed)
-    train = pipeline.stream_dataset(
-        splits.read("train", True, seed), training=True, batch_size=batch_size, drop_remainder=True,
-        shuffle_buffer=min(n, STREAM_SHUFFLE_BUFFER), repeat=False, stage="train",
-        output=pipeline.as_train_element, **common)
-    meta = pipeline.stream_dataset(
-        splits.read("meta", True, seed), training=True, batch_size=meta_batch_size, drop_remainder=True,
-        shuffle_buffer=min(m, STREAM_SHUFFLE_BUFFER), repeat=True, stage="meta", output=pipeline.as_pair,
-        **common)
-    meta_once = pipeline.stream_dataset(
-        splits.read("meta", True, seed), training=True, batch_size=meta_batch_size, drop_remainder=False,
-        shuffle_buffer=min(m, STREAM_SHUFFLE_BUFFER), repeat=False, stage="meta_once",
-        output=pipeline.as_pair, **common)
-    test = pipeline.stream_dataset(
-        splits.read("test", False, seed), training=False, batch_size=batch_size, drop_remainder=False,
-        shuffle_buffer=0, repeat=False, stage="test", output=pipeline.as_pair, **common)
-
-    def train_from(first, last):
-        return pipeline.positional_record_dataset(
-            splits.records("train"), batch_size=batch_size, per_epoch=steps * batch_size,
-            first=first * batch_size, last=last * batch_size, stage="train",
-            output=pipeline.as_train_element, **common)
-
-    def meta_from(first):
-        return pipeline.positional_record_dataset(
-            splits.records("meta"), batch_size=meta_batch_size, per_epoch=m,
-            first=first * meta_batch_size, last=None, stage="meta", output=pipeline.as_pair, **common)
+    pipes = _Pipelines(aug, seed, {"train": batch_size, "meta": meta_batch_size}, splits.sizes)
+    roles = pipes.roles(lambda split, role, **kw: pipeline.stream_dataset(
+        splits.read(split, role.shuffle, seed),
+        shuffle_buffer=min(splits.sizes[split], STREAM_SHUFFLE_BUFFER) if role.shuffle else 0, **kw))
+    positional = pipes.positional(
+        lambda split, **kw: pipeline.positional_record_dataset(splits.records(split), **kw))
     summary = {
         "dataset": spec.name, "num_classes": c, "class_names": splits.class_names,
         "image_shape": aug.output_shape, "stored_image_shape": splits.image_shape,
@@ -314,9 +344,9 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
                                         f"the release's {splits.split_names['meta']} split"),
                      "order": [], "splits": splits.split_names},
     }
-    return DataBundle(spec.name, train, meta, meta_once, test, c, aug.output_shape, n, m, num_test,
-                      batch_size, meta_batch_size, steps, list(splits.class_names), aug.name,
-                      jsonable(summary), train_from=train_from, meta_from=meta_from)
+    return DataBundle(spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c,
+                      aug.output_shape, n, m, num_test, batch_size, meta_batch_size, steps,
+                      list(splits.class_names), aug.name, jsonable(summary), **positional)
 
 
 _ASSEMBLERS = {ArraySplits: _from_arrays, StreamSplits: _from_stream}
