@@ -87,9 +87,9 @@ class DataBundle:
         return write_summary(self.summary, path)
 
 
-def _check_batch(flag: str, value) -> int:
+def _check_batch(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{flag} must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -107,22 +107,22 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     train_per_class caps the training examples per class after the meta split
     (a smaller, still balanced set for CPU-sized protocols; it is then img_max).
     augment: recipe name (available_augmentations()); default per dataset.
-    A release with real noise (clothing1m) takes no protocol flags; its build
+    A release with real noise (clothing1m) takes no protocol parameters; its build
     decodes every image first and fails listing the bad ones, unless
     skip_bad_images leaves them out.
-    Flags are validated before any data is read (except the num_meta checks
-    that need the class sizes); errors name the flag and value.
+    Every parameter is checked here, once, before any data is read (the protocol's
+    by ProtocolConfig; only the num_meta checks that need the class sizes come
+    later); errors name the parameter and value.
     """
     spec = SOURCES.get(name)
-    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0, seed, train_per_class)
     options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images))
-    _check_source_flags(spec, config, num_meta, options)  # first: the flag this source cannot take
-    config.validate()
-    batch_size = _check_batch("--batch_size", batch_size)
-    meta_batch_size = batch_size if meta_batch_size is None else _check_batch("--meta_batch_size", meta_batch_size)
-    if num_meta is not None and (isinstance(num_meta, bool) or not isinstance(num_meta, (int, np.integer))
-                                 or num_meta < 0):
-        raise ValueError(f"--num_meta must be a non-negative integer, got {num_meta!r}")
+    _check_source_options(spec, options, noise_type=(noise_type, "none"), noise_rate=(noise_rate, 0.0),
+                          imbalance_factor=(imbalance_factor, 1.0), num_meta=(num_meta, None),
+                          train_per_class=(train_per_class, None))  # first: what this source cannot take
+    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0 if num_meta is None else num_meta,
+                            seed, train_per_class)
+    batch_size = _check_batch("batch_size", batch_size)
+    meta_batch_size = batch_size if meta_batch_size is None else _check_batch("meta_batch_size", meta_batch_size)
     if augment is not None:
         AUGMENTATIONS.get(augment)  # fail before reading any data
     splits = spec.load(options)
@@ -131,24 +131,24 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
                     meta_batch_size=meta_batch_size, augment=augment, options=options)
 
 
-def _check_source_flags(spec: SourceSpec, config: ProtocolConfig, num_meta, options: SourceOptions):
-    """Rejects flags the source cannot take, before it reads anything."""
+def _check_source_options(spec: SourceSpec, options: SourceOptions, **protocol):
+    """Rejects what the source cannot take, before it reads anything.
+
+    protocol: parameter name -> (value, its neutral value), rejected unless neutral
+    by a source with a fixed protocol.
+    """
     if spec.fixed_protocol:
-        for flag, value, neutral in (("--noise_type", config.noise_type, "none"),
-                                     ("--noise_rate", config.noise_rate, 0.0),
-                                     ("--imbalance_factor", config.imbalance_factor, 1.0),
-                                     ("--num_meta", num_meta, None),
-                                     ("--train_per_class", config.train_per_class, None)):
+        for name, (value, neutral) in protocol.items():
             if value != neutral:
-                raise ValueError(f"{flag}={value!r} is not supported: {spec.name} has "
-                                 f"{spec.fixed_protocol}; leave {flag} unset")
+                raise ValueError(f"{name}={value!r} is not supported: {spec.name} has "
+                                 f"{spec.fixed_protocol}; leave {name} unset")
     used = spec.options if spec.options is not None else tuple(
         f.name for f in dataclasses.fields(SourceOptions) if f.name != "skip_bad_images")
     for field in dataclasses.fields(SourceOptions):
         value = getattr(options, field.name)
         if value not in (None, False) and field.name not in used:
-            raise ValueError(f"--{field.name}={value} does not apply to --dataset={spec.name} "
-                             f"(it reads {', '.join('--' + u for u in used) or 'no files'})")
+            raise ValueError(f"{field.name}={value} does not apply to dataset {spec.name!r} "
+                             f"(it reads {', '.join(used) or 'no files'})")
 
 
 def known_input(name: str, augment: str | None = None) -> tuple[int, tuple] | None:
@@ -165,15 +165,15 @@ def _augmentation(spec: SourceSpec, splits, augment: str | None) -> Augmentation
                             splits.pixel_max)
     if None in aug.output_shape:
         raise ValueError(
-            f"--augment={aug.name} keeps {spec.name} images at their stored, varying size "
-            f"{splits.image_shape}; batching needs one size (e.g. --augment=imagenet)"
+            f"augment={aug.name} keeps {spec.name} images at their stored, varying size "
+            f"{splits.image_shape}; batching needs one size (e.g. augment=imagenet)"
         )
     return aug
 
 
 def _steps(num_train: int, batch_size: int) -> int:
     if num_train < batch_size:
-        raise ValueError(f"--batch_size={batch_size} exceeds the {num_train} training examples")
+        raise ValueError(f"batch_size={batch_size} exceeds the {num_train} training examples")
     return num_train // batch_size
 
 

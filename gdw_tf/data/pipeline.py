@@ -241,7 +241,7 @@ def stream_dataset(raw: tf.data.Dataset, *, augmentation: Augmentation, training
 
 def _check_per_image(augmentation: Augmentation):
     if augmentation.batched:
-        raise ValueError(f"--augment={augmentation.name} works on fixed-size batches; streamed images need a per-image recipe")
+        raise ValueError(f"augment={augmentation.name} works on fixed-size batches; streamed images need a per-image recipe")
 
 
 def _decoded(example: dict) -> dict:

@@ -38,16 +38,9 @@ log = logging.getLogger(__name__)
 
 
 # Seeded random streams.
-def check_seed(seed) -> int:
-    """Returns `seed` as a non-negative int or raises naming --seed."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
-
-
 def rng_for(seed: int, stage: str) -> np.random.Generator:
     """A numpy Generator (PCG64) for `stage`, fully determined by (seed, stage)."""
-    return np.random.default_rng([check_seed(seed), zlib.crc32(stage.encode())])
+    return np.random.default_rng([int(seed), zlib.crc32(stage.encode())])
 
 
 def tf_seed_for(seed: int, stage: str) -> int:
@@ -56,42 +49,31 @@ def tf_seed_for(seed: int, stage: str) -> int:
 
 
 # Meta split: the clean, class-balanced meta set, held out before any corruption.
-def check_num_meta(num_meta, num_classes: int, class_sizes) -> int:
-    """Validates --num_meta: a non-negative multiple of C that every class can give.
+def split_meta(labels, num_classes: int, config: ProtocolConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Splits example indices into (meta, rest), both int64 and sorted ascending.
 
-    num_meta must be divisible by C so the meta set is exactly balanced
-    (num_meta / C per class); it is an error otherwise rather than a silently
-    unbalanced set. 0 means no meta set.
+    The meta set holds config.num_meta / C randomly chosen examples of each class
+    (drawn from the seed's "meta_split" stream); `rest` is everything else.
+    `labels` must be the clean labels: call this before any corruption.
+    num_meta must be divisible by C so the meta set is exactly balanced; it is
+    an error otherwise rather than a silently unbalanced set. 0: no meta set.
     """
-    if isinstance(num_meta, bool) or not isinstance(num_meta, (int, np.integer)) or num_meta < 0:
-        raise ValueError(f"--num_meta must be a non-negative integer, got {num_meta!r}")
+    labels = np.asarray(labels)
+    num_meta = config.num_meta
     if num_meta % num_classes:
         raise ValueError(
-            f"--num_meta={num_meta} is not divisible by the number of classes ({num_classes}); "
-            f"the meta set must be class-balanced (e.g. --num_meta={num_meta // num_classes * num_classes or num_classes})"
+            f"num_meta={num_meta} is not divisible by the number of classes ({num_classes}); "
+            f"the meta set must be class-balanced (e.g. num_meta={num_meta // num_classes * num_classes or num_classes})"
         )
     per_class = num_meta // num_classes
-    sizes = np.asarray(class_sizes)
+    sizes = np.bincount(labels, minlength=num_classes)
     if per_class > 0 and (sizes <= per_class).any():
         c = int(sizes.argmin())
         raise ValueError(
-            f"--num_meta={num_meta} asks {per_class} meta examples per class, but class {c} "
+            f"num_meta={num_meta} asks {per_class} meta examples per class, but class {c} "
             f"has only {int(sizes[c])} training examples (at least one must remain for training)"
         )
-    return int(num_meta)
-
-
-def split_meta(labels, num_meta: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Splits example indices into (meta, rest), both int64 and sorted ascending.
-
-    The meta set holds num_meta / C randomly chosen examples of each class
-    (drawn from the seed's "meta_split" stream); `rest` is everything else.
-    `labels` must be the clean labels: call this before any corruption.
-    """
-    labels = np.asarray(labels)
-    sizes = np.bincount(labels, minlength=num_classes)
-    per_class = check_num_meta(num_meta, num_classes, sizes) // num_classes
-    rng = rng_for(seed, "meta_split")
+    rng = rng_for(config.seed, "meta_split")
     meta = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(num_classes)]
     meta = np.sort(np.concatenate(meta)).astype(np.int64)
     rest = np.setdiff1d(np.arange(labels.size), meta).astype(np.int64)
@@ -99,20 +81,12 @@ def split_meta(labels, num_meta: int, num_classes: int, seed: int) -> tuple[np.n
 
 
 # Long tail.
-def check_imbalance(imbalance_factor: float) -> float:
-    """Validates --imbalance_factor; returns it as a float in (0, 1]."""
-    try:
-        mu = float(imbalance_factor)
-    except (TypeError, ValueError):
-        raise ValueError(f"--imbalance_factor must be a number in (0, 1], got {imbalance_factor!r}") from None
-    if isinstance(imbalance_factor, bool) or not math.isfinite(mu) or not 0.0 < mu <= 1.0:
-        raise ValueError(f"--imbalance_factor must be in (0, 1], got {imbalance_factor!r}")
-    return mu
-
-
 def long_tail_counts(img_max: float, num_classes: int, imbalance_factor: float) -> list[int]:
-    """Target size of each class: [int(img_max * mu^(c / (C - 1))) for c in 0..C-1]."""
-    mu = check_imbalance(imbalance_factor)
+    """Target size of each class: [int(img_max * mu^(c / (C - 1))) for c in 0..C-1].
+
+    mu = imbalance_factor in (0, 1] (as ProtocolConfig checks it).
+    """
+    mu = float(imbalance_factor)
     c = int(num_classes)
     if c < 2:
         raise ValueError(f"a long tail needs at least 2 classes, got num_classes={num_classes!r}")
@@ -142,33 +116,13 @@ def long_tail_subsample(labels, counts, seed: int) -> tuple[np.ndarray, dict[int
 NOISE_TYPES = ("none", "uniform", "flip")
 
 
-def check_noise(noise_type: str, noise_rate: float) -> float:
-    """Validates --noise_type / --noise_rate; returns the rate as a float."""
-    if noise_type not in NOISE_TYPES:
-        raise ValueError(
-            f"unknown --noise_type={noise_type!r} (expected one of {', '.join(NOISE_TYPES)})"
-        )
-    try:
-        rate = float(noise_rate)
-    except (TypeError, ValueError):
-        raise ValueError(f"--noise_rate must be a number in [0, 1], got {noise_rate!r}") from None
-    if isinstance(noise_rate, bool) or not math.isfinite(rate) or not 0.0 <= rate <= 1.0:
-        raise ValueError(f"--noise_rate must be in [0, 1], got {noise_rate!r}")
-    if noise_type == "none" and rate != 0.0:
-        raise ValueError(
-            f"--noise_rate={noise_rate!r} has no effect with --noise_type=none; "
-            "set --noise_type=uniform or flip, or --noise_rate=0"
-        )
-    return rate
-
-
-def transition_matrix(noise_type: str, noise_rate: float, num_classes: int, seed: int = 0) -> np.ndarray:
-    """The [C, C] label transition matrix of `noise_type` at `noise_rate`.
+def transition_matrix(config: ProtocolConfig, num_classes: int) -> np.ndarray:
+    """The [C, C] label transition matrix of config.noise_type at config.noise_rate.
 
     For ``flip`` the off-diagonal target of each row is drawn from the seed's
     "flip_targets" stream, so it is fixed for a seed and differs across seeds.
     """
-    rate = check_noise(noise_type, noise_rate)
+    noise_type, rate = config.noise_type, float(config.noise_rate)
     if int(num_classes) < 2:
         raise ValueError(f"label noise needs at least 2 classes, got num_classes={num_classes!r}")
     c = int(num_classes)
@@ -177,7 +131,7 @@ def transition_matrix(noise_type: str, noise_rate: float, num_classes: int, seed
         return eye
     if noise_type == "uniform":
         return rate / c * np.ones((c, c)) + (1.0 - rate) * eye
-    rng = rng_for(seed, "flip_targets")
+    rng = rng_for(config.seed, "flip_targets")
     t = (1.0 - rate) * eye
     for i in range(c):
         others = np.delete(np.arange(c), i)
@@ -257,7 +211,13 @@ ORDER = ("meta_split", "long_tail", "label_noise")
 
 @dataclasses.dataclass(frozen=True)
 class ProtocolConfig:
-    """The protocol flags; `validate()` checks them all (errors name the flag)."""
+    """The protocol's parameters, checked once, here, when the config is made.
+
+    Errors name the parameter and value (e.g. "noise_rate must be in [0, 1], got 2").
+    noise_type: one of NOISE_TYPES; noise_rate r in [0, 1] (0 with "none");
+    imbalance_factor mu in (0, 1]; num_meta >= 0 meta examples (a multiple of C,
+    checked against the labels by split_meta); seed >= 0; train_per_class >= 1 or None.
+    """
 
     noise_type: str = "none"
     noise_rate: float = 0.0
@@ -266,15 +226,37 @@ class ProtocolConfig:
     seed: int = 0
     train_per_class: int | None = None
 
-    def validate(self) -> "ProtocolConfig":
-        if self.train_per_class is not None and (
-                isinstance(self.train_per_class, bool) or not isinstance(self.train_per_class, (int, np.integer))
-                or self.train_per_class < 1):
-            raise ValueError(f"--train_per_class must be a positive integer, got {self.train_per_class!r}")
-        check_noise(self.noise_type, self.noise_rate)
-        check_imbalance(self.imbalance_factor)
-        check_seed(self.seed)
-        return self
+    def __post_init__(self):
+        if self.noise_type not in NOISE_TYPES:
+            raise ValueError(f"unknown noise_type={self.noise_type!r} (expected one of {', '.join(NOISE_TYPES)})")
+        rate = _number(self.noise_rate, "noise_rate", "[0, 1]")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"noise_rate must be in [0, 1], got {self.noise_rate!r}")
+        if self.noise_type == "none" and rate != 0.0:
+            raise ValueError(f"noise_rate={self.noise_rate!r} has no effect with noise_type='none'; "
+                             "set noise_type='uniform' or 'flip', or noise_rate=0")
+        if not 0.0 < _number(self.imbalance_factor, "imbalance_factor", "(0, 1]") <= 1.0:
+            raise ValueError(f"imbalance_factor must be in (0, 1], got {self.imbalance_factor!r}")
+        _integer(self.num_meta, "num_meta", "a non-negative", 0)
+        _integer(self.seed, "seed", "a non-negative", 0)
+        if self.train_per_class is not None:
+            _integer(self.train_per_class, "train_per_class", "a positive", 1)
+
+
+def _number(value, name: str, interval: str) -> float:
+    """float(value), or a ValueError naming `name` when it is no finite number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return number
+
+
+def _integer(value, name: str, kind: str, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValueError(f"{name} must be {kind} integer, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -296,9 +278,8 @@ class ProtocolResult:
 
 def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig) -> ProtocolResult:
     """Meta split, then long tail, then label noise (see module docstring)."""
-    config.validate()
     clean = np.asarray(clean_labels, dtype=np.int64)
-    meta, rest = split_meta(clean, config.num_meta, num_classes, config.seed)
+    meta, rest = split_meta(clean, num_classes, config)
 
     if config.train_per_class is not None:
         rng = rng_for(config.seed, "train_subset")
@@ -315,12 +296,12 @@ def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig) -> Pr
         train = rest[keep]
         if shortfall:
             log.warning(
-                "--imbalance_factor=%s: some classes have fewer examples than the long-tail "
+                "imbalance_factor=%s: some classes have fewer examples than the long-tail "
                 "target and keep all they have; class -> (requested, available): %s",
                 config.imbalance_factor, shortfall,
             )
 
-    t = transition_matrix(config.noise_type, config.noise_rate, num_classes, config.seed)
+    t = transition_matrix(config, num_classes)
     true = clean[train]
     noisy = corrupt_labels(true, t, config.seed)
     return ProtocolResult(meta, train, noisy, true, t, img_max, targets, shortfall)

@@ -161,7 +161,7 @@ class SourceSpec:
     stored_shape: tuple | None = None
 
 
-SOURCES = Registry("dataset (--dataset)")
+SOURCES = Registry("dataset")
 
 
 def register_source(name: str, *, default_num_meta, default_augment, fixed_protocol=None,
