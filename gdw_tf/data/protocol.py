@@ -37,6 +37,61 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+# The parameters.
+ORDER = ("meta_split", "long_tail", "label_noise")
+NOISE_TYPES = ("none", "uniform", "flip")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolConfig:
+    """The protocol's parameters, checked once, here, when the config is made.
+
+    Errors name the parameter and value (e.g. "noise_rate must be in [0, 1], got 2").
+    noise_type: one of NOISE_TYPES; noise_rate r in [0, 1] (0 with "none");
+    imbalance_factor mu in (0, 1]; num_meta >= 0 meta examples (a multiple of C,
+    checked against the labels by split_meta); seed >= 0; train_per_class >= 1 or None.
+    """
+
+    noise_type: str = "none"
+    noise_rate: float = 0.0
+    imbalance_factor: float = 1.0
+    num_meta: int = 0
+    seed: int = 0
+    train_per_class: int | None = None
+
+    def __post_init__(self):
+        if self.noise_type not in NOISE_TYPES:
+            raise ValueError(f"unknown noise_type={self.noise_type!r} (expected one of {', '.join(NOISE_TYPES)})")
+        rate = _number(self.noise_rate, "noise_rate", "[0, 1]")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"noise_rate must be in [0, 1], got {self.noise_rate!r}")
+        if self.noise_type == "none" and rate != 0.0:
+            raise ValueError(f"noise_rate={self.noise_rate!r} has no effect with noise_type='none'; "
+                             "set noise_type='uniform' or 'flip', or noise_rate=0")
+        if not 0.0 < _number(self.imbalance_factor, "imbalance_factor", "(0, 1]") <= 1.0:
+            raise ValueError(f"imbalance_factor must be in (0, 1], got {self.imbalance_factor!r}")
+        _integer(self.num_meta, "num_meta", "a non-negative", 0)
+        _integer(self.seed, "seed", "a non-negative", 0)
+        if self.train_per_class is not None:
+            _integer(self.train_per_class, "train_per_class", "a positive", 1)
+
+
+def _number(value, name: str, interval: str) -> float:
+    """float(value), or a ValueError naming `name` when it is no finite number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return number
+
+
+def _integer(value, name: str, kind: str, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValueError(f"{name} must be {kind} integer, got {value!r}")
+
+
 # Seeded random streams.
 def rng_for(seed: int, stage: str) -> np.random.Generator:
     """A numpy Generator (PCG64) for `stage`, fully determined by (seed, stage)."""
@@ -113,9 +168,6 @@ def long_tail_subsample(labels, counts, seed: int) -> tuple[np.ndarray, dict[int
 
 
 # Label noise.
-NOISE_TYPES = ("none", "uniform", "flip")
-
-
 def transition_matrix(config: ProtocolConfig, num_classes: int) -> np.ndarray:
     """The [C, C] label transition matrix of config.noise_type at config.noise_rate.
 
@@ -206,59 +258,6 @@ def empirical_transition(labels, true_labels, num_classes: int) -> np.ndarray:
 
 
 # The protocol.
-ORDER = ("meta_split", "long_tail", "label_noise")
-
-
-@dataclasses.dataclass(frozen=True)
-class ProtocolConfig:
-    """The protocol's parameters, checked once, here, when the config is made.
-
-    Errors name the parameter and value (e.g. "noise_rate must be in [0, 1], got 2").
-    noise_type: one of NOISE_TYPES; noise_rate r in [0, 1] (0 with "none");
-    imbalance_factor mu in (0, 1]; num_meta >= 0 meta examples (a multiple of C,
-    checked against the labels by split_meta); seed >= 0; train_per_class >= 1 or None.
-    """
-
-    noise_type: str = "none"
-    noise_rate: float = 0.0
-    imbalance_factor: float = 1.0
-    num_meta: int = 0
-    seed: int = 0
-    train_per_class: int | None = None
-
-    def __post_init__(self):
-        if self.noise_type not in NOISE_TYPES:
-            raise ValueError(f"unknown noise_type={self.noise_type!r} (expected one of {', '.join(NOISE_TYPES)})")
-        rate = _number(self.noise_rate, "noise_rate", "[0, 1]")
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"noise_rate must be in [0, 1], got {self.noise_rate!r}")
-        if self.noise_type == "none" and rate != 0.0:
-            raise ValueError(f"noise_rate={self.noise_rate!r} has no effect with noise_type='none'; "
-                             "set noise_type='uniform' or 'flip', or noise_rate=0")
-        if not 0.0 < _number(self.imbalance_factor, "imbalance_factor", "(0, 1]") <= 1.0:
-            raise ValueError(f"imbalance_factor must be in (0, 1], got {self.imbalance_factor!r}")
-        _integer(self.num_meta, "num_meta", "a non-negative", 0)
-        _integer(self.seed, "seed", "a non-negative", 0)
-        if self.train_per_class is not None:
-            _integer(self.train_per_class, "train_per_class", "a positive", 1)
-
-
-def _number(value, name: str, interval: str) -> float:
-    """float(value), or a ValueError naming `name` when it is no finite number."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number):
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    return number
-
-
-def _integer(value, name: str, kind: str, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise ValueError(f"{name} must be {kind} integer, got {value!r}")
-
-
 @dataclasses.dataclass
 class ProtocolResult:
     """What the protocol made of a training split of N0 examples.
