@@ -1,7 +1,7 @@
 """Every command-line flag of `python -m gdw_tf.train`, defined and validated here."""
 from absl import flags
 
-from gdw_tf.data.noise import NOISE_TYPES
+from gdw_tf.data.protocol import NOISE_TYPES
 
 FLAGS = flags.FLAGS
 

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from gdw_tf import diagnostics
 from gdw_tf.label_issues import DEFAULT_DECAY, ExampleRecord
-from gdw_tf.data.pairing import split_batch
+from gdw_tf.data.pipeline import split_batch
 from gdw_tf.metrics import Histogram
 from gdw_tf.distributed import add_weight_decay, num_replicas
 from gdw_tf.losses import cross_entropy

@@ -113,7 +113,7 @@ def test_binned_auc_is_the_probability_that_a_clean_weight_ranks_above_a_noisy_o
 def test_cpu_protocol_gives_every_setting_its_iterations():
     args = parse()
     assert args.settings == tuple(accuracy.SETTINGS)
-    from gdw_tf.data.imbalance import long_tail_counts
+    from gdw_tf.data.protocol import long_tail_counts
 
     for setting in accuracy.SETTINGS:
         flags = dict(f[2:].partition("=")[::2] for f in accuracy.protocol_flags(args, setting))

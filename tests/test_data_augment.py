@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gdw_tf.data import available_augmentations, make_augmentation, reflect_pad_crop_flip
-from gdw_tf.data.augment import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
+from gdw_tf.data import available_augmentations, make_augmentation
+from gdw_tf.data.augment import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, reflect_pad_crop_flip
 
 RNG = np.random.default_rng(0)
 CIFAR_BATCH = RNG.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
@@ -81,10 +81,10 @@ def test_none_scales_digits_to_unit_range():
 
 
 @pytest.mark.parametrize("name, shape, needle", [
-    ("fancy", (32, 32, 3), "unknown augmentation (--augment) 'fancy'"),
-    ("cifar", (8, 8, 1), "--augment=cifar needs 3-channel images, got image shape (8, 8, 1)"),
-    ("cifar", (None, None, 3), "--augment=cifar needs fixed-size images"),
-    ("imagenet", (64, 64, 1), "--augment=imagenet needs 3-channel images"),
+    ("fancy", (32, 32, 3), "unknown augmentation (augment) 'fancy'"),
+    ("cifar", (8, 8, 1), "augment=cifar needs 3-channel images, got image shape (8, 8, 1)"),
+    ("cifar", (None, None, 3), "augment=cifar needs fixed-size images"),
+    ("imagenet", (64, 64, 1), "augment=imagenet needs 3-channel images"),
 ])
 def test_bad_augment_requests_name_the_flag(name, shape, needle):
     with pytest.raises(ValueError) as err:

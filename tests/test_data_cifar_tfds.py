@@ -6,6 +6,7 @@ from etils import epath
 from tensorflow_datasets.image_classification.cifar import Cifar10
 
 import gdw_tf.data as data
+from gdw_tf.data.protocol import flip_targets
 from tests.fixtures import write_cifar_binary
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -25,7 +26,7 @@ def test_absent_data_raises_and_never_downloads(tmp_path, no_network, name):
     with pytest.raises(FileNotFoundError) as err:
         data.build(name, data_dir=str(tmp_path))
     msg = str(err.value)
-    assert f"{name} is not prepared under --data_dir={tmp_path}" in msg and "never downloads" in msg
+    assert f"{name} is not prepared under data_dir={tmp_path}" in msg and "never downloads" in msg
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +60,10 @@ def test_prepared_cifar10_builds(prepared, tmp_path, no_network):
     # flip noise changes exactly the flipped labels to each class's single target
     t = np.array(b.summary["noise"]["transition_matrix"])
     changed = b.train_labels != b.train_true_labels
-    np.testing.assert_array_equal(b.train_labels[changed], data.flip_targets(t)[b.train_true_labels[changed]])
+    np.testing.assert_array_equal(b.train_labels[changed], flip_targets(t)[b.train_true_labels[changed]])
 
 
 def test_default_num_meta_is_1000(prepared, tmp_path):
     # The tiny fixture cannot give 100 per class: the default is applied and reported.
-    with pytest.raises(ValueError, match="--num_meta=1000 asks 100 meta examples per class"):
+    with pytest.raises(ValueError, match="num_meta=1000 asks 100 meta examples per class"):
         data.build("cifar10", data_dir=prepared, cache_dir=str(tmp_path))

@@ -100,7 +100,8 @@ def test_positioned_pipelines_restart_anywhere_with_the_same_batches(bundle, rel
 def test_records_are_positioned_across_files_blocks_and_groups(bundle, data_dir, tmp_path):
     from gdw_tf.data import pipeline
     from gdw_tf.data.augment import make_augmentation
-    splits = data.SOURCES.get("clothing1m").load(data.SourceOptions(data_dir))
+    from gdw_tf.data.sources import SOURCES, RecordFiles, SourceOptions
+    splits = SOURCES.get("clothing1m").load(SourceOptions(data_dir))
     stored = splits.records("train")
     serialized = [r.numpy() for r in tf.data.TFRecordDataset(list(stored.files))]
     counts, files = (20, 5, 31), []                                      # three files, as TFDS shards
@@ -109,7 +110,7 @@ def test_records_are_positioned_across_files_blocks_and_groups(bundle, data_dir,
         with tf.io.TFRecordWriter(files[-1]) as writer:
             for record in serialized[start:start + count]:
                 writer.write(record)
-    records = data.RecordFiles(tuple(files), counts, stored.parse)
+    records = RecordFiles(tuple(files), counts, stored.parse)
     # blocks of 4 (5 + 2 + 8 = 15, shorter ones at file ends), groups of 3 blocks; 50 of 56 a epoch
     kw = dict(augmentation=make_augmentation("imagenet", (None, None, 3)), batch_size=5,
               per_epoch=50, seed=3, stage="train", output=pipeline.as_train_element,
@@ -156,11 +157,11 @@ def test_release_in_the_official_layout_is_read_as_written(release):
 
 
 @pytest.mark.parametrize("kw, flag", [
-    ({"noise_type": "uniform", "noise_rate": 0.2}, "--noise_type='uniform'"),
-    ({"noise_rate": 0.4}, "--noise_rate=0.4"),
-    ({"imbalance_factor": 0.5}, "--imbalance_factor=0.5"),
-    ({"num_meta": 100}, "--num_meta=100"),
-    ({"cache_dir": "/tmp/cache"}, "--cache_dir=/tmp/cache does not apply to --dataset=clothing1m"),
+    ({"noise_type": "uniform", "noise_rate": 0.2}, "noise_type='uniform' is not supported"),
+    ({"noise_rate": 0.4}, "noise_rate=0.4 is not supported"),
+    ({"imbalance_factor": 0.5}, "imbalance_factor=0.5 is not supported"),
+    ({"num_meta": 100}, "num_meta=100 is not supported"),
+    ({"cache_dir": "/tmp/cache"}, "cache_dir=/tmp/cache does not apply to dataset 'clothing1m'"),
 ])
 def test_flags_it_cannot_take_fail_before_reading_anything(tmp_path, kw, flag):
     # An unprepared --data_dir and no --manual_dir: only a check before loading can answer.
@@ -170,8 +171,8 @@ def test_flags_it_cannot_take_fail_before_reading_anything(tmp_path, kw, flag):
 
 
 @pytest.mark.parametrize("kw, flag", [
-    ({"augment": "cifar"}, "--augment=cifar needs fixed-size images"),
-    ({"augment": "none"}, "--augment=none keeps clothing1m images"),
+    ({"augment": "cifar"}, "augment=cifar needs fixed-size images"),
+    ({"augment": "none"}, "augment=none keeps clothing1m images"),
 ])
 def test_augmentations_that_cannot_batch_are_rejected(bundle, data_dir, kw, flag):
     with pytest.raises(ValueError) as err:
@@ -180,7 +181,7 @@ def test_augmentations_that_cannot_batch_are_rejected(bundle, data_dir, kw, flag
 
 
 def test_skip_bad_images_is_rejected_where_it_does_nothing():
-    with pytest.raises(ValueError, match="--skip_bad_images=True does not apply to --dataset=digits"):
+    with pytest.raises(ValueError, match="skip_bad_images=True does not apply to dataset 'digits'"):
         data.build("digits", skip_bad_images=True)
 
 
@@ -190,12 +191,12 @@ def test_known_input_before_reading_data():
 
 
 def test_unprepared_without_manual_dir_says_how(tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"--data_dir={tmp_path} .*--manual_dir"):
+    with pytest.raises(FileNotFoundError, match=f"data_dir={tmp_path} .*manual_dir="):
         data.build("clothing1m", data_dir=str(tmp_path))
 
 
 def test_missing_release_dir_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"--manual_dir={tmp_path}/none"):
+    with pytest.raises(FileNotFoundError, match=f"manual_dir={tmp_path}/none"):
         data.build("clothing1m", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "none"))
 
 
@@ -251,7 +252,7 @@ def test_bad_images_fail_in_one_error_before_anything_is_written(release, tmp_pa
         data.build("clothing1m", data_dir=tfds_dir, manual_dir=root)
     message = str(err.value)
     assert message.startswith(f"Clothing1M release {root}: 6 image(s) in the key lists cannot be used")
-    assert "--skip_bad_images" in message and "... and 2 more" in message
+    assert "skip_bad_images=True" in message and "... and 2 more" in message
     listed = [line.split(":")[0].strip() for line in message.splitlines()[1:-1]]
     assert listed == sorted(bad)[:4]
     assert "cannot be decoded" in message or "does not exist" in message

@@ -49,3 +49,25 @@ def test_long_tail_shortfall_is_reported():
     for c, target in enumerate(imb["target_counts"]):
         short = imb["shortfall"].get(str(c))
         assert kept[c] == (short[1] if short else target)
+
+
+def test_each_pipeline_follows_its_role():
+    import tensorflow as tf
+
+    from gdw_tf.data.bundle import ROLES
+    b = data.build("digits", seed=1, batch_size=64, meta_batch_size=30)
+    batch = {"train": 64, "meta": 30}
+    assert set(ROLES) == {"train", "meta", "meta_once", "test"}
+    for name, role in ROLES.items():
+        ds = getattr(b, name)
+        spec = ds.element_spec
+        assert isinstance(spec, dict) == (role.split == "train"), name
+        image = spec["image"] if isinstance(spec, dict) else spec[0]
+        assert image.shape[0] == (batch[role.batch] if role.drop_remainder else None), name
+        assert (int(ds.cardinality()) == int(tf.data.INFINITE_CARDINALITY)) == role.repeat, name
+    assert [len(y) for _, y in b.meta_once] == [30, 30, 30, 10]         # the 100 meta examples once
+    assert len(list(b.test)) == -(-b.num_test // 64)                     # the last test batch too
+    test_labels = np.concatenate([y.numpy() for _, y in b.test])
+    np.testing.assert_array_equal(test_labels, np.concatenate([y.numpy() for _, y in b.test]))  # unshuffled
+    assert [len(y) for _, y in b.meta_from(0).take(4)] == [30] * 4
+    assert len(list(b.train_from(0, 3))) == 3

@@ -42,7 +42,7 @@ def bundle(root, cache):
 
 
 def test_listing_sorts_classes_and_skips_non_images(root):
-    classes, listing = data.list_image_folder(root)
+    classes, listing = folder_source.list_image_folder(root)
     assert classes == SORTED
     counts = np.bincount([label for _, label, *_ in listing["train"]], minlength=3)
     np.testing.assert_array_equal(counts, [12, 11, 14])  # bee has the extra JPEG
@@ -50,8 +50,8 @@ def test_listing_sorts_classes_and_skips_non_images(root):
 
 
 def test_decoded_pixels_match_pil(root, cache):
-    splits = data.load_image_folder(root, cache)
-    _, listing = data.list_image_folder(root)
+    splits = folder_source.load_image_folder(root, cache)
+    _, listing = folder_source.list_image_folder(root)
     for i in (0, len(listing["train"]) - 1):
         want = np.asarray(Image.open(os.path.join(root, listing["train"][i][0])).convert("RGB"))
         np.testing.assert_array_equal(splits.train_images[i], want)
@@ -61,19 +61,19 @@ def test_decoded_pixels_match_pil(root, cache):
 def test_second_load_comes_from_cache_and_changes_invalidate_it(monkeypatch, tmp_path):
     root, cache = str(tmp_path / "imgs"), str(tmp_path / "cache")
     write_image_folder(root, ["a", "b"], {"train": [3, 3], "test": [1, 1]})
-    first = data.load_image_folder(root, cache)
+    first = folder_source.load_image_folder(root, cache)
     assert [f for f in os.listdir(cache) if f.endswith(".npz")]
 
     def no_decode(paths):
         raise AssertionError("decoded although cached")
 
     monkeypatch.setattr(folder_source, "decode_images", no_decode)
-    again = data.load_image_folder(root, cache)  # served from the cache
+    again = folder_source.load_image_folder(root, cache)  # served from the cache
     np.testing.assert_array_equal(again.train_images, first.train_images)
     target = os.path.join(root, "train", "a", "0000.png")
     Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(target)  # new size and mtime
     with pytest.raises(AssertionError, match="decoded although cached"):
-        data.load_image_folder(root, cache)
+        folder_source.load_image_folder(root, cache)
 
 
 def test_bundle_sizes_and_counts(bundle):
@@ -126,7 +126,7 @@ def test_positioned_pipelines_restart_anywhere_with_the_same_batches(bundle):
 
 
 def test_meta_is_clean_balanced_and_disjoint(bundle, root, cache):
-    splits = data.load_image_folder(root, cache)
+    splits = folder_source.load_image_folder(root, cache)
     assert np.intersect1d(bundle.meta_origin, bundle.train_origin).size == 0
     np.testing.assert_array_equal(np.sort(np.concatenate([bundle.meta_origin, bundle.train_origin])),
                                   np.arange(len(splits.train_labels)))
@@ -143,7 +143,7 @@ def test_meta_is_clean_balanced_and_disjoint(bundle, root, cache):
 
 
 def test_test_split_is_not_augmented(bundle, root, cache):
-    splits = data.load_image_folder(root, cache)
+    splits = folder_source.load_image_folder(root, cache)
     images = np.concatenate([x.numpy() for x, _ in bundle.test])
     labels = np.concatenate([y.numpy() for _, y in bundle.test])
     want = data.make_augmentation("cifar", (12, 12, 3)).test(splits.test_images).numpy()
@@ -193,39 +193,39 @@ def test_undecodable_image_is_named(root, tmp_path):
     path = os.path.join(bad, "train", "cat", "broken.jpg")
     open(path, "wb").write(b"\xff\xd8 definitely not a jpeg")
     with pytest.raises(ValueError, match="cannot decode image file .*broken.jpg"):
-        data.load_image_folder(bad, str(tmp_path / "c"))
+        folder_source.load_image_folder(bad, str(tmp_path / "c"))
 
 
 def test_image_of_another_size_is_named(root, tmp_path):
     bad = copy_tree(root, tmp_path)
     Image.fromarray(np.zeros((9, 7, 3), np.uint8)).save(os.path.join(bad, "test", "ant", "odd.png"))
     with pytest.raises(ValueError, match=r"odd.png has shape \(9, 7, 3\)"):
-        data.load_image_folder(bad, str(tmp_path / "c"))
+        folder_source.load_image_folder(bad, str(tmp_path / "c"))
 
 
 def test_test_class_missing_from_train_is_named(root, tmp_path):
     bad = copy_tree(root, tmp_path)
     os.makedirs(os.path.join(bad, "test", "wasp"))
     with pytest.raises(ValueError, match="class folder .*test/wasp has no counterpart"):
-        data.list_image_folder(bad)
+        folder_source.list_image_folder(bad)
 
 
 def test_missing_root_and_split_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"--data_dir={tmp_path}/nope"):
+    with pytest.raises(FileNotFoundError, match=f"data_dir={tmp_path}/nope"):
         data.build("folder", data_dir=str(tmp_path / "nope"))
     os.makedirs(tmp_path / "half" / "train" / "a")
     with pytest.raises(FileNotFoundError, match="missing split folder .*half/test"):
-        data.list_image_folder(str(tmp_path / "half"))
+        folder_source.list_image_folder(str(tmp_path / "half"))
 
 
 @pytest.mark.parametrize("kw, needle", [
-    ({"num_meta": 7}, "--num_meta=7 is not divisible"),
-    ({"num_meta": 60}, "--num_meta=60 asks 20 meta examples per class"),
-    ({"batch_size": 0}, "--batch_size must be a positive integer, got 0"),
-    ({"batch_size": 500}, "--batch_size=500 exceeds the 31 training examples"),
+    ({"num_meta": 7}, "num_meta=7 is not divisible"),
+    ({"num_meta": 60}, "num_meta=60 asks 20 meta examples per class"),
+    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"batch_size": 500}, "batch_size=500 exceeds the 31 training examples"),
     ({"augment": "bogus"}, "'bogus'"),
-    ({"noise_type": "flip", "noise_rate": 2}, "--noise_rate must be in [0, 1], got 2"),
-    ({"imbalance_factor": 0}, "--imbalance_factor must be in (0, 1], got 0"),
+    ({"noise_type": "flip", "noise_rate": 2}, "noise_rate must be in [0, 1], got 2"),
+    ({"imbalance_factor": 0}, "imbalance_factor must be in (0, 1], got 0"),
 ])
 def test_bad_flags_are_named(root, cache, kw, needle):
     with pytest.raises(ValueError) as err:

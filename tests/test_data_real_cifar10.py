@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-import gdw_tf.data as data
+from gdw_tf.data.sources.folder import list_image_folder
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpeg")
 ROOT = ROOT if os.path.isdir(ROOT) else "/work/shared/data/cifar10-jpeg"
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not os.path.isdir(ROOT), reason="cifar10-jpeg no
 
 
 def test_class_order_and_counts():
-    classes, listing = data.list_image_folder(ROOT)
+    classes, listing = list_image_folder(ROOT)
     assert classes == ["airplane", "automobile", "bird", "cat", "deer",
                        "dog", "frog", "horse", "ship", "truck"]
     for split, per_class in (("train", 5000), ("test", 1000)):
@@ -21,7 +21,7 @@ def test_class_order_and_counts():
 
 
 def test_a_few_images_decode_to_32x32_rgb():
-    _, listing = data.list_image_folder(ROOT)
+    _, listing = list_image_folder(ROOT)
     paths = [os.path.join(ROOT, listing["test"][i][0]) for i in (0, 4321, 9999)]
     from gdw_tf.data.sources.folder import decode_images
     images = decode_images(paths)

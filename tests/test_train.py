@@ -89,8 +89,8 @@ def _corrupt_folder(root):
 def test_user_errors_are_one_line_with_exit_status_2(tmp_path, case):
     flags = {"model": (["--model=resnet99"], "unknown model name 'resnet99'"),
              "data_dir": (["--dataset=folder", f"--data_dir={tmp_path / 'none'}"],
-                          f"--data_dir={tmp_path / 'none'}: image-folder root does not exist"),
-             "batch": (["--batch_size=5000"], "--batch_size=5000 exceeds the 1252 training examples"),
+                          f"data_dir={tmp_path / 'none'}: image-folder root does not exist"),
+             "batch": (["--batch_size=5000"], "batch_size=5000 exceeds the 1252 training examples"),
              "jpeg": (["--dataset=folder", f"--data_dir={tmp_path / 'imgs'}",
                        f"--cache_dir={tmp_path / 'cache'}"], "cannot decode image file"),
              }
@@ -262,7 +262,7 @@ def test_clothing1m_mistakes_fail_before_any_build_work(tmp_path, case):
             f"--output_dir={tmp_path / 'run'}", "--epochs=1", "--batch_size=8"]
     if case == "noise_flag":
         args.append("--noise_rate=0.4")
-        expected = ["--noise_rate=0.4 is not supported: clothing1m has real label noise"]
+        expected = ["noise_rate=0.4 is not supported: clothing1m has real label noise"]
     elif case == "missing_weights":
         args.append(f"--init_weights={tmp_path / 'absent.npz'}")
         expected = [f"--init_weights={tmp_path / 'absent.npz'}: file not found"]

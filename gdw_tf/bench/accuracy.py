@@ -89,7 +89,7 @@ def cpu_train_per_class(config, setting):
 
 def cpu_epochs(config, setting):
     """Epochs giving at least --iterations iterations on the setting's training set."""
-    from gdw_tf.data.imbalance import long_tail_counts
+    from gdw_tf.data.protocol import long_tail_counts
 
     img_max = CIFAR_PER_CLASS - NUM_META // CIFAR_CLASSES
     cap = cpu_train_per_class(config, setting) or img_max

@@ -45,7 +45,7 @@ class Augmentation:
     output_shape: tuple  # [H, W, C] of one output image
 
 
-AUGMENTATIONS = Registry("augmentation (--augment)")
+AUGMENTATIONS = Registry("augmentation (augment)")
 register = AUGMENTATIONS.register
 
 
@@ -60,11 +60,11 @@ def make_augmentation(name: str, image_shape, pixel_max: float = 255.0) -> Augme
 
 def _require(name: str, image_shape: tuple, *, channels: int | None = None, fixed: bool = False):
     if channels is not None and image_shape[-1] != channels:
-        raise ValueError(f"--augment={name} needs {channels}-channel images, got image shape {image_shape}")
+        raise ValueError(f"augment={name} needs {channels}-channel images, got image shape {image_shape}")
     if fixed and None in image_shape:
         raise ValueError(
-            f"--augment={name} needs fixed-size images, got image shape {image_shape} "
-            "(use --augment=imagenet for images of varying size)"
+            f"augment={name} needs fixed-size images, got image shape {image_shape} "
+            "(use augment=imagenet for images of varying size)"
         )
 
 
@@ -103,7 +103,7 @@ def cifar(image_shape: tuple, pixel_max: float, pad: int = 4) -> Augmentation:
     _require("cifar", image_shape, channels=3, fixed=True)
     h, w, _ = image_shape
     if pad >= min(h, w):
-        raise ValueError(f"--augment=cifar pads by {pad} pixels, too many for image shape {image_shape}")
+        raise ValueError(f"augment=cifar pads by {pad} pixels, too many for image shape {image_shape}")
     normalise = _normaliser(pixel_max, CIFAR_MEAN, CIFAR_STD)
 
     def train(images, seed):

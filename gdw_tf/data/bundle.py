@@ -1,18 +1,36 @@
-"""``build()``: one call from dataset name + protocol flags to ready tf.data pipelines."""
+"""``build()``: one call from dataset name + protocol flags to ready tf.data pipelines.
+
+The bundle's `summary` (written as data_summary.json) is JSON-serialisable.
+Keys: dataset, num_classes, class_names, image_shape (model input),
+stored_image_shape, num_train, num_meta, num_test, steps_per_epoch,
+counts {train (by corrupted label), train_true (by clean label), meta, test},
+noise {type, rate, expected_rate, realised_rate, realised_rate_per_class
+(by clean class), transition_matrix, empirical_transition_matrix},
+imbalance {factor, img_max, target_counts, shortfall},
+protocol {order, seed, num_meta, meta_source, train_per_class, augment, batch_size,
+meta_batch_size, data_dir, manual_dir, cache_dir, skip_bad_images}.
+Unknown / undefined numbers (e.g. a class with no examples) are null.
+For clothing1m, noise.type is "real", the transition matrix is null, and the
+realised rates, empirical matrix and counts.train_true cover only the
+noisy_train images that also have a clean label.
+"""
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import functools
+import json
+import math
+import os
+from typing import Callable, Literal
 
 import numpy as np
 import tensorflow as tf
 
 from gdw_tf.data import pipeline
 from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
-from gdw_tf.data.noise import empirical_transition, realised_noise
-from gdw_tf.data.protocol import ORDER, ProtocolConfig, apply_protocol
+from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empirical_transition,
+                                  expected_noise_rate, realised_noise)
 from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec, StreamSplits
-from gdw_tf.data.summary import expected_noise_rate, jsonable, write_summary
 
 DEFAULT_DATASET = "digits"
 STREAM_SHUFFLE_BUFFER = 4096  # encoded images held for shuffling streamed splits
@@ -69,9 +87,9 @@ class DataBundle:
         return write_summary(self.summary, path)
 
 
-def _check_batch(flag: str, value) -> int:
+def _check_batch(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{flag} must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -89,22 +107,22 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     train_per_class caps the training examples per class after the meta split
     (a smaller, still balanced set for CPU-sized protocols; it is then img_max).
     augment: recipe name (available_augmentations()); default per dataset.
-    A release with real noise (clothing1m) takes no protocol flags; its build
+    A release with real noise (clothing1m) takes no protocol parameters; its build
     decodes every image first and fails listing the bad ones, unless
     skip_bad_images leaves them out.
-    Flags are validated before any data is read (except the num_meta checks
-    that need the class sizes); errors name the flag and value.
+    Every parameter is checked here, once, before any data is read (the protocol's
+    by ProtocolConfig; only the num_meta checks that need the class sizes come
+    later); errors name the parameter and value.
     """
     spec = SOURCES.get(name)
-    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0, seed, train_per_class)
     options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images))
-    _check_source_flags(spec, config, num_meta, options)  # first: the flag this source cannot take
-    config.validate()
-    batch_size = _check_batch("--batch_size", batch_size)
-    meta_batch_size = batch_size if meta_batch_size is None else _check_batch("--meta_batch_size", meta_batch_size)
-    if num_meta is not None and (isinstance(num_meta, bool) or not isinstance(num_meta, (int, np.integer))
-                                 or num_meta < 0):
-        raise ValueError(f"--num_meta must be a non-negative integer, got {num_meta!r}")
+    _check_source_options(spec, options, noise_type=(noise_type, "none"), noise_rate=(noise_rate, 0.0),
+                          imbalance_factor=(imbalance_factor, 1.0), num_meta=(num_meta, None),
+                          train_per_class=(train_per_class, None))  # first: what this source cannot take
+    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0 if num_meta is None else num_meta,
+                            seed, train_per_class)
+    batch_size = _check_batch("batch_size", batch_size)
+    meta_batch_size = batch_size if meta_batch_size is None else _check_batch("meta_batch_size", meta_batch_size)
     if augment is not None:
         AUGMENTATIONS.get(augment)  # fail before reading any data
     splits = spec.load(options)
@@ -113,24 +131,24 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
                     meta_batch_size=meta_batch_size, augment=augment, options=options)
 
 
-def _check_source_flags(spec: SourceSpec, config: ProtocolConfig, num_meta, options: SourceOptions):
-    """Rejects flags the source cannot take, before it reads anything."""
+def _check_source_options(spec: SourceSpec, options: SourceOptions, **protocol):
+    """Rejects what the source cannot take, before it reads anything.
+
+    protocol: parameter name -> (value, its neutral value), rejected unless neutral
+    by a source with a fixed protocol.
+    """
     if spec.fixed_protocol:
-        for flag, value, neutral in (("--noise_type", config.noise_type, "none"),
-                                     ("--noise_rate", config.noise_rate, 0.0),
-                                     ("--imbalance_factor", config.imbalance_factor, 1.0),
-                                     ("--num_meta", num_meta, None),
-                                     ("--train_per_class", config.train_per_class, None)):
+        for name, (value, neutral) in protocol.items():
             if value != neutral:
-                raise ValueError(f"{flag}={value!r} is not supported: {spec.name} has "
-                                 f"{spec.fixed_protocol}; leave {flag} unset")
+                raise ValueError(f"{name}={value!r} is not supported: {spec.name} has "
+                                 f"{spec.fixed_protocol}; leave {name} unset")
     used = spec.options if spec.options is not None else tuple(
         f.name for f in dataclasses.fields(SourceOptions) if f.name != "skip_bad_images")
     for field in dataclasses.fields(SourceOptions):
         value = getattr(options, field.name)
         if value not in (None, False) and field.name not in used:
-            raise ValueError(f"--{field.name}={value} does not apply to --dataset={spec.name} "
-                             f"(it reads {', '.join('--' + u for u in used) or 'no files'})")
+            raise ValueError(f"{field.name}={value} does not apply to dataset {spec.name!r} "
+                             f"(it reads {', '.join(used) or 'no files'})")
 
 
 def known_input(name: str, augment: str | None = None) -> tuple[int, tuple] | None:
@@ -147,15 +165,15 @@ def _augmentation(spec: SourceSpec, splits, augment: str | None) -> Augmentation
                             splits.pixel_max)
     if None in aug.output_shape:
         raise ValueError(
-            f"--augment={aug.name} keeps {spec.name} images at their stored, varying size "
-            f"{splits.image_shape}; batching needs one size (e.g. --augment=imagenet)"
+            f"augment={aug.name} keeps {spec.name} images at their stored, varying size "
+            f"{splits.image_shape}; batching needs one size (e.g. augment=imagenet)"
         )
     return aug
 
 
 def _steps(num_train: int, batch_size: int) -> int:
     if num_train < batch_size:
-        raise ValueError(f"--batch_size={batch_size} exceeds the {num_train} training examples")
+        raise ValueError(f"batch_size={batch_size} exceeds the {num_train} training examples")
     return num_train // batch_size
 
 
@@ -169,6 +187,77 @@ def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, o
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """How the bundle reads one of its pipelines; the role's name is its seed stage.
+
+    split: the examples it reads ("train", "meta" or "test"); training: train-time
+    augmentation, else the test transform; shuffle: a new order every pass (streams:
+    files too); repeat: endless; batch: which batch size ("train": batch_size,
+    "meta": meta_batch_size); output: the element's structure.
+    """
+
+    split: Literal["train", "meta", "test"]
+    training: bool
+    shuffle: bool
+    repeat: bool
+    drop_remainder: bool
+    batch: Literal["train", "meta"]
+    output: Callable[[dict], object]
+
+
+ROLES = {
+    "train": Role("train", training=True, shuffle=True, repeat=False, drop_remainder=True, batch="train",
+                  output=pipeline.as_train_element),
+    "meta": Role("meta", training=True, shuffle=True, repeat=True, drop_remainder=True, batch="meta",
+                 output=pipeline.as_pair),
+    "meta_once": Role("meta", training=True, shuffle=True, repeat=False, drop_remainder=False, batch="meta",
+                      output=pipeline.as_pair),
+    "test": Role("test", training=False, shuffle=False, repeat=False, drop_remainder=False, batch="train",
+                 output=pipeline.as_pair),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pipelines:
+    """Builds the bundle's pipelines from ROLES with a source's dataset functions.
+
+    batch: "train" / "meta" -> batch size; sizes: split -> examples (a split absent
+    from `sizes`, e.g. no meta set, gives None pipelines).
+    """
+
+    augmentation: Augmentation
+    seed: int
+    batch: dict[str, int]
+    sizes: dict[str, int]
+
+    def roles(self, dataset: Callable[..., tf.data.Dataset]) -> dict[str, tf.data.Dataset | None]:
+        """role name -> dataset(split, role, training=, repeat=, batch_size=, ...): the role's
+        pipeline (dataset turns role.shuffle into its own arguments); None without its split."""
+        return {name: dataset(role.split, role, training=role.training, repeat=role.repeat,
+                              batch_size=self.batch[role.batch], drop_remainder=role.drop_remainder,
+                              stage=name, output=role.output, augmentation=self.augmentation, seed=self.seed)
+                if role.split in self.sizes else None
+                for name, role in ROLES.items()}
+
+    def positional(self, dataset: Callable[..., tf.data.Dataset]) -> dict[str, Callable | None]:
+        """DataBundle's train_from(first, last) and meta_from(first), over dataset(split, ...).
+
+        Steps count batches of the role ("train", "meta"). A role read once per epoch
+        has epochs of whole batches; a repeated one is one endless stream whose
+        permutations follow each other across batch boundaries.
+        """
+        def from_step(name, first, last=None):
+            role = ROLES[name]
+            b, n = self.batch[role.batch], self.sizes[role.split]
+            return dataset(role.split, batch_size=b, per_epoch=n if role.repeat else n // b * b,
+                           first=first * b, last=None if last is None else last * b, stage=name,
+                           output=role.output, augmentation=self.augmentation, seed=self.seed)
+
+        return {"train_from": functools.partial(from_step, "train"),
+                "meta_from": functools.partial(from_step, "meta") if "meta" in self.sizes else None}
+
+
 def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, *, num_meta,
                  batch_size, meta_batch_size, augment, options) -> DataBundle:
     c = splits.num_classes
@@ -179,43 +268,22 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
     n = result.train_origin.size
     steps = _steps(n, batch_size)
 
-    seed = config.seed
     train_images = tf.constant(splits.train_images)
-    common = dict(augmentation=aug, seed=seed)
-    train_fields = {"label": result.labels, "true_label": result.true_labels, "index": np.arange(n)}
-    train = pipeline.array_dataset(
-        train_images, result.train_origin,
-        train_fields, training=True, batch_size=batch_size, drop_remainder=True, shuffle=True, repeat=False,
-        stage="train", output=pipeline.as_train_element, **common)
-    meta = meta_once = None
     meta_labels = splits.train_labels[result.meta_origin]
-    if num_meta:
-        fields = {"label": meta_labels}
-        meta = pipeline.array_dataset(
-            train_images, result.meta_origin, fields, training=True, batch_size=meta_batch_size,
-            drop_remainder=True, shuffle=True, repeat=True, stage="meta", output=pipeline.as_pair, **common)
-        meta_once = pipeline.array_dataset(
-            train_images, result.meta_origin, fields, training=True, batch_size=meta_batch_size,
-            drop_remainder=False, shuffle=True, repeat=False, stage="meta_once", output=pipeline.as_pair,
-            **common)
-
-    def train_from(first, last):
-        return pipeline.positional_array_dataset(
-            train_images, result.train_origin, train_fields, batch_size=batch_size,
-            per_epoch=steps * batch_size, first=first * batch_size, last=last * batch_size,
-            stage="train", output=pipeline.as_train_element, **common)
-
-    def meta_from(first):
-        return pipeline.positional_array_dataset(
-            train_images, result.meta_origin, {"label": meta_labels}, batch_size=meta_batch_size,
-            per_epoch=len(result.meta_origin), first=first * meta_batch_size, last=None,
-            stage="meta", output=pipeline.as_pair, **common)
-
     num_test = len(splits.test_labels)
-    test = pipeline.array_dataset(
-        tf.constant(splits.test_images), np.arange(num_test), {"label": splits.test_labels},
-        training=False, batch_size=batch_size, drop_remainder=False, shuffle=False, repeat=False,
-        stage="test", output=pipeline.as_pair, **common)
+    examples = {  # split -> (images, their rows, fields per example)
+        "train": (train_images, result.train_origin,
+                  {"label": result.labels, "true_label": result.true_labels, "index": np.arange(n)}),
+        "meta": (train_images, result.meta_origin, {"label": meta_labels}),
+        "test": (tf.constant(splits.test_images), np.arange(num_test), {"label": splits.test_labels}),
+    }
+    if not num_meta:
+        del examples["meta"]
+    pipes = _Pipelines(aug, config.seed, {"train": batch_size, "meta": meta_batch_size},
+                       {split: len(rows) for split, (_, rows, _) in examples.items()})
+    roles = pipes.roles(lambda split, role, **kw: pipeline.array_dataset(
+        *examples[split], shuffle=role.shuffle, **kw))
+    positional = pipes.positional(lambda split, **kw: pipeline.positional_array_dataset(*examples[split], **kw))
 
     true_counts = np.bincount(result.true_labels, minlength=c)
     rate, per_class = realised_noise(result.labels, result.true_labels, c)
@@ -245,10 +313,10 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
                                      "held out of the training split before corruption"),
     }
     return DataBundle(
-        spec.name, train, meta, meta_once, test, c, aug.output_shape, n, int(result.meta_origin.size),
-        num_test, batch_size, meta_batch_size, steps, list(splits.class_names), aug.name, jsonable(summary),
-        result.labels, result.true_labels, result.train_origin, result.meta_origin,
-        train_from, meta_from if num_meta else None)
+        spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c, aug.output_shape, n,
+        int(result.meta_origin.size), num_test, batch_size, meta_batch_size, steps, list(splits.class_names),
+        aug.name, jsonable(summary), result.labels, result.true_labels, result.train_origin,
+        result.meta_origin, **positional)
 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
@@ -257,33 +325,12 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
     seed, c = config.seed, splits.num_classes
     n, m, num_test = splits.sizes["train"], splits.sizes["meta"], splits.sizes["test"]
     steps = _steps(n, batch_size)
-    common = dict(augmentation=aug, seed=seed)
-    train = pipeline.stream_dataset(
-        splits.read("train", True, seed), training=True, batch_size=batch_size, drop_remainder=True,
-        shuffle_buffer=min(n, STREAM_SHUFFLE_BUFFER), repeat=False, stage="train",
-        output=pipeline.as_train_element, **common)
-    meta = pipeline.stream_dataset(
-        splits.read("meta", True, seed), training=True, batch_size=meta_batch_size, drop_remainder=True,
-        shuffle_buffer=min(m, STREAM_SHUFFLE_BUFFER), repeat=True, stage="meta", output=pipeline.as_pair,
-        **common)
-    meta_once = pipeline.stream_dataset(
-        splits.read("meta", True, seed), training=True, batch_size=meta_batch_size, drop_remainder=False,
-        shuffle_buffer=min(m, STREAM_SHUFFLE_BUFFER), repeat=False, stage="meta_once",
-        output=pipeline.as_pair, **common)
-    test = pipeline.stream_dataset(
-        splits.read("test", False, seed), training=False, batch_size=batch_size, drop_remainder=False,
-        shuffle_buffer=0, repeat=False, stage="test", output=pipeline.as_pair, **common)
-
-    def train_from(first, last):
-        return pipeline.positional_record_dataset(
-            splits.records("train"), batch_size=batch_size, per_epoch=steps * batch_size,
-            first=first * batch_size, last=last * batch_size, stage="train",
-            output=pipeline.as_train_element, **common)
-
-    def meta_from(first):
-        return pipeline.positional_record_dataset(
-            splits.records("meta"), batch_size=meta_batch_size, per_epoch=m,
-            first=first * meta_batch_size, last=None, stage="meta", output=pipeline.as_pair, **common)
+    pipes = _Pipelines(aug, seed, {"train": batch_size, "meta": meta_batch_size}, splits.sizes)
+    roles = pipes.roles(lambda split, role, **kw: pipeline.stream_dataset(
+        splits.read(split, role.shuffle, seed),
+        shuffle_buffer=min(splits.sizes[split], STREAM_SHUFFLE_BUFFER) if role.shuffle else 0, **kw))
+    positional = pipes.positional(
+        lambda split, **kw: pipeline.positional_record_dataset(splits.records(split), **kw))
     summary = {
         "dataset": spec.name, "num_classes": c, "class_names": splits.class_names,
         "image_shape": aug.output_shape, "stored_image_shape": splits.image_shape,
@@ -297,9 +344,34 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
                                         f"the release's {splits.split_names['meta']} split"),
                      "order": [], "splits": splits.split_names},
     }
-    return DataBundle(spec.name, train, meta, meta_once, test, c, aug.output_shape, n, m, num_test,
-                      batch_size, meta_batch_size, steps, list(splits.class_names), aug.name,
-                      jsonable(summary), train_from=train_from, meta_from=meta_from)
+    return DataBundle(spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c,
+                      aug.output_shape, n, m, num_test, batch_size, meta_batch_size, steps,
+                      list(splits.class_names), aug.name, jsonable(summary), **positional)
 
 
 _ASSEMBLERS = {ArraySplits: _from_arrays, StreamSplits: _from_stream}
+
+
+def jsonable(value):
+    """Recursively converts numpy values/arrays to Python ones and NaN to None."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_summary(summary: dict, path: str) -> str:
+    """Writes `summary` as indented JSON to `path` (parent folders created); returns path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(jsonable(summary), f, indent=2, allow_nan=False)
+        f.write("\n")
+    return path

@@ -11,6 +11,11 @@ The positional pipelines (`positional_array_dataset`, `positional_record_dataset
 go further: every batch is a pure function of (seed, global position), so a
 pipeline can start at any step and yield what an uninterrupted one yields there
 (exact mid-epoch resume).
+
+`with_meta` pairs each training batch with a meta batch (the input of
+`GDWModel.fit`) into one flat dict: image [B, ...], label int [B], optionally
+true_label int [B] and index int [B] (from the training batch), meta_image
+[M, ...] and meta_label int [M]; `split_batch` takes a step's input apart again.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from gdw_tf.data.augment import Augmentation
-from gdw_tf.data.seeding import tf_seed_for
+from gdw_tf.data.protocol import tf_seed_for
 from gdw_tf.data.sources.base import RecordFiles
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -236,7 +241,7 @@ def stream_dataset(raw: tf.data.Dataset, *, augmentation: Augmentation, training
 
 def _check_per_image(augmentation: Augmentation):
     if augmentation.batched:
-        raise ValueError(f"--augment={augmentation.name} works on fixed-size batches; streamed images need a per-image recipe")
+        raise ValueError(f"augment={augmentation.name} works on fixed-size batches; streamed images need a per-image recipe")
 
 
 def _decoded(example: dict) -> dict:
@@ -255,3 +260,78 @@ def as_train_element(example: dict) -> dict:
 def as_pair(example: dict) -> tuple:
     """(image, label) (meta and test batches)."""
     return example["image"], example["label"]
+
+
+# Pairing training and meta batches.
+TRAIN_KEYS = ("image", "label", "true_label", "index")
+META_KEYS = ("meta_image", "meta_label")
+
+
+def _as_dict(element, where):
+    """(x, y) or {"image", "label", ...} -> dict with at least image and label."""
+    if isinstance(element, dict):
+        missing = [k for k in ("image", "label") if k not in element]
+        unknown = [k for k in element if k not in TRAIN_KEYS + META_KEYS]
+        if missing or unknown:
+            raise ValueError(
+                f"{where}: dict elements need keys 'image' and 'label' (optional "
+                f"'true_label', 'index'); missing {missing}, unknown {unknown}")
+        return dict(element)
+    if isinstance(element, (tuple, list)) and len(element) == 2:
+        return {"image": element[0], "label": element[1]}
+    raise ValueError(
+        f"{where}: expected (image, label) pairs or a dict with 'image' and "
+        f"'label', got {type(element).__name__} of length "
+        f"{len(element) if hasattr(element, '__len__') else '?'}")
+
+
+def _check_batched(dataset, where):
+    spec = dataset.element_spec
+    label_spec = spec["label"] if isinstance(spec, dict) else spec[1]
+    if label_spec.shape.rank != 1:
+        raise ValueError(
+            f"{where}: labels must be batched, shape [batch], got "
+            f"{label_spec.shape}; call .batch(...) first")
+
+
+def with_meta(train_ds, meta_ds):
+    """Pairs every training batch with a batch of the (repeated) meta set.
+
+    Args:
+      train_ds: batched `tf.data.Dataset` of (image, label) or dicts with
+        image, label and optionally true_label and index. One pass = one epoch.
+      meta_ds: batched `tf.data.Dataset` of clean (image, label) (or dicts);
+        repeated forever, so it may be shorter than train_ds.
+    Returns:
+      A dataset with as many elements as train_ds, each one flat dict.
+    """
+    _check_batched(train_ds, "with_meta(train_ds)")
+    _check_batched(meta_ds, "with_meta(meta_ds)")
+    if not isinstance(train_ds.element_spec, dict):
+        train_ds = train_ds.map(lambda *e: _as_dict(e, "train_ds"))
+    if isinstance(meta_ds.element_spec, dict):
+        meta_ds = meta_ds.map(lambda e: (e["image"], e["label"]))
+    meta_ds = meta_ds.repeat()
+
+    def merge(train, meta):
+        return {**_as_dict(train, "train_ds"),
+                "meta_image": meta[0], "meta_label": meta[1]}
+
+    return tf.data.Dataset.zip((train_ds, meta_ds)).map(merge)
+
+
+def split_batch(data, needs_meta):
+    """Splits a step's input into (batch dict, (meta_image, meta_label) or None).
+
+    Raises a ValueError (at trace time) when a meta method gets no meta batch.
+    """
+    batch = _as_dict(data, "training data")
+    meta = None
+    if "meta_image" in batch:
+        meta = (batch.pop("meta_image"), batch.pop("meta_label"))
+    if needs_meta and meta is None:
+        raise ValueError(
+            "this method learns its weights from a clean meta set, but the "
+            "training data has no meta batch: fit on "
+            "gdw_tf.data.with_meta(train_ds, meta_ds)")
+    return batch, meta

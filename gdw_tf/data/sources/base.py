@@ -8,15 +8,28 @@ loader returns either
   protocol -- meta split, long tail, noise -- is then applied by gdw_tf.data), or
 - ``StreamSplits``: splits read from disk as a stream (Clothing1M), whose
   train/meta/test splits and label noise are given by the release itself.
+
+Sources that decode files to arrays cache them with `cached_arrays`: one .npz
+per entry, named by the SHA-256 of a JSON-serialisable key describing the inputs
+(paths, file sizes, modification times, format version), so any change to the
+inputs selects a new entry instead of returning stale data.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
 from typing import Callable, Union
 
 import numpy as np
 
 from gdw_tf.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +113,7 @@ class StreamSplits:
     for role in ("train", "meta", "test"). true_label is -1 where unknown.
     records(role) -> the role's RecordFiles (what the positioned pipelines read).
     `counts[role]` is the per-class label count; `noise` holds the realised
-    noise statistics of the train split (see summary.py for the keys).
+    noise statistics of the train split (see gdw_tf.data.bundle for the keys).
     """
 
     class_names: list[str]
@@ -148,7 +161,7 @@ class SourceSpec:
     stored_shape: tuple | None = None
 
 
-SOURCES = Registry("dataset (--dataset)")
+SOURCES = Registry("dataset")
 
 
 def register_source(name: str, *, default_num_meta, default_augment, fixed_protocol=None,
@@ -176,3 +189,51 @@ def register_source(name: str, *, default_num_meta, default_augment, fixed_proto
 def available_datasets() -> list[str]:
     """Names accepted by gdw_tf.data.build (and --dataset)."""
     return SOURCES.names()
+
+
+# The decoded-array cache.
+CACHE_ENV = "GDW_TF_CACHE_DIR"
+
+
+def default_cache_dir() -> str:
+    """$GDW_TF_CACHE_DIR, else ~/.cache/gdw_tf."""
+    return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "gdw_tf")
+
+
+def cache_path(cache_dir: str | None, label: str, key) -> str:
+    """File for (label, key): <cache_dir>/<label>-<sha256(key)[:16]>.npz."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:60]
+    return os.path.join(cache_dir or default_cache_dir(), f"{safe}-{digest}.npz")
+
+
+def cached_arrays(cache_dir: str | None, label: str, key,
+                  compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Returns compute()'s dict of arrays, loading it from the cache when present.
+
+    A fresh result is written atomically (temp file + rename), so a crash never
+    leaves a half-written entry. Arrays must not be object arrays.
+    """
+    path = cache_path(cache_dir, label, key)
+    if os.path.exists(path):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:  # corrupt entry: rebuild it
+            log.warning("ignoring unreadable cache file %s (%s); rebuilding it", path, e)
+    arrays = compute()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    log.info("cached decoded arrays in %s", path)
+    return arrays

@@ -36,8 +36,8 @@ def prepare_clothing1m(data_dir: str | None, manual_dir: str | None, skip_bad_im
         if manual_dir is None:
             root = data_dir or os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))
             raise FileNotFoundError(
-                f"clothing1m is not prepared under --data_dir={root} (looked for "
-                f"{builder.data_dir}); pass --manual_dir=<Clothing1M release directory> "
+                f"clothing1m is not prepared under data_dir={root} (looked for "
+                f"{builder.data_dir}); pass manual_dir=<Clothing1M release directory> "
                 "to build it there once"
             )
         read_release(manual_dir)  # fail fast, naming the missing file

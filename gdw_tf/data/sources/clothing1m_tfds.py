@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from gdw_tf.data.noise import empirical_transition, realised_noise
+from gdw_tf.data.protocol import empirical_transition, realised_noise
 from gdw_tf.data.sources.clothing1m import NUM_CLASSES
 KV_FILES = {"noisy": "noisy_label_kv.txt", "clean": "clean_label_kv.txt"}
 KEY_LISTS = {
@@ -97,7 +97,7 @@ def read_release(root) -> Release:
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"--manual_dir={root}: Clothing1M release directory does not exist")
+        raise FileNotFoundError(f"manual_dir={root}: Clothing1M release directory does not exist")
     needed = [*KV_FILES.values(), *KEY_LISTS.values(), CLASS_NAMES_FILE]
     for name in needed:
         if not os.path.isfile(os.path.join(root, name)):
@@ -177,7 +177,7 @@ def screen_images(release: Release, skip_bad: bool) -> tuple[Release, list[str]]
         more = len(bad) - len(listed)
         raise ValueError("\n".join([
             f"Clothing1M release {release.root}: {len(bad)} image(s) in the key lists cannot be "
-            "used (nothing was written; fix or remove them, or pass --skip_bad_images to leave "
+            "used (nothing was written; fix or remove them, or pass skip_bad_images=True to leave "
             "them out):", *listed, *([f"  ... and {more} more"] if more > 0 else [])]))
     splits = {}
     for split, entries in release.splits.items():

@@ -13,8 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from gdw_tf.data.cache import cached_arrays
-from gdw_tf.data.sources.base import ArraySplits, SourceOptions, register_source
+from gdw_tf.data.sources.base import ArraySplits, SourceOptions, cached_arrays, register_source
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +46,10 @@ def list_image_folder(root: str) -> tuple[list[str], dict[str, list[tuple[str, i
     Raises FileNotFoundError / ValueError naming the missing or offending path.
     """
     if root is None:
-        raise ValueError("--dataset=folder needs --data_dir=ROOT with ROOT/train/<class>/<image> and ROOT/test/...")
+        raise ValueError("dataset folder needs data_dir=ROOT with ROOT/train/<class>/<image> and ROOT/test/...")
     root = os.path.abspath(root)
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"--data_dir={root}: image-folder root does not exist")
+        raise FileNotFoundError(f"data_dir={root}: image-folder root does not exist")
     class_dirs = {}
     for split in SPLITS:
         split_dir = os.path.join(root, split)

@@ -11,19 +11,18 @@ import os
 
 import numpy as np
 
-from gdw_tf.data.cache import cached_arrays
-from gdw_tf.data.sources.base import ArraySplits, SourceOptions, register_source
+from gdw_tf.data.sources.base import ArraySplits, SourceOptions, cached_arrays, register_source
 
 CACHE_FORMAT = 1
 
 
 def _not_prepared(tfds_name: str, data_dir: str | None, where: str) -> FileNotFoundError:
     return FileNotFoundError(
-        f"{tfds_name} is not prepared under --data_dir={data_dir or where!s} (looked for "
-        f"{where}); this code never downloads. Point --data_dir at a directory holding a "
+        f"{tfds_name} is not prepared under data_dir={data_dir or where!s} (looked for "
+        f"{where}); this code never downloads. Point data_dir at a directory holding a "
         f"prepared TFDS copy ({tfds_name}/<version>/...), e.g. one made with "
         f"`tfds build {tfds_name} --data_dir=DIR` on a machine with internet, or use "
-        f"--dataset=folder --data_dir=ROOT for an image folder ROOT/{{train,test}}/<class>/<image>."
+        f"dataset folder with data_dir=ROOT for an image folder ROOT/{{train,test}}/<class>/<image>."
     )
 
 
