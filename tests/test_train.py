@@ -265,7 +265,7 @@ def test_clothing1m_mistakes_fail_before_any_build_work(tmp_path, case):
         expected = ["noise_rate=0.4 is not supported: clothing1m has real label noise"]
     elif case == "missing_weights":
         args.append(f"--init_weights={tmp_path / 'absent.npz'}")
-        expected = [f"--init_weights={tmp_path / 'absent.npz'}: file not found"]
+        expected = [f"init_weights={tmp_path / 'absent.npz'}: file not found"]
     elif case == "wrong_weights":
         np.savez(tmp_path / "resnet34.npz", **{"conv1.weight": np.zeros((32, 3, 7, 7), np.float32)})
         args.append(f"--init_weights={tmp_path / 'resnet34.npz'}")

@@ -6,7 +6,7 @@ import keras
 from gdw_tf.models.blocks import batch_norm, conv2d, resnet_stage
 from gdw_tf.models.heads import classifier_head
 from gdw_tf.models.initializers import kaiming_normal, torch_linear_bias, torch_linear_kernel
-from gdw_tf.models.registry import register_model
+from gdw_tf.models.zoo import register_model
 from gdw_tf.models.validation import check_image_shape, check_num_classes
 from gdw_tf.models.weights import load_init_weights
 

@@ -5,7 +5,7 @@ import keras
 
 from gdw_tf.models import blocks
 from gdw_tf.models.heads import classifier_head
-from gdw_tf.models.registry import register_model
+from gdw_tf.models.zoo import register_model
 from gdw_tf.models.validation import check_image_shape, check_num_classes
 from gdw_tf.models.weights import load_init_weights
 

@@ -1,4 +1,5 @@
-"""Name -> constructor registry for the model zoo, and the generic ``build`` entry point."""
+"""The model zoo: names -> constructors (registered by the model modules), ``build``, and the
+check that a weights file fits a model."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import keras
+
+from gdw_tf.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -17,17 +20,14 @@ class ModelSpec:
     default_input_shape: tuple
 
 
-_MODELS: dict[str, ModelSpec] = {}
+_MODELS = Registry("model")
 
 
 def register_model(name: str, default_input_shape: tuple):
     """Decorator registering a model constructor under ``name``."""
 
     def decorator(fn):
-        if name in _MODELS:
-            raise ValueError(f"model name {name!r} is already registered "
-                             f"(by {_MODELS[name].fn.__module__})")
-        _MODELS[name] = ModelSpec(name, fn, tuple(default_input_shape))
+        _MODELS.register(name)(ModelSpec(name, fn, tuple(default_input_shape)))
         return fn
 
     return decorator
@@ -35,17 +35,12 @@ def register_model(name: str, default_input_shape: tuple):
 
 def available_models() -> list[str]:
     """Sorted names accepted by :func:`build`."""
-    return sorted(_MODELS)
+    return _MODELS.names()
 
 
 def get_model_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` registered under ``name``; unknown names list the choices."""
-    try:
-        return _MODELS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown model name {name!r}; available models: {', '.join(available_models())}"
-        ) from None
+    return _MODELS.get(name)
 
 
 def build(name: str, num_classes: int, input_shape=None, init_weights: str | None = None,
@@ -75,10 +70,10 @@ def check_init_weights(name: str, path, known_input: tuple[int, tuple] | None = 
     get_model_spec(name)
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--init_weights={path}: file not found")
+        raise FileNotFoundError(f"init_weights={path}: file not found")
     if known_input is None:
         if not path.endswith(registered_suffixes()):
-            raise ValueError(f"--init_weights={path}: unsupported file extension; expected one of "
+            raise ValueError(f"init_weights={path}: unsupported file extension; expected one of "
                              f"{', '.join(registered_suffixes())}")
         return
     num_classes, input_shape = known_input
