@@ -111,15 +111,15 @@ def test_falls_back_to_keras_outside_the_fused_case(inputs):
 
 
 def _resnet8(monkeypatch, fused):
-    from gdw_tf.models import blocks, resnet_cifar
+    from gdw_tf.models import layers, resnet
     if not fused:
         def keras_batch_norm(x, name):
             return keras.layers.BatchNormalization(
-                axis=-1, momentum=blocks.BN_MOMENTUM, epsilon=blocks.BN_EPSILON, name=name)(x)
-        monkeypatch.setattr(resnet_cifar, "batch_norm", keras_batch_norm)
-        monkeypatch.setattr(blocks, "batch_norm", keras_batch_norm)
+                axis=-1, momentum=layers.BN_MOMENTUM, epsilon=layers.BN_EPSILON, name=name)(x)
+        monkeypatch.setattr(resnet, "batch_norm", keras_batch_norm)
+        monkeypatch.setattr(layers, "batch_norm", keras_batch_norm)
     keras.utils.set_random_seed(0)
-    model = resnet_cifar.resnet8(num_classes=10, input_shape=(8, 8, 3))
+    model = resnet.resnet8(num_classes=10, input_shape=(8, 8, 3))
     monkeypatch.undo()
     return model
 

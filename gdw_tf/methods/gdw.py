@@ -4,7 +4,6 @@
 `MWNet` weights each example by V_phi(CE_i); `GDW` spreads that weight over the
 example's classes and corrects it per class with the meta-gradient.
 """
-import math
 
 import keras
 import tensorflow as tf
@@ -14,15 +13,12 @@ from gdw_tf.distributed import add_weight_decay, replica_sum
 from gdw_tf.losses import cross_entropy, second_stage_update, zero_mean_constraint
 from gdw_tf.methods.bilevel import BilevelMethod, FirstStage
 from gdw_tf.methods.method import parameter_dtype, register_method
+from gdw_tf.models.layers import torch_linear_bias, torch_linear_kernel
 
 
 def _torch_linear_init(fan_in):
     """Kernel and bias initialisers equal to PyTorch's default nn.Linear."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return dict(
-        kernel_initializer=keras.initializers.VarianceScaling(
-            1.0 / 3.0, "fan_in", "uniform"),
-        bias_initializer=keras.initializers.RandomUniform(-bound, bound))
+    return dict(kernel_initializer=torch_linear_kernel(), bias_initializer=torch_linear_bias(fan_in))
 
 
 @keras.saving.register_keras_serializable(package="gdw_tf")

@@ -8,11 +8,9 @@ from gdw_tf.models.zoo import (available_models, build, check_init_weights, get_
                                register_model)
 from gdw_tf.models.weights import WeightLoadReport, load_init_weights
 from gdw_tf.models import torchvision_weights  # noqa: F401  (registers the .npz format)
-from gdw_tf.models.layers import OptionAShortcut
+from gdw_tf.models.layers import HEAD_LAYER, OptionAShortcut
 from gdw_tf.models.batch_norm import FusedBatchNormalization
-from gdw_tf.models.heads import HEAD_LAYER
-from gdw_tf.models.resnet_cifar import resnet8, resnet32
-from gdw_tf.models.resnet_imagenet import resnet18
+from gdw_tf.models.resnet import resnet8, resnet18, resnet32
 from gdw_tf.models.small_nets import mlp, small_cnn, small_cnn_nobn, strided_cnn
 
 __all__ = [

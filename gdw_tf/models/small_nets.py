@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import keras
 
-from gdw_tf.models import blocks
-from gdw_tf.models.heads import classifier_head
-from gdw_tf.models.zoo import register_model
-from gdw_tf.models.validation import check_image_shape, check_num_classes
+from gdw_tf.models.layers import batch_norm, check_image_shape, check_num_classes, classifier_head
 from gdw_tf.models.weights import load_init_weights
+from gdw_tf.models.zoo import register_model
 
 DIGITS_SHAPE = (8, 8, 1)
 
@@ -17,7 +15,7 @@ def _conv_unit(x, filters: int, name: str, use_batch_norm: bool):
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=not use_batch_norm,
                             kernel_initializer="he_normal", name=name)(x)
     if use_batch_norm:
-        x = blocks.batch_norm(x, f"{name}_bn")
+        x = batch_norm(x, f"{name}_bn")
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -93,7 +91,7 @@ def strided_cnn(num_classes: int = 10, input_shape=CIFAR_SHAPE, init_weights: st
     for i, filters in enumerate((width, 2 * width, 4 * width), start=1):
         x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False,
                                 kernel_initializer="he_normal", name=f"conv{i}")(x)
-        x = blocks.batch_norm(x, f"conv{i}_bn")
+        x = batch_norm(x, f"conv{i}_bn")
         x = keras.layers.ReLU(name=f"conv{i}_relu")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     model = keras.Model(inputs, classifier_head(x, num_classes), name="strided_cnn")

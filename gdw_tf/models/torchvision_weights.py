@@ -22,7 +22,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from gdw_tf.models.heads import HEAD_LAYER
+from gdw_tf.models.layers import HEAD_LAYER
 from gdw_tf.models.weights import WeightLoadReport, register_weight_format
 
 logger = logging.getLogger(__name__)

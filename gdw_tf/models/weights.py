@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import keras
 
-from gdw_tf.models.heads import HEAD_LAYER
+from gdw_tf.models.layers import HEAD_LAYER
 
 logger = logging.getLogger(__name__)
 
