@@ -205,13 +205,13 @@ def run(s):
 
     Raises `run_dir.UserError` for bad input (flags, files, data, a diverging run).
     """
-    from gdw_tf import strategies
+    from gdw_tf import distributed
 
     started = time.time()
     s = with_dataset_defaults(s)
     with run_dir.user_errors():
-        strategy = strategies.make_strategy(s["strategy"], tpu=s["tpu"])
-    chief = strategies.is_chief(strategy)
+        strategy = distributed.make_strategy(s["strategy"], tpu=s["tpu"])
+    chief = distributed.is_chief(strategy)
     out_dir = s["output_dir"] or default_output_dir(s)
     if not chief:  # every worker must save; only the chief's files are kept
         out_dir = os.path.join(out_dir, f"worker_{strategy.cluster_resolver.task_id}")
@@ -384,7 +384,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TensorFlow's savers log INFO lines at every save
     if s["deterministic"]:
         make_deterministic()
-    from gdw_tf.strategies import split_cpu
+    from gdw_tf.distributed import split_cpu
     split_cpu(s["num_cpu_devices"])
     try:
         results = run(s)
