@@ -87,7 +87,7 @@ def _corrupt_folder(root):
 
 @pytest.mark.parametrize("case", ["model", "data_dir", "batch", "jpeg"])
 def test_user_errors_are_one_line_with_exit_status_2(tmp_path, case):
-    flags = {"model": (["--model=resnet99"], "unknown model name 'resnet99'"),
+    flags = {"model": (["--model=resnet99"], "unknown model 'resnet99'"),
              "data_dir": (["--dataset=folder", f"--data_dir={tmp_path / 'none'}"],
                           f"data_dir={tmp_path / 'none'}: image-folder root does not exist"),
              "batch": (["--batch_size=5000"], "batch_size=5000 exceeds the 1252 training examples"),
