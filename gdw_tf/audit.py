@@ -12,13 +12,13 @@ names, score, rank) as a CSV for relabelling; the dataset itself is never
 touched. Bad input ends with one line on stderr and exit status 2.
 """
 import csv
-import json
 import os
 import sys
 
 from absl import flags
 
 from gdw_tf import bench, label_issues, run_dir
+from gdw_tf.files import atomic_open, spreadsheet_safe
 
 FLAGS = flags.FlagValues()  # the audit's own flags (the trainer's --output_dir is another)
 flags.DEFINE_string("output_dir", None, "the run's output directory", flag_values=FLAGS)
@@ -43,8 +43,7 @@ def _check_inputs(out_dir, top, export):
     if not os.path.exists(flags_path):
         _fail(f"--output_dir={out_dir}: no {run_dir.FLAGS_FILE}, so not a python -m gdw_tf.train "
               "output directory")
-    with open(flags_path) as f:
-        s = json.load(f)
+    s = run_dir.read_flags(flags_path)
     method, with_weights = s.get("method"), label_issues.methods_with_weights()
     if method not in with_weights:
         _fail(f"--output_dir={out_dir} was trained with --method={method}, which learns no "
@@ -61,6 +60,15 @@ def _check_inputs(out_dir, top, export):
         if os.path.commonpath([data_root, target]) == data_root:
             _fail(f"--export={export} lies inside the dataset {data_root}; pick a directory "
                   "outside it (the original data is never written)")
+        if os.path.exists(export) and not os.path.isdir(export):
+            _fail(f"--export={export} is a file; --export names a directory (its "
+                  f"{RELABEL_FILE} is written there)")
+        try:
+            os.makedirs(export, exist_ok=True)
+        except OSError as error:
+            _fail(f"--export={export}: cannot create the directory ({error.strerror})")
+        if not os.access(export, os.W_OK):
+            _fail(f"--export={export}: the directory is not writable")
     return s
 
 
@@ -83,13 +91,13 @@ def _restored_model(s, bundle, latest):
 
 def write_relabel_csv(path, issues, paths, class_names, top):
     """The `top` suspects: path, given and suggested class names, score, rank."""
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("path", "given_label", "suggested_label", "score", "rank"))
         for i in range(min(top, issues.index.size)):
-            writer.writerow([paths[int(issues.index[i])],
-                             class_names[int(issues.given_label[i])],
-                             class_names[int(issues.suggested_label[i])],
+            writer.writerow([spreadsheet_safe(paths[int(issues.index[i])]),
+                             spreadsheet_safe(class_names[int(issues.given_label[i])]),
+                             spreadsheet_safe(class_names[int(issues.suggested_label[i])]),
                              f"{issues.score[i]:.6f}", int(issues.rank[i])])
     return path
 
@@ -98,22 +106,20 @@ def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
     """Rewrites OUT_DIR/label_issues.csv/.png (and EXPORT/relabel.csv); returns
     (LabelIssues, Detection or None). Raises run_dir.UserError for bad input."""
     s = _check_inputs(out_dir, top, export)
-    import tensorflow as tf
-
+    from gdw_tf.reporting import latest_intact_checkpoint
     from gdw_tf.train import build_data
 
-    latest = tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints"))
-    if latest is None:
-        _fail(f"--output_dir={out_dir}: no checkpoint under {out_dir}/checkpoints "
-              "(the run saved none yet)")
-    with run_dir.OutputDirLock(out_dir), run_dir.user_errors():
+    with run_dir.OutputDirLock(out_dir), run_dir.write_errors(out_dir), run_dir.user_errors():
+        latest = latest_intact_checkpoint(out_dir)
+        if latest is None:
+            _fail(f"--output_dir={out_dir}: no checkpoint under {out_dir}/checkpoints "
+                  "(the run saved none yet)")
         bundle = build_data(s)
         model = _restored_model(s, bundle, latest)
         examples = label_issues.training_examples(bundle, s)
         issues, found = label_issues.write_report(out_dir, model.example_record,
                                                   bundle.class_names, examples, top)
         if export is not None:
-            os.makedirs(export, exist_ok=True)
             write_relabel_csv(os.path.join(export, RELABEL_FILE), issues, examples.paths,
                               bundle.class_names, top)
     return issues, found

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from gdw_tf.files import atomic_open, save_figure, spreadsheet_safe
 from gdw_tf.methods.tables import add_table, read_rows, require_index, write_rows
 
 CSV_FILE = "label_issues.csv"
@@ -214,12 +215,12 @@ def detection_of_scores(score, noisy):
 
 def write_csv(path, issues, paths=None):
     """label_issues.csv: CSV_COLUMNS (true_label empty when unknown, path when not a file source)."""
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         for i in range(issues.index.size):
             index = int(issues.index[i])
-            writer.writerow([index, "" if paths is None else paths[index],
+            writer.writerow([index, "" if paths is None else spreadsheet_safe(paths[index]),
                              int(issues.given_label[i]), int(issues.suggested_label[i]),
                              f"{issues.score[i]:.6f}", int(issues.rank[i]),
                              "" if issues.true_label is None else int(issues.true_label[i]),
@@ -251,9 +252,10 @@ def write_png(path, issues, images, class_names, top=DEFAULT_TOP, pixel_max=255.
                             class_names[int(issues.suggested_label[k])])
         ax.set_title(f"{given} -> {suggested}\n{issues.score[k]:.2f}", fontsize=7)
     fig.suptitle(f"Top {count} suspected label errors (given -> suggested, score)", fontsize=9)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 @dataclasses.dataclass

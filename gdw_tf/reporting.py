@@ -2,22 +2,25 @@
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from gdw_tf.files import atomic_open, save_figure
 from gdw_tf.run_dir import NonFiniteError, UserError
 
 FINAL_EPOCHS = 5  # final accuracy = mean over the last 5 epochs (reference log)
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_PREFIX = "ckpt"  # tf.train.CheckpointManager's default: ckpt-<N>.index, ckpt-<N>.data-*
+DAMAGED_DIR = "damaged"     # damaged checkpoints are moved to checkpoints/damaged/, never deleted
 
 
 def _atomic_write_json(path, payload):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:
         json.dump(payload, f, indent=2, default=float)
-    os.replace(tmp, path)
 
 
 @dataclasses.dataclass
@@ -44,6 +47,131 @@ class RunRecord:
         raw = json.loads(text)
         return cls(raw["history"], {int(k): v for k, v in raw["histograms"].items()},
                    raw["wall_time_s"])
+
+
+def saved_checkpoints(out_dir):
+    """The checkpoint prefixes of a run directory, newest (highest number) first.
+
+    Found from the files themselves (every ckpt-N.index, and every ckpt-N.data-*
+    whose .index is gone) as well as from the state file `checkpoints/checkpoint`,
+    so a run directory whose state file was lost, emptied or garbled still shows
+    every checkpoint it holds.
+    """
+    folder = os.path.join(out_dir, CHECKPOINT_DIR)
+    if not os.path.isdir(folder):
+        return []
+    numbers = set()
+    for name in os.listdir(folder):
+        stem = name.split(".")[0]
+        number = stem.removeprefix(f"{CHECKPOINT_PREFIX}-")
+        if stem != number and number.isdigit() and (name.endswith(".index") or ".data-" in name):
+            numbers.add(int(number))
+    state = _checkpoint_state(folder)
+    for path in (state.all_model_checkpoint_paths if state else []):
+        number = os.path.basename(path).removeprefix(f"{CHECKPOINT_PREFIX}-")
+        if number.isdigit():
+            numbers.add(int(number))
+    return [os.path.join(folder, f"{CHECKPOINT_PREFIX}-{n}") for n in sorted(numbers, reverse=True)]
+
+
+def _checkpoint_state(folder):
+    """The state file's contents, or None when it is missing, empty or unreadable."""
+    try:
+        return tf.train.get_checkpoint_state(folder)
+    except ValueError:  # an empty or incomplete state
+        return None
+
+
+def checkpoint_damage(prefix):
+    """None when every tensor of the checkpoint at `prefix` reads back whole (checksums
+    verified), else a short description of what is wrong."""
+    if not os.path.exists(f"{prefix}.index"):
+        return "its .index file is missing"
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_dtype_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError) as error:
+        text = getattr(error, "message", None) or str(error) or type(error).__name__
+        return f"{type(error).__name__}: {text.splitlines()[0]}"
+    return None
+
+
+def latest_intact_checkpoint(out_dir):
+    """The newest checkpoint of `out_dir` that reads back completely, or None if it has none.
+
+    Newer checkpoints that are damaged (a file missing, truncated, emptied or with
+    flipped bytes) are moved to checkpoints/damaged/ (never deleted), each with one
+    warning line naming its files, and the state file is rewritten to list the
+    checkpoints kept, so that the resumed run numbers its next save past them.
+    Raises UserError, moving nothing, when the directory holds checkpoints but
+    none of them is intact: such a run is never silently restarted.
+    """
+    from absl import logging
+
+    candidates = saved_checkpoints(out_dir)
+    damage = {}
+    for prefix in candidates:
+        damage[prefix] = checkpoint_damage(prefix)
+        if damage[prefix] is None:
+            break
+    intact = [p for p in damage if damage[p] is None]
+    if not intact:
+        if not candidates:
+            return None
+        folder = os.path.join(out_dir, CHECKPOINT_DIR)
+        raise UserError(
+            f"--output_dir={out_dir}: none of the {len(candidates)} checkpoint(s) in {folder} "
+            f"restores ({os.path.basename(candidates[0])}: {damage[candidates[0]]}); nothing was "
+            "moved or overwritten: restore the directory from a copy, or pass another --output_dir")
+    latest = intact[0]
+    for prefix in candidates[:candidates.index(latest)]:
+        moved = _move_aside(prefix)
+        logging.warning("checkpoint %s is damaged (%s): moved %s to %s; resuming from %s",
+                        prefix, damage[prefix], ", ".join(os.path.basename(m) for m in moved) or
+                        "no files", os.path.join(os.path.dirname(prefix), DAMAGED_DIR),
+                        os.path.basename(latest))
+    kept = [p for p in candidates[candidates.index(latest):] if os.path.exists(f"{p}.index")]
+    state = _checkpoint_state(os.path.dirname(latest))
+    if (state is None or state.model_checkpoint_path != latest
+            or list(state.all_model_checkpoint_paths) != kept[::-1]):
+        if state is None:
+            logging.warning("%s: no readable state file; found %s from its files",
+                            os.path.dirname(latest), os.path.basename(latest))
+        _write_checkpoint_state(kept[::-1])
+    return latest
+
+
+def _write_checkpoint_state(prefixes):
+    """Rewrites checkpoints/checkpoint (tf.train.CheckpointManager's text-proto state file)
+    to list `prefixes`, oldest first, the last as the latest; the index files' times are
+    the checkpoints' times, so the manager keeps deleting past max_to_keep as before."""
+    folder = os.path.dirname(prefixes[-1])
+    times = [os.path.getmtime(f"{p}.index") for p in prefixes]
+    lines = [f'model_checkpoint_path: "{os.path.basename(prefixes[-1])}"']
+    lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"' for p in prefixes]
+    lines += [f"all_model_checkpoint_timestamps: {t!r}" for t in times]
+    lines.append(f"last_preserved_timestamp: {min(times) - 1.0!r}")  # none is preserved
+    with atomic_open(os.path.join(folder, "checkpoint")) as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _move_aside(prefix):
+    """Moves the files of checkpoint `prefix` into checkpoints/damaged/ (a name already
+    there gets a numbered suffix); returns the moved files' new paths."""
+    folder = os.path.dirname(prefix)
+    target = os.path.join(folder, DAMAGED_DIR)
+    os.makedirs(target, exist_ok=True)
+    base = os.path.basename(prefix)
+    moved = []
+    for name in sorted(os.listdir(folder)):
+        if name == f"{base}.index" or name.startswith(f"{base}.data-"):
+            destination, k = os.path.join(target, name), 1
+            while os.path.exists(destination):
+                destination, k = os.path.join(target, f"{name}.{k}"), k + 1
+            os.replace(os.path.join(folder, name), destination)
+            moved.append(destination)
+    return moved
 
 
 def non_finite(values):
@@ -91,7 +219,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             steps_into_epoch=self.step, run_record=self.saved_record,
             metrics=self._metric_variables)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(directory, "checkpoints"), max_to_keep=max_to_keep)
+            self.checkpoint, os.path.join(directory, CHECKPOINT_DIR), max_to_keep=max_to_keep)
         self._segment_start = time.time() if started is None else started  # this process's
         self._base_wall_time = 0.0
         self._resume = (0, 0)
@@ -99,14 +227,14 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self._epoch_in_progress = None
         self._steps_done = 0
 
-    def restore(self):
-        """Restores the latest checkpoint, if any; returns (epoch, step) to resume from."""
-        latest = self.manager.latest_checkpoint
+    def restore(self, latest):
+        """Restores checkpoint `latest` (from `latest_intact_checkpoint`; None: a new run);
+        returns (epoch, step) to resume from."""
         if latest is None:
             return 0, 0
         try:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-        except (AssertionError, ValueError) as error:
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
             tf.get_logger().setLevel("ERROR")  # else the unrestored values are listed at exit
             raise UserError(
                 f"the checkpoint {latest} does not match the model these flags build "
@@ -180,7 +308,18 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.step.assign(step)
         self.record.wall_time_s = self._base_wall_time + time.time() - self._segment_start
         self.saved_record.assign(self.record.to_json())
-        self.manager.save()
+        kept = self.manager.latest_checkpoint
+        try:
+            self.manager.save()
+        except tf.errors.OpError as error:  # disk full, directory gone or read-only, ...
+            for name in os.listdir(self.manager.directory):  # the failed save's temporary files
+                if name.startswith(f"{CHECKPOINT_PREFIX}-") and "_temp" in name:
+                    shutil.rmtree(os.path.join(self.manager.directory, name), ignore_errors=True)
+            raise UserError(
+                f"cannot write a checkpoint in {self.manager.directory} at {where} "
+                f"({error.message.splitlines()[0]}); the last checkpoint "
+                f"({kept or 'none yet'}) is intact: free the space and re-run the same command "
+                "to resume from it") from error
 
 
 class EpochLine(keras.callbacks.Callback):
@@ -217,10 +356,8 @@ def _write_csv(path, history):
     rows = ["epoch," + ",".join(keys)]
     for i in range(len(history[keys[0]]) if keys else 0):
         rows.append(f"{i}," + ",".join(repr(history[k][i]) for k in keys))
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:
         f.write("\n".join(rows) + "\n")
-    os.replace(tmp, path)
 
 
 def results_summary(history, settings, wall_time, extra=None):
@@ -293,9 +430,10 @@ def write_figures(directory, history, histograms=None, edges=None):
 
 
 def _save(fig, directory, name):
-    path = os.path.join(directory, name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
     import matplotlib.pyplot as plt
-    plt.close(fig)
-    return path
+
+    fig.tight_layout()
+    try:
+        return save_figure(fig, os.path.join(directory, name), dpi=110)
+    finally:
+        plt.close(fig)

@@ -12,6 +12,8 @@ import json
 import os
 import time
 
+from gdw_tf.files import WriteError, atomic_open
+
 LOCK_FILE = ".lock"
 FLAGS_FILE = "flags.json"
 USER_ERROR_EXIT_CODE = 2
@@ -42,10 +44,24 @@ def user_errors():
     """
     try:
         yield
-    except UserError:
+    except (UserError, WriteError):  # an output not written: see write_errors
         raise
     except (ValueError, OSError) as error:
         raise UserError(str(error) or type(error).__name__) from error
+
+
+@contextlib.contextmanager
+def write_errors(out_dir):
+    """An output file of `out_dir` that cannot be written (disk full, read-only, ...) as one
+    UserError naming the file; nothing written before it is lost (outputs are replaced
+    atomically, and a checkpoint that fails is never recorded)."""
+    try:
+        yield
+    except WriteError as error:
+        raise UserError(
+            f"{error}; every file written before is intact (checkpoints in "
+            f"{os.path.join(out_dir, 'checkpoints')}): free the space and re-run the same "
+            "command") from error
 
 
 class OutputDirLock:
@@ -131,8 +147,7 @@ def check_same_flags(directory, current, force=False):
     path = os.path.join(directory, FLAGS_FILE)
     if not os.path.exists(path):
         return []  # a run made before the flags were saved: nothing to compare
-    with open(path) as f:
-        saved = json.load(f)
+    saved = read_flags(path)
     differ = differing_flags(saved, current)
     if differ and not force:
         listed = ", ".join(f"--{n}={saved.get(n)!r} -> {current.get(n)!r}" for n in differ)
@@ -143,9 +158,23 @@ def check_same_flags(directory, current, force=False):
     return differ
 
 
+def read_flags(path):
+    """The flags saved in `path` (a run's flags.json) as a dict; UserError naming
+    the file (and line) when it cannot be read or is not a JSON object."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); restore it from "
+                        "a copy of the run, or pass another --output_dir") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path}: expected a JSON object of flags, got {type(saved).__name__}")
+    return saved
+
+
 def save_flags(directory, current):
     """Writes the run's (resolved) flags to DIR/flags.json, atomically."""
-    path = os.path.join(directory, FLAGS_FILE)
-    with open(f"{path}.tmp", "w") as f:
+    with atomic_open(os.path.join(directory, FLAGS_FILE)) as f:
         json.dump(current, f, indent=2, sort_keys=True)
-    os.replace(f"{path}.tmp", path)

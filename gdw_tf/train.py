@@ -215,10 +215,27 @@ def run(s):
     out_dir = s["output_dir"] or default_output_dir(s)
     if not chief:  # every worker must save; only the chief's files are kept
         out_dir = os.path.join(out_dir, f"worker_{strategy.cluster_resolver.task_id}")
-    with run_dir.OutputDirLock(out_dir):
+    with run_dir.OutputDirLock(out_dir), run_dir.write_errors(out_dir):
         results = _run_locked(s, strategy, chief, out_dir, started)
     results["output_dir"] = out_dir
     return results
+
+
+def check_model_options(s, options):
+    """Checks the method options that depend on the backbone (virtual_scope) against
+    --model, before any data is read: the count of layers with weights does not depend
+    on the data's classes or image size, so a stand-in build answers."""
+    from gdw_tf import models
+    from gdw_tf.methods.bilevel import check_virtual_scope, moved_variable_positions
+
+    if options.get("virtual_scope") is None:
+        return
+    scope = check_virtual_scope(options["virtual_scope"], s["method"])
+    try:
+        moved_variable_positions(models.build(s["model"], 2), scope)
+    except ValueError as error:
+        raise ValueError(f"--method_option=virtual_scope={scope} with --model={s['model']}: "
+                         f"{error}") from None
 
 
 def _run_locked(s, strategy, chief, out_dir, started):
@@ -230,14 +247,14 @@ def _run_locked(s, strategy, chief, out_dir, started):
     from gdw_tf.methods.method import METHODS
 
     with run_dir.user_errors():
-        resume_from = tf.train.latest_checkpoint(os.path.join(out_dir, "checkpoints"))
+        resume_from = reporting.latest_intact_checkpoint(out_dir)
         if resume_from:
             differ = run_dir.check_same_flags(out_dir, s, force=s["resume"] == "force")
             if differ:
                 logging.warning("--resume=force: resuming %s despite other flags: %s",
                                 out_dir, ", ".join(differ))
         method_cls = METHODS.get(s["method"])  # fails early on an unknown --method
-        explicit_method_options(method_cls, s)  # ... and on options it does not take
+        check_model_options(s, explicit_method_options(method_cls, s))  # ... and on bad options
         replicas = strategy.num_replicas_in_sync
         for flag in ("batch_size", "meta_batch_size"):
             if s[flag] is not None and s[flag] % replicas:
@@ -262,7 +279,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
         checkpoint = reporting.ResumableCheckpoint(
             out_dir, model, bundle.steps_per_epoch, every_steps=s["checkpoint_steps"], write=chief,
             started=started)
-        start, step = checkpoint.restore()
+        start, step = checkpoint.restore(resume_from)
     if start or step:
         where = f"epoch {start} of {s['epochs']}"
         if step:

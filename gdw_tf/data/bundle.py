@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from gdw_tf.data import pipeline
+from gdw_tf.files import atomic_open
 from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
 from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empirical_transition,
                                   expected_noise_rate, realised_noise)
@@ -122,13 +123,17 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0 if num_meta is None else num_meta,
                             seed, train_per_class)
     batch_size = _check_batch("batch_size", batch_size)
+    meta_batch_given = meta_batch_size is not None
     meta_batch_size = batch_size if meta_batch_size is None else _check_batch("meta_batch_size", meta_batch_size)
+    if meta_batch_given and num_meta is not None:
+        _check_meta_batch(meta_batch_size, num_meta)
     if augment is not None:
         AUGMENTATIONS.get(augment)  # fail before reading any data
     splits = spec.load(options)
     assemble = _ASSEMBLERS[type(splits)]
     return assemble(spec, splits, config, num_meta=num_meta, batch_size=batch_size,
-                    meta_batch_size=meta_batch_size, augment=augment, options=options)
+                    meta_batch_size=meta_batch_size, augment=augment, options=options,
+                    check_meta_batch=meta_batch_given and num_meta is None)
 
 
 def _check_source_options(spec: SourceSpec, options: SourceOptions, **protocol):
@@ -169,6 +174,12 @@ def _augmentation(spec: SourceSpec, splits, augment: str | None) -> Augmentation
             f"{splits.image_shape}; batching needs one size (e.g. augment=imagenet)"
         )
     return aug
+
+
+def _check_meta_batch(meta_batch_size: int, num_meta: int) -> None:
+    """A meta batch set explicitly must fit in the meta set (a default one may repeat examples)."""
+    if num_meta and meta_batch_size > num_meta:
+        raise ValueError(f"meta_batch_size={meta_batch_size} exceeds the {num_meta} meta examples")
 
 
 def _steps(num_train: int, batch_size: int) -> int:
@@ -259,9 +270,11 @@ class _Pipelines:
 
 
 def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, *, num_meta,
-                 batch_size, meta_batch_size, augment, options) -> DataBundle:
+                 batch_size, meta_batch_size, augment, options, check_meta_batch) -> DataBundle:
     c = splits.num_classes
     num_meta = spec.default_num_meta(c) if num_meta is None else num_meta
+    if check_meta_batch:
+        _check_meta_batch(meta_batch_size, num_meta)
     config = dataclasses.replace(config, num_meta=num_meta)
     aug = _augmentation(spec, splits, augment)
     result = apply_protocol(splits.train_labels, c, config)
@@ -320,10 +333,12 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
-                 batch_size, meta_batch_size, augment, options) -> DataBundle:
+                 batch_size, meta_batch_size, augment, options, check_meta_batch) -> DataBundle:
     aug = _augmentation(spec, splits, augment)
     seed, c = config.seed, splits.num_classes
     n, m, num_test = splits.sizes["train"], splits.sizes["meta"], splits.sizes["test"]
+    if check_meta_batch:
+        _check_meta_batch(meta_batch_size, m)
     steps = _steps(n, batch_size)
     pipes = _Pipelines(aug, seed, {"train": batch_size, "meta": meta_batch_size}, splits.sizes)
     roles = pipes.roles(lambda split, role, **kw: pipeline.stream_dataset(
@@ -371,7 +386,7 @@ def write_summary(summary: dict, path: str) -> str:
     """Writes `summary` as indented JSON to `path` (parent folders created); returns path."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_open(path, encoding="utf-8") as f:
         json.dump(jsonable(summary), f, indent=2, allow_nan=False)
         f.write("\n")
     return path

@@ -22,11 +22,12 @@ import json
 import logging
 import os
 import re
-import tempfile
+import zipfile
 from typing import Callable, Union
 
 import numpy as np
 
+from gdw_tf.files import atomic_open
 from gdw_tf.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -212,28 +213,19 @@ def cached_arrays(cache_dir: str | None, label: str, key,
     """Returns compute()'s dict of arrays, loading it from the cache when present.
 
     A fresh result is written atomically (temp file + rename), so a crash never
-    leaves a half-written entry. Arrays must not be object arrays.
+    leaves a half-written entry; an entry that cannot be read back whole (truncated,
+    damaged) is rebuilt, with a warning naming it. Arrays must not be object arrays.
     """
     path = cache_path(cache_dir, label, key)
     if os.path.exists(path):
         try:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:  # corrupt entry: rebuild it
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
             log.warning("ignoring unreadable cache file %s (%s); rebuilding it", path, e)
     arrays = compute()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
     log.info("cached decoded arrays in %s", path)
     return arrays
