@@ -258,7 +258,8 @@ def instance_flip_rates(n: int, rate: float, seed: int) -> np.ndarray:
     """float64 [n]: q_i ~ N(rate, INSTANCE_STD^2) truncated to [0, 1], one per example.
 
     Truncation by inverse CDF (no clipping, no rejection): q_i = F^-1(F(0) + u_i (F(1) - F(0)))
-    with F the normal's CDF and u_i the i-th draw of the seed's "instance_rates" stream.
+    with F the normal's CDF (statistics.NormalDist, pure Python: the same on every machine)
+    and u_i the i-th draw of the seed's "instance_rates" stream; the clips only absorb round-off.
     """
     dist = statistics.NormalDist(float(rate), INSTANCE_STD)
     lo, hi = dist.cdf(0.0), dist.cdf(1.0)
