@@ -61,11 +61,14 @@ SETTINGS = {  # flags shared by both protocols
     "uniform40": ["--noise_type=uniform", "--noise_rate=0.4"],
     "uniform60": ["--noise_type=uniform", "--noise_rate=0.6"],
     "flip40": ["--noise_type=flip", "--noise_rate=0.4"],
+    "instance40": ["--noise_type=instance", "--noise_rate=0.4"],
+    "instance20": ["--noise_type=instance", "--noise_rate=0.2"],
     "longtail001": ["--noise_type=none", "--noise_rate=0", "--imbalance_factor=0.01"],
     "mixed": ["--noise_type=flip", "--noise_rate=0.4", "--imbalance_factor=0.1"],
 }
 PAPER_FLAGFILES = {"uniform40": "cifar10_uniform40", "uniform60": "cifar10_uniform60",
-                   "flip40": "cifar10_flip40", "longtail001": "cifar10_longtail001"}
+                   "flip40": "cifar10_flip40", "longtail001": "cifar10_longtail001",
+                   "instance40": "cifar10_instance40", "instance20": "cifar10_instance20"}
 
 # CPU protocol: real CIFAR-10 images (10 classes, 5,000 training images each), 1,000
 # of them held out as the clean meta set, batch 100, ITERATIONS iterations per run.

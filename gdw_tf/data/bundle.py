@@ -10,6 +10,9 @@ imbalance {factor, img_max, target_counts, shortfall},
 protocol {order, seed, num_meta, meta_source, train_per_class, augment, batch_size,
 meta_batch_size, data_dir, manual_dir, cache_dir, skip_bad_images}.
 Unknown / undefined numbers (e.g. a class with no examples) are null.
+For instance noise, noise.transition_matrix is the expected transition (row c: the
+mean of the per-example label distributions over the training examples of clean
+class c) and expected_rate follows from it.
 For clothing1m, noise.type is "real", the transition matrix is null, and the
 realised rates, empirical matrix and counts.train_true cover only the
 noisy_train images that also have a clean label.
@@ -30,7 +33,7 @@ from gdw_tf.data import pipeline
 from gdw_tf.files import atomic_open
 from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
 from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empirical_transition,
-                                  expected_noise_rate, realised_noise)
+                                  expected_noise_rate, pixel_features, realised_noise)
 from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec, StreamSplits
 
 DEFAULT_DATASET = "digits"
@@ -277,7 +280,8 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         _check_meta_batch(meta_batch_size, num_meta)
     config = dataclasses.replace(config, num_meta=num_meta)
     aug = _augmentation(spec, splits, augment)
-    result = apply_protocol(splits.train_labels, c, config)
+    result = apply_protocol(splits.train_labels, c, config,
+                            features=pixel_features(splits.train_images, splits.pixel_max))
     n = result.train_origin.size
     steps = _steps(n, batch_size)
 

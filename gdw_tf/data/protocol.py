@@ -3,13 +3,14 @@
 Order (fixed): 1. hold out the clean, class-balanced meta set; 1b. optionally keep
 at most `train_per_class` examples per class (CPU-sized protocols); 2. subsample the
 rest to a long tail (if imbalance_factor < 1); 3. corrupt the remaining labels
-with the noise transition matrix. The meta set is therefore clean and balanced,
-and noise rates are measured on the (possibly long-tailed) training set.
+with the noise transition matrix (instance noise: from their images). The meta
+set is therefore clean and balanced, and noise rates are measured on the (possibly
+long-tailed) training set.
 
-Seeding: each stage (meta split, long tail, flip targets, label noise, and the
-pipelines' shuffling and augmentation) draws from its own stream, keyed by the
-seed and the stage name, so changing one stage never shifts another's draws and
-the same flags give the same result on every machine.
+Seeding: each stage (meta split, long tail, flip targets, instance noise's rates
+and projections, label noise, and the pipelines' shuffling and augmentation) draws
+from its own stream, keyed by the seed and the stage name, so changing one stage
+never shifts another's draws and the same flags give the same result on every machine.
 
 Long tail: class c keeps int(img_max * mu^(c / (C - 1))) examples; mu
 (``imbalance_factor``) is the ratio smallest / largest class, in (0, 1]; class 0
@@ -24,13 +25,23 @@ T[i, j] is the probability that an example of true class i is given label j.
                so the realised flip rate is r * (1 - 1/C).
 - ``flip``:    T = (1 - r) * I, plus r at one other class per row; that class is
                drawn uniformly at random, once per seed. Realised rate r.
+- ``instance``: instance-dependent noise (Xia et al., "Part-dependent label noise",
+               NeurIPS 2020): example i, of true class y and flattened image x in
+               [0, 1]^d, keeps its label with probability 1 - q_i, where q_i ~ N(r, 0.1^2)
+               truncated to [0, 1]; where it flips, the target follows the image:
+               p = q_i * softmax(x @ W[y]) over the other classes, W[y] a [d, C] N(0, 1)
+               projection per class (see instance_noise). Realised rate ~ r; r = 0
+               flips nothing. Its T is the expected transition: row c is the mean of
+               the per-example label distributions over the training examples of class c.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
+import statistics
 import zlib
+from typing import Callable
 
 import numpy as np
 
@@ -39,7 +50,8 @@ log = logging.getLogger(__name__)
 
 # The parameters.
 ORDER = ("meta_split", "long_tail", "label_noise")
-NOISE_TYPES = ("none", "uniform", "flip")
+NOISE_TYPES = ("none", "uniform", "flip", "instance")
+INSTANCE_STD = 0.1  # instance noise: standard deviation of the per-example flip rates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +79,7 @@ class ProtocolConfig:
             raise ValueError(f"noise_rate must be in [0, 1], got {self.noise_rate!r}")
         if self.noise_type == "none" and rate != 0.0:
             raise ValueError(f"noise_rate={self.noise_rate!r} has no effect with noise_type='none'; "
-                             "set noise_type='uniform' or 'flip', or noise_rate=0")
+                             "set noise_type='uniform', 'flip' or 'instance', or noise_rate=0")
         if not 0.0 < _number(self.imbalance_factor, "imbalance_factor", "(0, 1]") <= 1.0:
             raise ValueError(f"imbalance_factor must be in (0, 1], got {self.imbalance_factor!r}")
         _integer(self.num_meta, "num_meta", "a non-negative", 0)
@@ -173,10 +185,14 @@ def transition_matrix(config: ProtocolConfig, num_classes: int) -> np.ndarray:
 
     For ``flip`` the off-diagonal target of each row is drawn from the seed's
     "flip_targets" stream, so it is fixed for a seed and differs across seeds.
+    ``instance`` has no fixed matrix (its labels depend on the images): see instance_noise.
     """
     noise_type, rate = config.noise_type, float(config.noise_rate)
     if int(num_classes) < 2:
         raise ValueError(f"label noise needs at least 2 classes, got num_classes={num_classes!r}")
+    if noise_type == "instance":
+        raise ValueError("noise_type='instance' has no fixed transition matrix (labels depend on "
+                         "the images); use instance_noise, which returns the expected one")
     c = int(num_classes)
     eye = np.eye(c)
     if noise_type == "none":
@@ -220,6 +236,96 @@ def corrupt_labels(labels, transition: np.ndarray, seed: int) -> np.ndarray:
         members = labels == k
         out[members] = np.searchsorted(cdf[k], u[members], side="right")
     return out
+
+
+# Instance-dependent noise.
+Features = Callable[[np.ndarray], np.ndarray]  # int64 rows [n] -> float [n, d], values in [0, 1]
+
+
+def pixel_features(images: np.ndarray, pixel_max: float) -> Features:
+    """rows -> float64 [len(rows), H*W*C]: images[rows] flattened and divided by pixel_max.
+
+    Reads only the requested rows, so callers can go through a large uint8
+    split in chunks without a float copy of all of it.
+    """
+    def features(rows: np.ndarray) -> np.ndarray:
+        return images[rows].reshape(len(rows), -1).astype(np.float64) / float(pixel_max)
+
+    return features
+
+
+def instance_flip_rates(n: int, rate: float, seed: int) -> np.ndarray:
+    """float64 [n]: q_i ~ N(rate, INSTANCE_STD^2) truncated to [0, 1], one per example.
+
+    Truncation by inverse CDF (no clipping, no rejection): q_i = F^-1(F(0) + u_i (F(1) - F(0)))
+    with F the normal's CDF (statistics.NormalDist, pure Python: the same on every machine)
+    and u_i the i-th draw of the seed's "instance_rates" stream; the clips only absorb round-off.
+    """
+    dist = statistics.NormalDist(float(rate), INSTANCE_STD)
+    lo, hi = dist.cdf(0.0), dist.cdf(1.0)
+    u = rng_for(seed, "instance_rates").random(int(n))
+    # Round-off guard: inv_cdf needs a probability strictly inside (0, 1).
+    p = np.clip(lo + u * (hi - lo), np.finfo(np.float64).tiny, np.nextafter(1.0, 0.0))
+    return np.clip([dist.inv_cdf(v) for v in p.tolist()], 0.0, 1.0)
+
+
+def instance_noise(labels, features: Features, num_classes: int, rate: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Instance-dependent label noise; returns (noisy int64 [N], expected transition float64 [C, C]).
+
+    labels: clean int64 [N]; features(rows) -> float [len(rows), d] in [0, 1]: the
+    flattened images of examples `rows` (positions in `labels`); read in chunks, one
+    class at a time. Example i of class y, flip rate q_i (instance_flip_rates):
+    s = x_i @ W[y], s[y] = -inf, p = q_i * softmax(s), p[y] = 1 - q_i; the noisy label
+    is the first j with u_i < cumsum(p)[j]. Streams of the seed: "instance_rates" (q),
+    "instance_projection" (W[0], ..., W[C-1], each [d, C] N(0, 1), drawn in class
+    order) and "label_noise" (u, one uniform per example in example order).
+    Expected transition: row c is the mean of the p rows of class c (e_c, the
+    identity row, for a class without examples). rate = 0 flips nothing.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    c, n = int(num_classes), labels.size
+    if c < 2:
+        raise ValueError(f"label noise needs at least 2 classes, got num_classes={num_classes!r}")
+    if n and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"labels must lie in [0, {c - 1}], got range [{labels.min()}, {labels.max()}]")
+    expected = np.eye(c)
+    if float(rate) == 0.0 or n == 0:
+        return labels.copy(), expected
+    q = instance_flip_rates(n, rate, seed)
+    u = rng_for(seed, "label_noise").random(n)
+    projections = rng_for(seed, "instance_projection")
+    d = _checked_features(features, np.zeros(1, np.int64), None).shape[1]
+    chunk = max(1, 2**22 // d)  # rows per matrix product: ~32 MB of float64 features
+    noisy = np.empty(n, dtype=np.int64)
+    for k in range(c):
+        w = projections.standard_normal((d, c))  # W[k]; drawn for every class, in order
+        members = np.flatnonzero(labels == k)
+        total = np.zeros(c)
+        for start in range(0, members.size, chunk):
+            rows = members[start:start + chunk]
+            s = _checked_features(features, rows, d) @ w
+            s[:, k] = -np.inf
+            e = np.exp(s - s.max(axis=1, keepdims=True))
+            p = q[rows, None] * e / e.sum(axis=1, keepdims=True)
+            p[:, k] = 1.0 - q[rows]
+            total += p.sum(axis=0)
+            cdf = np.cumsum(p, axis=1)
+            cdf[:, -1] = 1.0  # guard against round-off leaving u above the last bin
+            noisy[rows] = (u[rows, None] >= cdf).sum(axis=1)
+        if members.size:
+            expected[k] = total / members.size
+    return noisy, expected
+
+
+def _checked_features(features: Features, rows: np.ndarray, d: int | None) -> np.ndarray:
+    x = np.asarray(features(rows), dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != rows.size or (d is not None and x.shape[1] != d):
+        raise ValueError(f"features must be [{rows.size}, {d or 'd'}] for {rows.size} rows, got {x.shape}")
+    if x.size and (x.min() < 0.0 or x.max() > 1.0):
+        raise ValueError(f"features must lie in [0, 1] (pixels divided by pixel_max), "
+                         f"got range [{x.min():g}, {x.max():g}]")
+    return x
 
 
 def realised_noise(labels, true_labels, num_classes: int) -> tuple[float, list[float]]:
@@ -270,13 +376,20 @@ class ProtocolResult:
     labels: np.ndarray         # int64 [N]: corrupted labels
     true_labels: np.ndarray    # int64 [N]: clean labels
     transition: np.ndarray     # float64 [C, C]: the noise transition matrix used
+                               # (instance noise: the expected one, see instance_noise)
     img_max: float | None      # long tail: size of the head class target (None if mu = 1)
     long_tail_targets: list[int] | None  # long tail: requested size per class
     shortfall: dict[int, tuple[int, int]]  # class -> (requested, available) when short
 
 
-def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig) -> ProtocolResult:
-    """Meta split, then long tail, then label noise (see module docstring)."""
+def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig,
+                   features: Features | None = None) -> ProtocolResult:
+    """Meta split, then long tail, then label noise (see module docstring).
+
+    features(rows) -> float [len(rows), d] in [0, 1]: the flattened images of the
+    training split's examples at source positions `rows` (pixel_features). Needed
+    by noise_type="instance" only, and read only for the training examples.
+    """
     clean = np.asarray(clean_labels, dtype=np.int64)
     meta, rest = split_meta(clean, num_classes, config)
 
@@ -300,7 +413,14 @@ def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig) -> Pr
                 config.imbalance_factor, shortfall,
             )
 
-    t = transition_matrix(config, num_classes)
     true = clean[train]
-    noisy = corrupt_labels(true, t, config.seed)
+    if config.noise_type == "instance":
+        if features is None:
+            raise ValueError("noise_type='instance' needs the training images: "
+                             "pass features=pixel_features(images, pixel_max)")
+        noisy, t = instance_noise(true, lambda rows: features(train[rows]), num_classes,
+                                  config.noise_rate, config.seed)
+    else:
+        t = transition_matrix(config, num_classes)
+        noisy = corrupt_labels(true, t, config.seed)
     return ProtocolResult(meta, train, noisy, true, t, img_max, targets, shortfall)
