@@ -43,7 +43,7 @@ def settings(values):
 
 
 def test_every_flagfile_parses_sets_no_method_flag_and_works_with_every_method():
-    assert len(SETTINGS) == 18
+    assert len(SETTINGS) == 22
     for name in FLAGFILES:
         values = parse(f"--flagfile=flags/{name}")
         present = {flag for flag in values if values[flag].present}
