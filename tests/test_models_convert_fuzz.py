@@ -4,6 +4,7 @@ Tensor views (size, stride, offset) come from the file: the converter must check
 against their storage. Fuzzed inputs either convert to exactly the values an independent
 element-by-element reading of the storage bytes gives, or raise ``ConversionError``.
 """
+import errno
 import math
 import os
 import pickle
@@ -292,3 +293,41 @@ def test_big_endian_storages_come_back_in_native_byte_order(tmp_path, monkeypatc
     for name, want in values.items():
         assert got[name].dtype == want.dtype and got[name].dtype.isnative, name
         assert got[name].tobytes() == want.tobytes(), name
+
+
+def test_npz_keys_that_np_savez_reserves_are_written(tmp_path):
+    path = str(tmp_path / "keys.npz")
+    convert_torchvision.save_arrays_npz({"file": np.ones(2), "allow_pickle": np.zeros(1)}, path)
+    with np.load(path) as got:
+        assert sorted(got.files) == ["allow_pickle", "file"] and got["file"].sum() == 2
+
+
+def _disk_full_on_second_array(monkeypatch):
+    write_array, calls = np.lib.format.write_array, []
+
+    def failing(fp, array, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            fp.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_array(fp, array, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", failing)
+
+
+@pytest.mark.parametrize("failure", ["disk full", "destination is a directory"])
+def test_failed_write_leaves_no_temp_file_and_the_old_output(tmp_path, monkeypatch, capsys,
+                                                            failure):
+    pth, out = str(tmp_path / "in.pth"), tmp_path / "out" / "weights.npz"
+    write_torch_zip(pth, {"w": np.ones(3, "float32"), "b": np.arange(2)}, monkeypatch)
+    out.parent.mkdir()
+    if failure == "disk full":
+        out.write_bytes(b"previous weights")
+        _disk_full_on_second_array(monkeypatch)
+    else:
+        out.mkdir()
+    before = {p.name: (p.read_bytes() if p.is_file() else None) for p in out.parent.iterdir()}
+    assert convert_torchvision.main([pth, str(out)]) == 2
+    assert "weights.npz" in _one_error_line(capsys.readouterr().err)
+    after = {p.name: (p.read_bytes() if p.is_file() else None) for p in out.parent.iterdir()}
+    assert after == before

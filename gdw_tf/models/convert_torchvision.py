@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import math
 import os
 import pickle
 import reprlib
+import secrets
 import sys
 import zipfile
 
@@ -301,12 +303,42 @@ def state_dict_to_arrays(state_dict) -> dict[str, np.ndarray]:
 
 
 def save_arrays_npz(arrays: dict[str, np.ndarray], out_path: str) -> None:
-    """Write ``arrays`` to ``out_path`` (must end in ``.npz``; written uncompressed)."""
+    """Write ``arrays`` to ``out_path`` (must end in ``.npz``; uncompressed, no pickles).
+
+    Atomic: written to a temporary file in the same directory, renamed over ``out_path``
+    once complete; on any failure the temporary file is removed and ``out_path`` is
+    untouched. Write errors raise ConversionError naming ``out_path``.
+    """
     if not out_path.endswith(".npz"):
         raise ConversionError(f"convert_torchvision: output '{out_path}' must end in .npz")
     if not arrays:
         raise ConversionError(f"convert_torchvision: no tensors to write to '{out_path}'")
-    np.savez(out_path, **arrays)
+    directory, base = os.path.split(os.path.abspath(out_path))
+    tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    created = False
+    try:
+        with open(tmp, "xb") as f:  # a new file (its mode as the umask says)
+            created = True
+            _write_npz(f, arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out_path)
+    except BaseException as e:
+        if created:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        if isinstance(e, OSError):
+            raise ConversionError(f"convert_torchvision: cannot write '{out_path}': "
+                                  f"{e.strerror or e}") from e
+        raise
+
+
+def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
+    """The .npz layout of np.savez (a zip of NAME.npy), for any key (np.savez reserves some)."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def convert(in_path: str, out_path: str) -> list[str]:
@@ -340,7 +372,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         names = convert(args.input, args.output)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return USER_ERROR_EXIT_CODE
     print(f"wrote {len(names)} tensors to {args.output}")
