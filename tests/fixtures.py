@@ -152,19 +152,32 @@ def fake_resnet18_state_dict(num_classes=1000, seed=0):
     return sd
 
 
-def write_torch_zip(path, tensors, monkeypatch, extra=None):
+# numpy dtype name -> the torch storage type holding it (ComplexFloatStorage: one the
+# converter does not support)
+TORCH_STORAGES = {"float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
+                  "bfloat16": "BFloat16Storage", "int64": "LongStorage", "int32": "IntStorage",
+                  "int16": "ShortStorage", "int8": "CharStorage", "uint8": "ByteStorage",
+                  "bool": "BoolStorage", "complex64": "ComplexFloatStorage"}
+
+
+def write_torch_zip(path, tensors, monkeypatch, extra=None, views=None):
     """Writes name -> numpy array as ``torch.save(state_dict)`` does (zip: data.pkl + storages).
 
     Built without PyTorch from stand-ins pickled under torch's own names; fc.weight is
     stored transposed (a non-contiguous view) and fc.bias at an offset in a shared storage.
+    ``views``: more entries, name -> (1-D storage array, offset, size, stride), pickled as
+    given, unchecked (to build malformed files).
     """
     import collections
     import pickle
     import types
     import zipfile
 
+    import ml_dtypes
+
     torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
-    names = {np.dtype("float32"): "FloatStorage", np.dtype("int64"): "LongStorage"}
+    names = {np.dtype(ml_dtypes.bfloat16 if k == "bfloat16" else k): v
+             for k, v in TORCH_STORAGES.items()}
     for name in names.values():
         setattr(torch, name, type(name, (), {"__module__": "torch", "__qualname__": name}))
 
@@ -207,6 +220,8 @@ def write_torch_zip(path, tensors, monkeypatch, extra=None):
         else:
             strides = tuple(int(s) // a.itemsize for s in a.strides)
             sd[name] = Tensor(Storage(a.ravel()), 0, a.shape, strides)
+    for name, (flat, offset, size, stride) in (views or {}).items():
+        sd[name] = Tensor(Storage(flat), offset, size, stride)
     if extra is not None:
         sd["extra"] = extra
     buffer = __import__("io").BytesIO()
