@@ -22,6 +22,15 @@ flags.DEFINE_float("noise_rate", None, "Label noise ratio r in [0, 1]. Default p
                    "synthetic noise, 0 for clothing1m.")
 flags.DEFINE_float("imbalance_factor", 1.0, "Long-tail factor mu in (0, 1]: smallest / largest class.")
 flags.DEFINE_integer("num_meta", None, "Clean meta examples (class-balanced). Default per dataset.")
+flags.DEFINE_enum("meta_source", "given", ["given", "auto"], "Where the meta set comes from. given: "
+                  "the dataset's clean meta set (held out of the training split before any noise, or "
+                  "the release's clean split). auto: no clean set; after a warm-up of plain training "
+                  "the --num_meta / C smallest-loss training examples of each class are the meta set, "
+                  "chosen again every --meta_refresh_epochs (bi-level methods; gdw_tf.auto_meta).")
+flags.DEFINE_integer("meta_warmup_epochs", None, "--meta_source=auto: epochs of plain training before "
+                     "the first choice (default: a tenth of --epochs, at least 1).")
+flags.DEFINE_integer("meta_refresh_epochs", None, "--meta_source=auto: epochs between choices "
+                     "(default: --meta_warmup_epochs).")
 flags.DEFINE_integer("train_per_class", None, "Keep at most this many training examples per class "
                      "(after the meta split; CPU-sized protocols). Default: all.")
 flags.DEFINE_string("augment", None, "Augmentation recipe (cifar, imagenet, none). Default per dataset.")

@@ -51,6 +51,9 @@ class GDWModel(keras.Model):
         probabilities, `gdw_tf.label_issues`), updated by every training step;
         batches then need `index`. None (default): no record.
       record_decay: the record's averaging decay per visit (default 0.98).
+      warmup_steps: for a bi-level method, steps with optimizer.iterations below it
+        train with every weight 1 and need no meta batch (the warm-up of
+        --meta_source=auto, which chooses the meta set after it). Default 0.
 
     Compile with the classifier's optimizer, e.g.
     `keras.optimizers.SGD(0.1, momentum=0.9)`; its current learning rate is
@@ -58,8 +61,10 @@ class GDWModel(keras.Model):
     """
 
     def __init__(self, backbone, num_classes, method="gdw", weight_decay=5e-4,
-                 name=None, record_examples=None, record_decay=DEFAULT_DECAY, **method_options):
+                 name=None, record_examples=None, record_decay=DEFAULT_DECAY, warmup_steps=0,
+                 **method_options):
         super().__init__(name=name)
+        self.warmup_steps = int(warmup_steps)
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
         self.backbone = backbone
@@ -68,6 +73,9 @@ class GDWModel(keras.Model):
         self._check_output_width(getattr(backbone, "outputs", None))
         self.method = create_method(method, **method_options)
         self.method.setup(self)
+        if self.warmup_steps and not hasattr(self.method, "train_gradients_without_meta"):
+            raise ValueError(f"warmup_steps={warmup_steps}: method "
+                             f"'{self.method.method_name}' has no warm-up step (bi-level methods do)")
         self.example_record = None
         if record_examples is not None:
             self.example_record = ExampleRecord(record_examples, self.num_classes, record_decay)
@@ -133,28 +141,35 @@ class GDWModel(keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
 
     def make_train_function(self, force=False):
-        """Keras' train function; with meta_interval=k > 1 it alternates two.
+        """Keras' train function; with meta_interval=k > 1 or warmup_steps it picks one of three.
 
-        Step s (s = optimizer.iterations) runs `train_step` (the bi-level step)
-        when s % k == 0 and `train_step_without_meta` otherwise. Each is traced
-        once. The choice is made in Python per step (one scalar read of the
+        Step s (s = optimizer.iterations) runs `train_step_warmup` while
+        s < warmup_steps, then `train_step` (the bi-level step) when s % k == 0
+        and `train_step_without_meta` otherwise. Each is traced once (when first
+        used). The choice is made in Python per step (one scalar read of the
         counter), not with an in-graph `tf.cond`: under MirroredStrategy the
         all-reduces and optimizer updates of a step are `merge_call`s, which
         TensorFlow refuses inside control flow in the replica function.
         """
         interval = getattr(self.method, "meta_interval", 1)
-        if interval == 1 or (self.train_function is not None and not force):
+        if (interval == 1 and not self.warmup_steps) or (
+                self.train_function is not None and not force):
             return super().make_train_function(force)
         if self.steps_per_execution != 1:
             raise ValueError(
-                f"GDWModel: meta_interval={interval} picks the kind of step per step and "
-                f"needs steps_per_execution=1 in compile, got {self.steps_per_execution}")
+                f"GDWModel: meta_interval={interval} or warmup_steps picks the kind of step "
+                f"per step and needs steps_per_execution=1 in compile, got "
+                f"{self.steps_per_execution}")
         super().make_train_function(force=True)
         meta_steps = self.train_function
         other_steps = self._make_function(self.train_step_without_meta)
+        warmup_steps = self._make_function(self.train_step_warmup)
 
         def train_function(iterator):
-            if int(self.optimizer.iterations.numpy()) % interval == 0:
+            step = int(self.optimizer.iterations.numpy())
+            if step < self.warmup_steps:
+                return warmup_steps(iterator)
+            if step % interval == 0:
                 return meta_steps(iterator)
             return other_steps(iterator)
 
@@ -168,13 +183,19 @@ class GDWModel(keras.Model):
         """A step between meta steps under meta_interval > 1 (same log keys)."""
         return self._train_step(data, meta_step=False)
 
-    def _train_step(self, data, meta_step):
-        batch, meta = split_batch(data, self.method.needs_meta)
+    def train_step_warmup(self, data):
+        """A warm-up step (warmup_steps): every weight 1, no meta batch needed (same log keys)."""
+        return self._train_step(data, meta_step=False, warmup=True)
+
+    def _train_step(self, data, meta_step, warmup=False):
+        batch, meta = split_batch(data, self.method.needs_meta and not warmup)
         batch["label"] = _checked_labels(batch["label"], self.num_classes, "training label")
         if meta is not None:
             meta = (meta[0], _checked_labels(meta[1], self.num_classes, "meta label"))
         if meta_step:
             out = self.method.train_gradients(self, batch, meta)
+        elif warmup:
+            out = self.method.train_gradients_without_meta(self, batch, plain=True)
         else:
             out = self.method.train_gradients_without_meta(self, batch)
         self._apply_backbone_gradients(out.grads)
@@ -209,7 +230,8 @@ class GDWModel(keras.Model):
                 "num_classes": self.num_classes,
                 "method": self.method.method_name,
                 "weight_decay": self.weight_decay,
-                "name": self.name, **self.method.options(), **self._record_config()}
+                "name": self.name, "warmup_steps": self.warmup_steps,
+                **self.method.options(), **self._record_config()}
 
     # --------------------------------------------------------------- internals
     def _record_config(self):

@@ -31,14 +31,17 @@ class RunRecord:
     histograms: epoch (0-based) -> {"clean": counts, "noisy": counts} of the target weights.
     wall_time_s: time from each segment's (process's) start to its last checkpoint, summed
                  over the segments up to the last checkpoint.
+    auto_meta:  --meta_source=auto: one report per choice of the meta set (gdw_tf.auto_meta).
     """
     history: dict = dataclasses.field(default_factory=dict)
     histograms: dict = dataclasses.field(default_factory=dict)
     wall_time_s: float = 0.0
+    auto_meta: list = dataclasses.field(default_factory=list)
 
     def to_json(self):
         return json.dumps({"history": self.history, "wall_time_s": self.wall_time_s,
-                           "histograms": {str(k): v for k, v in self.histograms.items()}})
+                           "histograms": {str(k): v for k, v in self.histograms.items()},
+                           "auto_meta": self.auto_meta})
 
     @classmethod
     def from_json(cls, text):
@@ -46,7 +49,7 @@ class RunRecord:
             return cls()
         raw = json.loads(text)
         return cls(raw["history"], {int(k): v for k, v in raw["histograms"].items()},
-                   raw["wall_time_s"])
+                   raw["wall_time_s"], raw.get("auto_meta", []))
 
 
 def saved_checkpoints(out_dir):
@@ -188,7 +191,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     weighting network, meta optimizer, tables), the classifier's optimizer, the
     metric accumulators (a mid-epoch checkpoint resumes the epoch's running
     means), the position (finished epochs, steps into the next one) and the
-    `RunRecord` as JSON. It is written at every epoch end and, with
+    `RunRecord` as JSON, and the trackables in `extra` (name -> tf.Module, e.g. the
+    auto meta set's choice). It is written at every epoch end and, with
     `every_steps` = N > 0, after every N-th step of an epoch. history.json and
     log.csv are rewritten from the record after each epoch's checkpoint.
 
@@ -203,7 +207,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, directory, model, steps_per_epoch, every_steps=0, write=True,
-                 max_to_keep=2, started=None):
+                 max_to_keep=2, started=None, extra=None):
         super().__init__()
         self.directory = directory
         self.write = write
@@ -217,7 +221,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=model.optimizer, finished_epochs=self.epoch,
             steps_into_epoch=self.step, run_record=self.saved_record,
-            metrics=self._metric_variables)
+            metrics=self._metric_variables, **(extra or {}))
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(directory, CHECKPOINT_DIR), max_to_keep=max_to_keep)
         self._segment_start = time.time() if started is None else started  # this process's

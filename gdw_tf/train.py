@@ -173,7 +173,7 @@ def build_data(s):
         imbalance_factor=s["imbalance_factor"], num_meta=s["num_meta"], seed=s["seed"],
         batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
         augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"],
-        skip_bad_images=s["skip_bad_images"])
+        skip_bad_images=s["skip_bad_images"], meta_source=s.get("meta_source") or "given")
 
 
 def build_model(s, bundle, init_weights=None, **model_options):
@@ -221,6 +221,22 @@ def run(s):
     return results
 
 
+def _check_meta_source(s, method_cls):
+    """True for --meta_source=auto, after checking it applies to the method (before any data)."""
+    from gdw_tf.methods.bilevel import BilevelMethod
+
+    if (s.get("meta_source") or "given") == "given":
+        for flag in ("meta_warmup_epochs", "meta_refresh_epochs"):
+            if s.get(flag) is not None:
+                raise ValueError(f"--{flag} applies to --meta_source=auto only")
+        return False
+    if not issubclass(method_cls, BilevelMethod):
+        raise ValueError(f"--meta_source=auto chooses a meta set during training, for the bi-level "
+                         f"methods (mwnet, gdw, l2rw, insw, soft_label, gen_label); --method="
+                         f"{s['method']} {'needs one before training' if method_cls.needs_meta else 'uses none'}")
+    return True
+
+
 def check_model_options(s, options):
     """Checks the method options that depend on the backbone (virtual_scope) against
     --model, before any data is read: the count of layers with weights does not depend
@@ -242,7 +258,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
     import keras
     import tensorflow as tf
 
-    from gdw_tf import label_issues, reporting
+    from gdw_tf import auto_meta, label_issues, reporting
     from gdw_tf.diagnostics import binned_auc
     from gdw_tf.methods.method import METHODS
 
@@ -255,6 +271,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
                                 out_dir, ", ".join(differ))
         method_cls = METHODS.get(s["method"])  # fails early on an unknown --method
         check_model_options(s, explicit_method_options(method_cls, s))  # ... and on bad options
+        auto = _check_meta_source(s, method_cls)
         replicas = strategy.num_replicas_in_sync
         for flag in ("batch_size", "meta_batch_size"):
             if s[flag] is not None and s[flag] % replicas:
@@ -266,19 +283,26 @@ def _run_locked(s, strategy, chief, out_dir, started):
         keras.utils.set_random_seed(s["seed"])
 
         bundle = build_data(s)
-        if method_cls.needs_meta and bundle.meta is None:
+        schedule = None
+        if auto:
+            schedule = auto_meta.AutoMetaSchedule.resolve(
+                s["epochs"], bundle.num_meta, bundle.num_classes, s["meta_warmup_epochs"],
+                s["meta_refresh_epochs"])
+        elif method_cls.needs_meta and bundle.meta is None:
             raise ValueError(f"--method={s['method']} needs a meta set but --num_meta=0")
         if chief:
             bundle.write_summary(os.path.join(out_dir, "data_summary.json"))
 
+        warmup_steps = schedule.warmup_epochs * bundle.steps_per_epoch if schedule else 0
         with strategy.scope():
-            model = build_model(s, bundle, init_weights,
+            model = build_model(s, bundle, init_weights, warmup_steps=warmup_steps,
                                 **label_issues.model_options(s["method"], bundle.num_train,
                                                              resume_from))
+            auto_state = auto_meta.AutoMetaState(bundle.num_meta) if schedule else None
 
         checkpoint = reporting.ResumableCheckpoint(
             out_dir, model, bundle.steps_per_epoch, every_steps=s["checkpoint_steps"], write=chief,
-            started=started)
+            started=started, extra={"auto_meta": auto_state} if schedule else None)
         start, step = checkpoint.restore(resume_from)
     if start or step:
         where = f"epoch {start} of {s['epochs']}"
@@ -296,10 +320,16 @@ def _run_locked(s, strategy, chief, out_dir, started):
                                              update_freq="epoch")]
     if s["verbose"] == 2:
         callbacks.append(reporting.EpochLine(s["epochs"]))
+    cuts = schedule.choice_epochs(s["epochs"]) if schedule else []
     with _training_errors(tf):
-        for first_epoch, first_step, last_epoch in _segments(start, step, s["epochs"]):
-            data, steps = _training_data(bundle, method_cls.needs_meta, first_epoch, first_step,
-                                         last_epoch)
+        for first_epoch, first_step, last_epoch in _segments(start, step, s["epochs"], cuts):
+            meta = None
+            if schedule and first_epoch >= schedule.warmup_epochs:
+                meta = _auto_meta_batches(model, bundle, schedule, auto_state, checkpoint.record,
+                                          first_epoch, first_step, s["verbose"])
+            data, steps = _training_data(bundle, method_cls.needs_meta and
+                                         (not schedule or meta is not None),
+                                         first_epoch, first_step, last_epoch, meta)
             model.fit(data, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                       validation_data=bundle.test, callbacks=callbacks,
                       verbose=int(s["verbose"] == 1), shuffle=False)  # tf.data shuffles
@@ -319,6 +349,8 @@ def _run_locked(s, strategy, chief, out_dir, started):
         extra["meta_optimizer_iterations"] = int(meta_optimizer.iterations.numpy())
     extra["model"] = s["model"]
     extra["num_replicas"] = strategy.num_replicas_in_sync
+    if schedule:
+        extra["auto_meta"] = {**dataclasses.asdict(schedule), "choices": record.auto_meta}
     results = reporting.results_summary(record.history, s, record.wall_time_s, extra)
     if chief:
         reporting.write_results(out_dir, results)
@@ -327,25 +359,49 @@ def _run_locked(s, strategy, chief, out_dir, started):
     return results
 
 
-def _segments(start, step, epochs):
+def _segments(start, step, epochs, cuts=()):
     """The fit calls of a run resumed at step `step` of epoch `start`: (first epoch,
-    its first step, end epoch); the epoch in progress is finished by a call of its own."""
+    its first step, end epoch); the epoch in progress is finished by a call of its own,
+    and a call ends at every epoch of `cuts` (where --meta_source=auto chooses)."""
     if step and start < epochs:
-        return [(start, step, start + 1)] + _segments(start + 1, 0, epochs)
-    return [(start, 0, epochs)] if start < epochs else []
+        return [(start, step, start + 1)] + _segments(start + 1, 0, epochs, cuts)
+    if start >= epochs:
+        return []
+    end = min([c for c in cuts if c > start] + [epochs])
+    return [(start, 0, end)] + _segments(end, 0, epochs, cuts)
 
 
-def _training_data(bundle, needs_meta, first_epoch, first_step, last_epoch):
+def _auto_meta_batches(model, bundle, schedule, state, record, epoch, step, verbose):
+    """--meta_source=auto: the meta batches from step `step` of `epoch` on, over the meta set
+    chosen at the choice epoch in force (chosen now if it was not yet: gdw_tf.auto_meta)."""
+    from gdw_tf import auto_meta
+
+    chosen_at = schedule.current_choice(epoch)
+    rows, report = auto_meta.choose(model, bundle, schedule, state, chosen_at)
+    if report is not None:
+        record.auto_meta.append(report)
+        if verbose:
+            clean = report["clean_fraction"]
+            print(f"meta set chosen at epoch {chosen_at + 1}: {report['num_meta']} smallest-loss "
+                  f"training examples" + (f", {clean:.1%} clean" if clean is not None else ""),
+                  flush=True)
+    first = (epoch - chosen_at) * bundle.steps_per_epoch + step
+    return bundle.meta_from_train(rows, first, f"meta_auto_{chosen_at}")
+
+
+def _training_data(bundle, needs_meta, first_epoch, first_step, last_epoch, meta=None):
     """(dataset, steps_per_epoch for fit): the batches of epochs [first_epoch, last_epoch)
-    from step `first_step` on (paired with meta batches for meta methods), exactly as an
-    uninterrupted run sees them (the bundle's positioned pipelines, in memory or on disk).
+    from step `first_step` on (paired with meta batches for meta methods: `meta`, else the
+    bundle's), exactly as an uninterrupted run sees them (the bundle's positioned
+    pipelines, in memory or on disk).
     """
     import gdw_tf
 
     steps = bundle.steps_per_epoch
     first = first_epoch * steps + first_step
     train = bundle.train_from(first, last_epoch * steps)
-    meta = bundle.meta_from(first) if bundle.meta_from is not None else None
+    if meta is None and bundle.meta_from is not None:
+        meta = bundle.meta_from(first)
     fit_steps = steps - first_step  # one dataset spans the epochs
     return (gdw_tf.data.with_meta(train, meta) if needs_meta else train), fit_steps
 

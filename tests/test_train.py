@@ -373,6 +373,16 @@ def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted
     assert a["optimizer_iterations"] == b["optimizer_iterations"] == 30
 
 
+def test_auto_meta_run_killed_after_its_warm_up_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
+    """--meta_source=auto: the resumed run makes (or reloads) the same meta set choices."""
+    args = [*FAST, "--train_per_class=100", "--epochs=3", "--checkpoint_steps=5", "--deterministic",
+            "--meta_source=auto", "--meta_warmup_epochs=1", "--meta_refresh_epochs=1",
+            "--num_meta=50"]
+    a, b = _uninterrupted_and_killed_at_second_checkpoint(   # ckpt-2: the end of the warm-up
+        tmp_path, args, r"at epoch [12] of 3")
+    assert a["auto_meta"] == b["auto_meta"] and len(a["auto_meta"]["choices"]) == 2
+
+
 def _uninterrupted_and_killed_at_second_checkpoint(tmp_path, args, resumed_at):
     """Trains `args` once whole and once killed with SIGKILL as soon as its second
     checkpoint exists, then resumed (the resume line must match `resumed_at`); asserts

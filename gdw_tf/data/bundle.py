@@ -37,6 +37,7 @@ from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empiric
 from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec, StreamSplits
 
 DEFAULT_DATASET = "digits"
+META_SOURCES = ("given", "auto")
 STREAM_SHUFFLE_BUFFER = 4096  # encoded images held for shuffling streamed splits
 
 
@@ -61,6 +62,16 @@ class DataBundle:
                split's files by position). Its epochs are in another order than `train`'s.
     meta_from(first): the meta batches paired with global steps first, first + 1, ...
                (infinite, elements as `meta`); None without a meta set.
+    meta_source: "given" (the dataset's clean meta set: held out, or the release's) or
+               "auto" (none given: the trainer chooses training examples as the meta set,
+               `gdw_tf.auto_meta`; num_meta is then the number it chooses, meta is None).
+    train_in_order: in-memory sources: one pass over the training examples in index
+               order, unaugmented (the test transform), (image, label) batches with the
+               last one smaller; what a pass computing each example's loss reads.
+    meta_from_train(indices, first, stage): in-memory sources: endless meta batches
+               (elements as `meta`) over the training examples `indices` with their given
+               labels, positioned like meta_from (batch k from `first` on is a pure function
+               of seed, stage and k), for a meta set chosen from the training data.
     """
 
     name: str
@@ -85,6 +96,9 @@ class DataBundle:
     meta_origin: np.ndarray | None = None
     train_from: Callable[[int, int], tf.data.Dataset] | None = None
     meta_from: Callable[[int], tf.data.Dataset] | None = None
+    meta_source: str = "given"
+    train_in_order: tf.data.Dataset | None = None
+    meta_from_train: Callable[[np.ndarray, int, str], tf.data.Dataset] | None = None
 
     def write_summary(self, path: str) -> str:
         """Writes `summary` as JSON to `path`."""
@@ -102,7 +116,7 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
           num_meta: int | None = None, seed: int = 0, batch_size: int = 100,
           meta_batch_size: int | None = None, augment: str | None = None,
           cache_dir: str | None = None, train_per_class: int | None = None,
-          skip_bad_images: bool = False) -> DataBundle:
+          skip_bad_images: bool = False, meta_source: str = "given") -> DataBundle:
     """Loads dataset `name` (see available_datasets()), applies the protocol, builds pipelines.
 
     Protocol (in-memory sources): hold out num_meta clean examples (num_meta / C
@@ -114,15 +128,21 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     A release with real noise (clothing1m) takes no protocol parameters; its build
     decodes every image first and fails listing the bad ones, unless
     skip_bad_images leaves them out.
+    meta_source="auto" (sources the protocol applies to): no meta set is held out; every training
+    example stays noisy training data and num_meta is how many of them the trainer
+    chooses as its meta set (DataBundle.meta_from_train).
     Every parameter is checked here, once, before any data is read (the protocol's
     by ProtocolConfig; only the num_meta checks that need the class sizes come
     later); errors name the parameter and value.
     """
     spec = SOURCES.get(name)
+    if meta_source not in META_SOURCES:
+        raise ValueError(f"unknown meta_source={meta_source!r} (expected one of {', '.join(META_SOURCES)})")
     options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images))
     _check_source_options(spec, options, noise_type=(noise_type, "none"), noise_rate=(noise_rate, 0.0),
                           imbalance_factor=(imbalance_factor, 1.0), num_meta=(num_meta, None),
-                          train_per_class=(train_per_class, None))  # first: what this source cannot take
+                          train_per_class=(train_per_class, None),
+                          meta_source=(meta_source, "given"))  # first: what this source cannot take
     config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0 if num_meta is None else num_meta,
                             seed, train_per_class)
     batch_size = _check_batch("batch_size", batch_size)
@@ -135,6 +155,7 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     splits = spec.load(options)
     assemble = _ASSEMBLERS[type(splits)]
     return assemble(spec, splits, config, num_meta=num_meta, batch_size=batch_size,
+                    auto_meta=meta_source == "auto",
                     meta_batch_size=meta_batch_size, augment=augment, options=options,
                     check_meta_batch=meta_batch_given and num_meta is None)
 
@@ -273,12 +294,16 @@ class _Pipelines:
 
 
 def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, *, num_meta,
-                 batch_size, meta_batch_size, augment, options, check_meta_batch) -> DataBundle:
+                 batch_size, meta_batch_size, augment, options, check_meta_batch,
+                 auto_meta=False) -> DataBundle:
     c = splits.num_classes
     num_meta = spec.default_num_meta(c) if num_meta is None else num_meta
     if check_meta_batch:
         _check_meta_batch(meta_batch_size, num_meta)
-    config = dataclasses.replace(config, num_meta=num_meta)
+    if auto_meta and num_meta % c:
+        raise ValueError(f"num_meta={num_meta} is not divisible by the number of classes ({c}); "
+                         "meta_source='auto' chooses num_meta / C examples of each class")
+    config = dataclasses.replace(config, num_meta=0 if auto_meta else num_meta)
     aug = _augmentation(spec, splits, augment)
     result = apply_protocol(splits.train_labels, c, config,
                             features=pixel_features(splits.train_images, splits.pixel_max))
@@ -294,7 +319,7 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         "meta": (train_images, result.meta_origin, {"label": meta_labels}),
         "test": (tf.constant(splits.test_images), np.arange(num_test), {"label": splits.test_labels}),
     }
-    if not num_meta:
+    if not result.meta_origin.size:
         del examples["meta"]
     pipes = _Pipelines(aug, config.seed, {"train": batch_size, "meta": meta_batch_size},
                        {split: len(rows) for split, (_, rows, _) in examples.items()})
@@ -326,18 +351,40 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
             "target_counts": result.long_tail_targets,
             "shortfall": {c_: list(v) for c_, v in result.shortfall.items()},
         },
-        "protocol": _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options,
-                                     "held out of the training split before corruption"),
+        "protocol": _protocol_params(
+            spec, config, num_meta, aug, batch_size, meta_batch_size, options,
+            "auto: the smallest-loss training examples of each class, chosen by the trainer "
+            "during training (they stay training data)" if auto_meta else
+            "held out of the training split before corruption"),
     }
+    train_rows, train_fields = result.train_origin, {"label": result.labels}
+
+    def meta_from_train(indices, first, stage):
+        idx = np.asarray(indices, np.int64)
+        return pipeline.positional_array_dataset(
+            train_images, train_rows[idx], {k: v[idx] for k, v in train_fields.items()},
+            augmentation=aug, batch_size=meta_batch_size, per_epoch=idx.size,
+            first=first * meta_batch_size, last=None, seed=config.seed, stage=stage,
+            output=pipeline.as_pair)
+
+    train_in_order = pipeline.array_dataset(
+        train_images, train_rows, train_fields, augmentation=aug, training=False,
+        batch_size=batch_size, drop_remainder=False, shuffle=False, repeat=False, seed=config.seed,
+        stage="train_in_order", output=pipeline.as_pair)
+    if auto_meta:
+        summary["num_meta"], summary["counts"]["meta"] = num_meta, None
     return DataBundle(
         spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c, aug.output_shape, n,
-        int(result.meta_origin.size), num_test, batch_size, meta_batch_size, steps, list(splits.class_names),
-        aug.name, jsonable(summary), result.labels, result.true_labels, result.train_origin,
-        result.meta_origin, **positional)
+        num_meta if auto_meta else int(result.meta_origin.size), num_test, batch_size, meta_batch_size,
+        steps, list(splits.class_names), aug.name, jsonable(summary), result.labels, result.true_labels,
+        result.train_origin, result.meta_origin, **positional,
+        meta_source="auto" if auto_meta else "given", train_in_order=train_in_order,
+        meta_from_train=meta_from_train)
 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
-                 batch_size, meta_batch_size, augment, options, check_meta_batch) -> DataBundle:
+                 batch_size, meta_batch_size, augment, options, check_meta_batch,
+                 auto_meta=False) -> DataBundle:  # auto_meta: streams have a fixed protocol
     aug = _augmentation(spec, splits, augment)
     seed, c = config.seed, splits.num_classes
     n, m, num_test = splits.sizes["train"], splits.sizes["meta"], splits.sizes["test"]

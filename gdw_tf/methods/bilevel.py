@@ -199,20 +199,24 @@ class BilevelMethod(Method):
         return StepOutputs(grads, logits, real_weights, meta_loss,
                            self.step_diagnostics(batch, state, real_weights))
 
-    def train_gradients_without_meta(self, model, batch):
+    def train_gradients_without_meta(self, model, batch, plain=False):
         """`StepOutputs` of a step between meta steps: one forward, one backward.
 
         No meta-parameter or table changes. The diagnostics have the keys of
         `train_gradients`; those that exist only for a meta step (e.g. GDW's
         increase fractions) get zero sample weights, so their averages stay
         those of the meta steps. `meta_loss` is None.
+        plain: every weight 1 (plain cross-entropy for the weighting methods)
+        instead of the current meta-parameters' weights: the warm-up before a
+        meta set exists (--meta_source=auto).
         """
         theta = model.backbone.trainable_variables
         with tf.GradientTape() as tape:
             logits = backbone_forward(model, batch["image"])
             n_global = global_batch_size(batch["label"], logits.dtype)
             state = self.first_stage(logits, batch)
-            real_weights = self.weights_without_meta(batch, state)
+            real_weights = (tf.ones_like(state.weights) if plain
+                            else self.weights_without_meta(batch, state))
             loss = tf.reduce_sum(self.real_losses(logits, batch, real_weights)) / n_global
         grads = finite_guarded(tape.gradient(loss, theta), loss, "training loss")
         measured = self.weight_stats(real_weights, batch)
