@@ -4,12 +4,17 @@ The bundle's `summary` (written as data_summary.json) is JSON-serialisable.
 Keys: dataset, num_classes, class_names, image_shape (model input),
 stored_image_shape, num_train, num_meta, num_test, steps_per_epoch,
 counts {train (by corrupted label), train_true (by clean label), meta, test},
-noise {type, rate, expected_rate, realised_rate, realised_rate_per_class
-(by clean class), transition_matrix, empirical_transition_matrix},
+labels_file {path, rows, true_label, unlisted_skipped} (null unless a file gave the
+training labels, --labels),
+noise {type, rate, truth (what the true labels are: the labels before synthetic noise,
+a labels file's true_label column, or unknown), expected_rate, realised_rate,
+realised_rate_per_class (by clean class), transition_matrix, empirical_transition_matrix},
 imbalance {factor, img_max, target_counts, shortfall},
-protocol {order, seed, num_meta, meta_source, train_per_class, augment, batch_size,
-meta_batch_size, data_dir, manual_dir, cache_dir, skip_bad_images}.
-Unknown / undefined numbers (e.g. a class with no examples) are null.
+protocol {order, seed, num_meta, meta_source (held out of train, or the source's own
+meta split, e.g. a folder's ROOT/meta), train_per_class, augment, batch_size,
+meta_batch_size, data_dir, manual_dir, cache_dir, skip_bad_images, labels, labels_missing}.
+Unknown / undefined numbers (e.g. a class with no examples, the noise of labels
+whose truth is unknown) are null.
 For clothing1m, noise.type is "real", the transition matrix is null, and the
 realised rates, empirical matrix and counts.train_true cover only the
 noisy_train images that also have a clean label.
@@ -29,8 +34,9 @@ import tensorflow as tf
 from gdw_tf.data import pipeline
 from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
 from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empirical_transition,
-                                  expected_noise_rate, realised_noise)
+                                  expected_noise_rate, realised_noise, sample_given_meta)
 from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec, StreamSplits
+from gdw_tf.data.sources.base import GENERAL_OPTIONS
 
 DEFAULT_DATASET = "digits"
 STREAM_SHUFFLE_BUFFER = 4096  # encoded images held for shuffling streamed splits
@@ -48,7 +54,9 @@ class DataBundle:
     meta_once: one pass over the meta set, batched, train-augmented; None when num_meta = 0.
     test:      one pass, not augmented, (image, label), last batch may be smaller.
     train_labels / train_true_labels / train_origin / meta_origin: int64 numpy arrays for
-    in-memory sources (origin = position in the source's training split), None for streams.
+    in-memory sources (origin = position in the source's training split; meta_origin: in
+    its meta split when it gives one), None for streams. train_true_labels is -1 where the
+    truth is unknown; the training batches then have no "true_label".
     train_from(first, last): the training batches of global steps [first, last)
                (step = epoch * steps_per_epoch + batch), elements as `train`; every batch
                is a pure function of the seed and its step, so a run resumed at any
@@ -98,7 +106,8 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
           num_meta: int | None = None, seed: int = 0, batch_size: int = 100,
           meta_batch_size: int | None = None, augment: str | None = None,
           cache_dir: str | None = None, train_per_class: int | None = None,
-          skip_bad_images: bool = False) -> DataBundle:
+          skip_bad_images: bool = False, labels: str | None = None,
+          labels_missing: str = "error") -> DataBundle:
     """Loads dataset `name` (see available_datasets()), applies the protocol, builds pipelines.
 
     Protocol (in-memory sources): hold out num_meta clean examples (num_meta / C
@@ -110,12 +119,17 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     A release with real noise (clothing1m) takes no protocol parameters; its build
     decodes every image first and fails listing the bad ones, unless
     skip_bad_images leaves them out.
+    A source may give its own meta set (a folder's ROOT/meta): it is used as is
+    (num_meta=None) or subsampled to num_meta / C per class, never mixed with train;
+    the protocol then applies to train only. labels / labels_missing: a file of
+    training labels and what to do with images it lacks (folder only, see
+    gdw_tf.data.sources.folder).
     Every parameter is checked here, once, before any data is read (the protocol's
     by ProtocolConfig; only the num_meta checks that need the class sizes come
     later); errors name the parameter and value.
     """
     spec = SOURCES.get(name)
-    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images))
+    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images), labels, labels_missing)
     _check_source_options(spec, options, noise_type=(noise_type, "none"), noise_rate=(noise_rate, 0.0),
                           imbalance_factor=(imbalance_factor, 1.0), num_meta=(num_meta, None),
                           train_per_class=(train_per_class, None))  # first: what this source cannot take
@@ -142,11 +156,10 @@ def _check_source_options(spec: SourceSpec, options: SourceOptions, **protocol):
             if value != neutral:
                 raise ValueError(f"{name}={value!r} is not supported: {spec.name} has "
                                  f"{spec.fixed_protocol}; leave {name} unset")
-    used = spec.options if spec.options is not None else tuple(
-        f.name for f in dataclasses.fields(SourceOptions) if f.name != "skip_bad_images")
+    used = spec.options if spec.options is not None else GENERAL_OPTIONS
     for field in dataclasses.fields(SourceOptions):
         value = getattr(options, field.name)
-        if value not in (None, False) and field.name not in used:
+        if value != field.default and field.name not in used:
             raise ValueError(f"{field.name}={value} does not apply to dataset {spec.name!r} "
                              f"(it reads {', '.join(used) or 'no files'})")
 
@@ -183,7 +196,8 @@ def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, o
         "train_per_class": config.train_per_class,
         "augment": aug.name, "batch_size": batch_size, "meta_batch_size": meta_batch_size,
         "data_dir": options.data_dir, "manual_dir": options.manual_dir, "cache_dir": options.cache_dir,
-        "skip_bad_images": options.skip_bad_images,
+        "skip_bad_images": options.skip_bad_images, "labels": options.labels,
+        "labels_missing": options.labels_missing,
     }
 
 
@@ -261,23 +275,37 @@ class _Pipelines:
 def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, *, num_meta,
                  batch_size, meta_batch_size, augment, options) -> DataBundle:
     c = splits.num_classes
-    num_meta = spec.default_num_meta(c) if num_meta is None else num_meta
-    config = dataclasses.replace(config, num_meta=num_meta)
     aug = _augmentation(spec, splits, augment)
-    result = apply_protocol(splits.train_labels, c, config)
+    train_images = tf.constant(splits.train_images)
+    if splits.meta_images is None:  # the meta set is held out of train
+        num_meta = spec.default_num_meta(c) if num_meta is None else num_meta
+        config = dataclasses.replace(config, num_meta=num_meta)
+        result = apply_protocol(splits.train_labels, c, config, splits.train_true_labels)
+        meta_images, meta_origin = train_images, result.meta_origin
+        meta_labels = splits.train_labels[meta_origin]
+        meta_source = "held out of the training split before corruption"
+    else:  # the source's own meta split, as is or subsampled per class; never mixed with train
+        meta_origin = sample_given_meta(splits.meta_labels, num_meta, config.seed,
+                                        [os.path.join(splits.meta_dir, name) for name in splits.class_names])
+        result = apply_protocol(splits.train_labels, c, dataclasses.replace(config, num_meta=0),
+                                splits.train_true_labels)
+        meta_images, meta_labels = tf.constant(splits.meta_images), splits.meta_labels[meta_origin]
+        meta_source = f"the folder's meta/ split ({splits.meta_dir})"
+        num_meta = int(meta_origin.size)
     n = result.train_origin.size
     steps = _steps(n, batch_size)
 
-    train_images = tf.constant(splits.train_images)
-    meta_labels = splits.train_labels[result.meta_origin]
+    known = result.true_labels >= 0
+    train_fields = {"label": result.labels, "true_label": result.true_labels, "index": np.arange(n)}
+    if not known.any():  # the truth is unknown: no clean/noisy diagnostics
+        del train_fields["true_label"]
     num_test = len(splits.test_labels)
     examples = {  # split -> (images, their rows, fields per example)
-        "train": (train_images, result.train_origin,
-                  {"label": result.labels, "true_label": result.true_labels, "index": np.arange(n)}),
-        "meta": (train_images, result.meta_origin, {"label": meta_labels}),
+        "train": (train_images, result.train_origin, train_fields),
+        "meta": (meta_images, meta_origin, {"label": meta_labels}),
         "test": (tf.constant(splits.test_images), np.arange(num_test), {"label": splits.test_labels}),
     }
-    if not num_meta:
+    if not meta_origin.size:
         del examples["meta"]
     pipes = _Pipelines(aug, config.seed, {"train": batch_size, "meta": meta_batch_size},
                        {split: len(rows) for split, (_, rows, _) in examples.items()})
@@ -285,24 +313,31 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         *examples[split], shuffle=role.shuffle, **kw))
     positional = pipes.positional(lambda split, **kw: pipeline.positional_array_dataset(*examples[split], **kw))
 
-    true_counts = np.bincount(result.true_labels, minlength=c)
     rate, per_class = realised_noise(result.labels, result.true_labels, c)
+    labels_file = splits.labels_file
     summary = {
         "dataset": spec.name, "num_classes": c, "class_names": splits.class_names,
         "image_shape": aug.output_shape, "stored_image_shape": splits.image_shape,
-        "num_train": n, "num_meta": int(result.meta_origin.size), "num_test": num_test,
+        "num_train": n, "num_meta": int(meta_origin.size), "num_test": num_test,
         "steps_per_epoch": steps,
         "counts": {
-            "train": np.bincount(result.labels, minlength=c), "train_true": true_counts,
+            "train": np.bincount(result.labels, minlength=c),
+            "train_true": np.bincount(result.true_labels[known], minlength=c) if known.any() else None,
             "meta": np.bincount(meta_labels, minlength=c),
             "test": np.bincount(splits.test_labels, minlength=c),
         },
+        "labels_file": None if labels_file is None else dataclasses.asdict(labels_file),
         "noise": {
             "type": config.noise_type, "rate": float(config.noise_rate),
-            "expected_rate": expected_noise_rate(result.transition, true_counts),
+            "truth": ("the labels before synthetic noise" if known.all() and labels_file is None
+                      else f"the true_label column of {labels_file.path}" if known.all()
+                      else "unknown (the source's own labels, without their truth)"),
+            "expected_rate": expected_noise_rate(
+                result.transition, np.bincount(splits.train_labels[result.train_origin], minlength=c)),
             "realised_rate": rate, "realised_rate_per_class": per_class,
             "transition_matrix": result.transition,
-            "empirical_transition_matrix": empirical_transition(result.labels, result.true_labels, c),
+            "empirical_transition_matrix": (empirical_transition(result.labels, result.true_labels, c)
+                                            if known.any() else None),
         },
         "imbalance": {
             "factor": float(config.imbalance_factor), "img_max": result.img_max,
@@ -310,13 +345,13 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
             "shortfall": {c_: list(v) for c_, v in result.shortfall.items()},
         },
         "protocol": _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options,
-                                     "held out of the training split before corruption"),
+                                     meta_source),
     }
     return DataBundle(
         spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c, aug.output_shape, n,
-        int(result.meta_origin.size), num_test, batch_size, meta_batch_size, steps, list(splits.class_names),
+        int(meta_origin.size), num_test, batch_size, meta_batch_size, steps, list(splits.class_names),
         aug.name, jsonable(summary), result.labels, result.true_labels, result.train_origin,
-        result.meta_origin, **positional)
+        meta_origin, **positional)
 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
