@@ -400,3 +400,16 @@ def test_a_resumed_run_compares_labels_as_a_path(tmp_path, monkeypatch):
     assert run_dir.differing_flags({"labels": "l.csv"}, {"labels": str(tmp_path / "l.csv")}) == []
     assert run_dir.differing_flags({"labels": "l.csv"}, {"labels": "other.csv"}) == ["labels"]
     assert run_dir.differing_flags({"labels_missing": "error"}, {"labels_missing": "skip"}) == ["labels_missing"]
+
+
+def test_labels_without_a_meta_folder_hold_the_meta_set_out_of_train_with_a_warning(tmp_path, flat, caplog):
+    import shutil
+
+    root, rels, given, _ = flat
+    shutil.rmtree(f"{root}/meta")
+    path = write_csv(tmp_path / "l.csv", ["path", "label"], [(r, CLASSES[g]) for r, g in zip(rels, given)])
+    with caplog.at_level(logging.WARNING, logger=folder_source.__name__):
+        bundle = build(root, tmp_path / "cache", labels=path, num_meta=3)
+    assert bundle.summary["protocol"]["meta_source"] == "held out of the training split before corruption"
+    assert bundle.num_meta == 3 and bundle.num_train == 9
+    assert any(f"labels={path} without {root}/meta" in r.getMessage() for r in caplog.records)

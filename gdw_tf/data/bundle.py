@@ -4,10 +4,10 @@ The bundle's `summary` (written as data_summary.json) is JSON-serialisable.
 Keys: dataset, num_classes, class_names, image_shape (model input),
 stored_image_shape, num_train, num_meta, num_test, steps_per_epoch,
 counts {train (by corrupted label), train_true (by clean label), meta, test},
-labels_file {path, rows, true_label, unlisted_skipped} (null unless a file gave the
-training labels, --labels),
-noise {type, rate, truth (what the true labels are: the labels before synthetic noise,
-a labels file's true_label column, or unknown), expected_rate, realised_rate,
+labels_file {path, rows, true_label, unlisted_skipped} (in-memory sources; null unless
+a file gave the training labels, --labels),
+noise {type, rate, truth (in-memory sources: what the true labels are, the labels before
+synthetic noise, a labels file's true_label column, or unknown), expected_rate, realised_rate,
 realised_rate_per_class (by clean class), transition_matrix, empirical_transition_matrix},
 imbalance {factor, img_max, target_counts, shortfall},
 protocol {order, seed, num_meta, meta_source (held out of train, or the source's own

@@ -202,16 +202,18 @@ def list_image_folder(root: str, labels: str | None = None,
                     f"class folder {os.path.join(root, split, unknown[0])} has no counterpart in "
                     f"{os.path.join(root, 'train')} ({split} classes absent from train: {unknown})")
         files = {"train": _split_files(root, "train", classes, truth=not own)}
+        present = {f.label for f in files["train"]}
         for label, name in enumerate(classes):
-            if not any(f.label == label for f in files["train"]):
+            if label not in present:
                 raise ValueError(f"class folder {os.path.join(root, 'train', name)} contains no images "
                                  f"({', '.join(IMAGE_EXTENSIONS)})")
         labels_file = None
     else:
         classes = sorted(set().union(*(folders[s] for s in splits[1:])))
         files, labels_file = _labelled_train(root, labels, labels_missing, classes)
+        present = {f.label for f in files["train"]}
         for label, name in enumerate(classes):
-            if not any(f.label == label for f in files["train"]):
+            if label not in present:
                 where = next(os.path.join(root, s, name) for s in splits[1:] if name in folders[s])
                 raise ValueError(f"class folder {where}: no training image is labelled {name!r} "
                                  f"in {labels_file.path} (every class needs one)")
@@ -220,6 +222,10 @@ def list_image_folder(root: str, labels: str | None = None,
     if META in files and not files[META]:
         raise ValueError(f"meta split {os.path.join(root, META)} contains no images "
                          f"({', '.join(IMAGE_EXTENSIONS)})")
+    if labels is not None and META not in files:
+        log.warning("labels=%s without %s: the meta set is held out of the training images with "
+                    "the file's labels, which may be noisy; put clean images in %s/<class>/",
+                    labels, os.path.join(root, META), os.path.join(root, META))
     return FolderListing(root, classes, files, labels_file)
 
 
@@ -236,7 +242,7 @@ def _labelled_train(root: str, labels: str, missing: str,
         raise FileNotFoundError(f"labels={labels}: no such file")
     train_dir = os.path.join(root, "train")
     on_disk = {rel: (size, mtime) for rel, size, mtime in _scan_tree(train_dir)}
-    rows = _read_labels(path, classes)
+    rows = _read_labels(path, {name: label for label, name in enumerate(classes)})
     given, first_line = {}, {}
     for line, rel, label, true_label in rows:
         where = f"{path}:{line}"
@@ -260,7 +266,7 @@ def _labelled_train(root: str, labels: str, missing: str,
     return {"train": train}, LabelsFile(path, len(rows), has_truth and bool(rows), len(unlisted))
 
 
-def _read_labels(path: str, classes: list[str]) -> list[tuple[int, str, int, int | None]]:
+def _read_labels(path: str, classes: dict[str, int]) -> list[tuple[int, str, int, int | None]]:
     """[(line, path relative to ROOT/train, label, true label or None)] of the labels file."""
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is dropped
         reader = csv.reader(f)
@@ -294,17 +300,23 @@ def _train_path(text: str, where: str) -> str:
     return norm
 
 
-def _class(text: str, classes: list[str], where: str) -> int:
-    """The label of `text`: a class name, or else the class's position in `classes`."""
+def _class(text: str, classes: dict[str, int], where: str) -> int:
+    """The label of `text`: a class name (`classes`: name -> label), or else a label."""
     if text in classes:
-        return classes.index(text)
+        return classes[text]
     if re.fullmatch(r"[0-9]+", text):
         if int(text) < len(classes):
             return int(text)
         raise ValueError(f"{where}: class index {text} is out of range: the {len(classes)} classes "
-                         f"are numbered 0..{len(classes) - 1} ({', '.join(classes)})")
+                         f"are numbered 0..{len(classes) - 1} ({_listed(classes)})")
     raise ValueError(f"{where}: unknown class {text!r} (the classes, from the class folders of "
-                     f"ROOT/test and ROOT/meta: {', '.join(classes)})")
+                     f"ROOT/test and ROOT/meta: {_listed(classes)})")
+
+
+def _listed(names, most: int = 10) -> str:
+    """'a, b, c', or the first `most` names and how many there are."""
+    names = list(names)
+    return ", ".join(names) if len(names) <= most else f"{', '.join(names[:most])}, ... ({len(names)} in all)"
 
 
 # Decoding.
@@ -409,5 +421,8 @@ def _default_augment(image_shape: tuple) -> str:
 @register_source("folder", default_num_meta=lambda c: 1000 // c * c, default_augment=_default_augment,
                  options=("data_dir", "cache_dir", "labels", "labels_missing"))
 def load_folder(options: SourceOptions) -> ArraySplits:
-    """Image folder --data_dir=ROOT with ROOT/{train,test}/<class>/<image>, optionally ROOT/meta and --labels=FILE.csv (default num_meta: all of ROOT/meta, else the largest multiple of C <= 1000)."""
+    """Image folder --data_dir=ROOT: ROOT/{train,test}/<class>/<image>, optional ROOT/meta and --labels.
+
+    Default num_meta: all of ROOT/meta, else the largest multiple of C <= 1000 held out of train.
+    """
     return load_image_folder(options.data_dir, options.cache_dir, options.labels, options.labels_missing)
