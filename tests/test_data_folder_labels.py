@@ -260,7 +260,8 @@ def test_labels_missing_skip_leaves_unlisted_images_out_and_counts_them(tmp_path
 
 def test_a_class_without_training_image_in_the_file_is_named(tmp_path, flat):
     root, rels, _, _ = flat
-    path = write_csv(tmp_path / "l.csv", ["path", "label"], [(r, "ant" if i % 2 else "bee") for i, r in enumerate(rels)])
+    rows = [(r, "ant" if i % 2 else "bee") for i, r in enumerate(rels)]  # no "cat"
+    path = write_csv(tmp_path / "l.csv", ["path", "label"], rows)
     with pytest.raises(ValueError, match=f"class folder {root}/test/cat: no training image is labelled 'cat'"):
         build(root, tmp_path / "cache", labels=path)
 
