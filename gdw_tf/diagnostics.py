@@ -26,14 +26,22 @@ def target_weights(weights, labels):
     return tf.gather(weights, tf.cast(labels, tf.int32), axis=1, batch_dims=1)
 
 
+def clean_and_noisy(labels, true_labels):
+    """bool [n] masks (clean, noisy); an example whose true label is unknown (-1) is neither."""
+    true_labels = tf.cast(true_labels, tf.int64)
+    known = true_labels >= 0
+    same = tf.equal(tf.cast(labels, tf.int64), true_labels)
+    return known & same, known & ~same
+
+
 def target_weight_stats(weights, labels, true_labels=None):
     """Mean target weight, and split into clean / noisy examples if known."""
     omega_t = target_weights(weights, labels)
     stats = {TARGET_WEIGHT: (omega_t, None)}
     if true_labels is not None:
-        clean = tf.cast(tf.equal(labels, true_labels), omega_t.dtype)
-        stats[TARGET_WEIGHT_CLEAN] = (omega_t, clean)
-        stats[TARGET_WEIGHT_NOISY] = (omega_t, 1.0 - clean)
+        clean, noisy = clean_and_noisy(labels, true_labels)
+        stats[TARGET_WEIGHT_CLEAN] = (omega_t, tf.cast(clean, omega_t.dtype))
+        stats[TARGET_WEIGHT_NOISY] = (omega_t, tf.cast(noisy, omega_t.dtype))
     return stats
 
 
@@ -42,7 +50,8 @@ def increase_fractions(before, after, labels, true_labels):
 
     Split as in Figure 5: non-target weights on clean examples, the true-target
     weight on noisy examples, and the other non-target weights on noisy ones
-    (excluding both the label and the true label).
+    (excluding both the label and the true label). Examples whose true label
+    is unknown (-1) count in neither.
 
     Args:
       before, after: float [n, C]; labels, true_labels: int [n].
@@ -53,8 +62,7 @@ def increase_fractions(before, after, labels, true_labels):
     target = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=dtype)
     true_target = tf.one_hot(tf.cast(true_labels, tf.int32), num_classes,
                              dtype=dtype)
-    clean = tf.cast(tf.equal(labels, true_labels), dtype)[:, None]
-    noisy = 1.0 - clean
+    clean, noisy = (tf.cast(m, dtype)[:, None] for m in clean_and_noisy(labels, true_labels))
     non_target = (1.0 - target) * (1.0 - true_target)
     flat = lambda mask: tf.reshape(mask, [-1])
     values = flat(increased)

@@ -13,11 +13,19 @@ flags.DEFINE_string("cache_dir", None, "Where decoded images are cached (default
                     "folder and cifar datasets).")
 flags.DEFINE_bool("skip_bad_images", False, "clothing1m: leave images that cannot be decoded out of the "
                   "prepared dataset (counted and listed in data_summary.json) instead of failing.")
+flags.DEFINE_string("labels", None, "folder: CSV of training labels, header path,label[,true_label], "
+                    "path relative to ROOT/train (any layout), label a class name or its position in "
+                    "the sorted class list; the classes are the class folders of ROOT/test and "
+                    "ROOT/meta. Overrides the folder names; true_label gives the truth for the "
+                    "diagnostics. Errors name FILE:line.")
+flags.DEFINE_enum("labels_missing", "error", ["error", "skip"], "folder with --labels: a training image "
+                  "without a row is an error, or skipped (counted in data_summary.json).")
 flags.DEFINE_enum("noise_type", None, list(NOISE_TYPES), "Synthetic label noise: uniform (redrawn "
                   "uniformly), flip (to one fixed other class per class), instance (Xia et al. 2020: "
                   "per-image flip rate ~ N(noise_rate, 0.1^2) truncated to [0, 1], target chosen from the "
                   "image). Default per dataset: uniform (digits, folder, cifar), none (clothing1m: real "
-                  "noise, no synthetic noise).")
+                  "noise, no synthetic noise; folder with "
+                  "ROOT/meta or --labels: the labels are taken as they are).")
 flags.DEFINE_float("noise_rate", None, "Label noise ratio r in [0, 1]. Default per dataset: 0.4 with "
                    "synthetic noise, 0 for clothing1m.")
 flags.DEFINE_float("imbalance_factor", 1.0, "Long-tail factor mu in (0, 1]: smallest / largest class.")

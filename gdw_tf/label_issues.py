@@ -287,26 +287,24 @@ class ImageFiles:
 def training_examples(bundle, settings):
     """Paths and images of the training examples, by stable index.
 
-    In-memory sources are reloaded (decoded, unaugmented pixels). Clothing1M
+    In-memory sources are reloaded (decoded, unaugmented pixels; file sources
+    give each image's file, e.g. ROOT/train/batch_0/img_1.jpg for a folder). Clothing1M
     takes the paths from the release's noisy_train key list (--manual_dir; the
     build's skipped images left out, as in the build) and decodes images on
     demand; without --manual_dir, or if the release no longer matches the
     build, it gets neither.
     """
     from gdw_tf.data.sources import SOURCES, SourceOptions
-    from gdw_tf.data.sources.folder import list_image_folder
 
     if bundle.train_origin is None:
         return _release_examples(bundle, settings)
     splits = SOURCES.get(settings["dataset"]).load(SourceOptions(
         settings.get("data_dir"), settings.get("manual_dir"), settings.get("cache_dir"),
-        bool(settings.get("skip_bad_images"))))
+        bool(settings.get("skip_bad_images")), settings.get("labels"),
+        settings.get("labels_missing", "error")))
     origin = bundle.train_origin
-    paths = None
-    if settings["dataset"] == "folder":
-        root = os.path.abspath(settings["data_dir"])
-        listing = list_image_folder(root)[1]["train"]
-        paths = [os.path.join(root, listing[int(o)][0]) for o in origin]
+    files = splits.train_files
+    paths = None if files is None else [files[int(o)] for o in origin]
     return TrainingExamples(paths, splits.train_images[origin], splits.pixel_max)
 
 

@@ -212,9 +212,9 @@ class GDWModel(keras.Model):
         if self.example_record is not None:
             self.example_record.update(batch, omega_t, tf.nn.softmax(out.logits))
         if "true_label" in batch:
-            clean = tf.equal(labels, tf.cast(batch["true_label"], labels.dtype))
+            clean, noisy = diagnostics.clean_and_noisy(labels, batch["true_label"])
             self.weight_histograms["clean"].update_state(omega_t, clean)
-            self.weight_histograms["noisy"].update_state(omega_t, ~clean)
+            self.weight_histograms["noisy"].update_state(omega_t, noisy)
         return self._train_logs(out, with_meta_loss=out.meta_loss is not None or not meta_step)
 
     def test_step(self, data):

@@ -21,7 +21,7 @@ USER_ERROR_EXIT_CODE = 2
 # Flags that never change what a run computes: they may differ on resume.
 HARMLESS_FLAGS = ("verbose", "output_dir", "cache_dir", "traceback", "resume", "checkpoint_steps")
 # Flags holding paths: compared as absolute paths.
-PATH_FLAGS = ("data_dir", "manual_dir", "init_weights")
+PATH_FLAGS = ("data_dir", "manual_dir", "init_weights", "labels")
 
 
 class UserError(Exception):

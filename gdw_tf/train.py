@@ -66,8 +66,16 @@ def settings_from_flags():
 
 
 def with_dataset_defaults(s):
-    """`s` with the flags left unset (None) replaced by the dataset's defaults."""
+    """`s` with the flags left unset (None) replaced by the dataset's defaults.
+
+    A folder with labels of its own (ROOT/meta or --labels) gets no synthetic noise
+    by default: its labels are taken as they are.
+    """
+    from gdw_tf.data.sources.folder import has_own_labels
+
     defaults = DATASET_DEFAULTS.get(s["dataset"], OTHER_DATASET_DEFAULTS)
+    if s["dataset"] == "folder" and has_own_labels(s.get("data_dir"), s.get("labels")):
+        defaults = dataclasses.replace(defaults, noise_type="none")
     noise_type = s["noise_type"] or defaults.noise_type
     noise_rate = s["noise_rate"]
     if noise_rate is None:
@@ -173,7 +181,8 @@ def build_data(s):
         imbalance_factor=s["imbalance_factor"], num_meta=s["num_meta"], seed=s["seed"],
         batch_size=s["batch_size"], meta_batch_size=s["meta_batch_size"],
         augment=s["augment"], cache_dir=s["cache_dir"], train_per_class=s["train_per_class"],
-        skip_bad_images=s["skip_bad_images"], meta_source=s.get("meta_source") or "given")
+        skip_bad_images=s["skip_bad_images"], labels=s.get("labels"),
+        labels_missing=s.get("labels_missing", "error"), meta_source=s.get("meta_source") or "given")
 
 
 def build_model(s, bundle, init_weights=None, **model_options):

@@ -42,18 +42,18 @@ def bundle(root, cache):
 
 
 def test_listing_sorts_classes_and_skips_non_images(root):
-    classes, listing = folder_source.list_image_folder(root)
-    assert classes == SORTED
-    counts = np.bincount([label for _, label, *_ in listing["train"]], minlength=3)
+    listing = folder_source.list_image_folder(root)
+    assert listing.classes == SORTED
+    counts = np.bincount([f.label for f in listing.files["train"]], minlength=3)
     np.testing.assert_array_equal(counts, [12, 11, 14])  # bee has the extra JPEG
-    assert not any(rel.endswith(".txt") for rel, *_ in listing["train"])
+    assert not any(f.rel.endswith(".txt") for f in listing.files["train"])
 
 
 def test_decoded_pixels_match_pil(root, cache):
     splits = folder_source.load_image_folder(root, cache)
-    _, listing = folder_source.list_image_folder(root)
-    for i in (0, len(listing["train"]) - 1):
-        want = np.asarray(Image.open(os.path.join(root, listing["train"][i][0])).convert("RGB"))
+    train = folder_source.list_image_folder(root).files["train"]
+    for i in (0, len(train) - 1):
+        want = np.asarray(Image.open(os.path.join(root, train[i].rel)).convert("RGB"))
         np.testing.assert_array_equal(splits.train_images[i], want)
     assert splits.train_images.dtype == np.uint8 and splits.image_shape == (12, 12, 3)
 

@@ -12,17 +12,17 @@ pytestmark = pytest.mark.skipif(not os.path.isdir(ROOT), reason="cifar10-jpeg no
 
 
 def test_class_order_and_counts():
-    classes, listing = list_image_folder(ROOT)
-    assert classes == ["airplane", "automobile", "bird", "cat", "deer",
+    listing = list_image_folder(ROOT)
+    assert listing.classes == ["airplane", "automobile", "bird", "cat", "deer",
                        "dog", "frog", "horse", "ship", "truck"]
     for split, per_class in (("train", 5000), ("test", 1000)):
-        labels = np.array([label for _, label, *_ in listing[split]])
+        labels = np.array([f.label for f in listing.files[split]])
         np.testing.assert_array_equal(np.bincount(labels, minlength=10), [per_class] * 10)
 
 
 def test_a_few_images_decode_to_32x32_rgb():
-    _, listing = list_image_folder(ROOT)
-    paths = [os.path.join(ROOT, listing["test"][i][0]) for i in (0, 4321, 9999)]
+    test = list_image_folder(ROOT).files["test"]
+    paths = [os.path.join(ROOT, test[i].rel) for i in (0, 4321, 9999)]
     from gdw_tf.data.sources.folder import decode_images
     images = decode_images(paths)
     assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8

@@ -4,12 +4,18 @@ The bundle's `summary` (written as data_summary.json) is JSON-serialisable.
 Keys: dataset, num_classes, class_names, image_shape (model input),
 stored_image_shape, num_train, num_meta, num_test, steps_per_epoch,
 counts {train (by corrupted label), train_true (by clean label), meta, test},
-noise {type, rate, expected_rate, realised_rate, realised_rate_per_class
-(by clean class), transition_matrix, empirical_transition_matrix},
+labels_file {path, rows, true_label, unlisted_skipped} (in-memory sources; null unless
+a file gave the training labels, --labels),
+noise {type, rate, truth (in-memory sources: what the true labels are, the labels before
+synthetic noise, a labels file's true_label column, or unknown), expected_rate, realised_rate,
+realised_rate_per_class (by clean class), transition_matrix, empirical_transition_matrix},
 imbalance {factor, img_max, target_counts, shortfall},
-protocol {order, seed, num_meta, meta_source, train_per_class, augment, batch_size,
-meta_batch_size, data_dir, manual_dir, cache_dir, skip_bad_images}.
-Unknown / undefined numbers (e.g. a class with no examples) are null.
+protocol {order, seed, num_meta, meta_source (held out of train, the source's own
+meta split, e.g. a folder's ROOT/meta, or auto: chosen from train by the trainer),
+train_per_class, augment, batch_size, meta_batch_size, data_dir, manual_dir, cache_dir,
+skip_bad_images, labels, labels_missing}.
+Unknown / undefined numbers (e.g. a class with no examples, the noise of labels
+whose truth is unknown) are null.
 For instance noise, noise.transition_matrix is the expected transition (row c: the
 mean of the per-example label distributions over the training examples of clean
 class c) and expected_rate follows from it.
@@ -33,8 +39,10 @@ from gdw_tf.data import pipeline
 from gdw_tf.files import atomic_open
 from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
 from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empirical_transition,
-                                  expected_noise_rate, pixel_features, realised_noise)
+                                  expected_noise_rate, pixel_features, realised_noise,
+                                  sample_given_meta)
 from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec, StreamSplits
+from gdw_tf.data.sources.base import GENERAL_OPTIONS
 
 DEFAULT_DATASET = "digits"
 META_SOURCES = ("given", "auto")
@@ -53,7 +61,9 @@ class DataBundle:
     meta_once: one pass over the meta set, batched, train-augmented; None when num_meta = 0.
     test:      one pass, not augmented, (image, label), last batch may be smaller.
     train_labels / train_true_labels / train_origin / meta_origin: int64 numpy arrays for
-    in-memory sources (origin = position in the source's training split), None for streams.
+    in-memory sources (origin = position in the source's training split; meta_origin: in
+    its meta split when it gives one), None for streams. train_true_labels is -1 where the
+    truth is unknown; the training batches then have no "true_label".
     train_from(first, last): the training batches of global steps [first, last)
                (step = epoch * steps_per_epoch + batch), elements as `train`; every batch
                is a pure function of the seed and its step, so a run resumed at any
@@ -116,7 +126,8 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
           num_meta: int | None = None, seed: int = 0, batch_size: int = 100,
           meta_batch_size: int | None = None, augment: str | None = None,
           cache_dir: str | None = None, train_per_class: int | None = None,
-          skip_bad_images: bool = False, meta_source: str = "given") -> DataBundle:
+          skip_bad_images: bool = False, labels: str | None = None,
+          labels_missing: str = "error", meta_source: str = "given") -> DataBundle:
     """Loads dataset `name` (see available_datasets()), applies the protocol, builds pipelines.
 
     Protocol (in-memory sources): hold out num_meta clean examples (num_meta / C
@@ -128,6 +139,11 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     A release with real noise (clothing1m) takes no protocol parameters; its build
     decodes every image first and fails listing the bad ones, unless
     skip_bad_images leaves them out.
+    A source may give its own meta set (a folder's ROOT/meta): it is used as is
+    (num_meta=None) or subsampled to num_meta / C per class, never mixed with train;
+    the protocol then applies to train only. labels / labels_missing: a file of
+    training labels and what to do with images it lacks (folder only, see
+    gdw_tf.data.sources.folder).
     meta_source="auto" (sources the protocol applies to): no meta set is held out; every training
     example stays noisy training data and num_meta is how many of them the trainer
     chooses as its meta set (DataBundle.meta_from_train).
@@ -138,7 +154,7 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     spec = SOURCES.get(name)
     if meta_source not in META_SOURCES:
         raise ValueError(f"unknown meta_source={meta_source!r} (expected one of {', '.join(META_SOURCES)})")
-    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images))
+    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images), labels, labels_missing)
     _check_source_options(spec, options, noise_type=(noise_type, "none"), noise_rate=(noise_rate, 0.0),
                           imbalance_factor=(imbalance_factor, 1.0), num_meta=(num_meta, None),
                           train_per_class=(train_per_class, None),
@@ -171,11 +187,10 @@ def _check_source_options(spec: SourceSpec, options: SourceOptions, **protocol):
             if value != neutral:
                 raise ValueError(f"{name}={value!r} is not supported: {spec.name} has "
                                  f"{spec.fixed_protocol}; leave {name} unset")
-    used = spec.options if spec.options is not None else tuple(
-        f.name for f in dataclasses.fields(SourceOptions) if f.name != "skip_bad_images")
+    used = spec.options if spec.options is not None else GENERAL_OPTIONS
     for field in dataclasses.fields(SourceOptions):
         value = getattr(options, field.name)
-        if value not in (None, False) and field.name not in used:
+        if value != field.default and field.name not in used:
             raise ValueError(f"{field.name}={value} does not apply to dataset {spec.name!r} "
                              f"(it reads {', '.join(used) or 'no files'})")
 
@@ -218,7 +233,8 @@ def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, o
         "train_per_class": config.train_per_class,
         "augment": aug.name, "batch_size": batch_size, "meta_batch_size": meta_batch_size,
         "data_dir": options.data_dir, "manual_dir": options.manual_dir, "cache_dir": options.cache_dir,
-        "skip_bad_images": options.skip_bad_images,
+        "skip_bad_images": options.skip_bad_images, "labels": options.labels,
+        "labels_missing": options.labels_missing,
     }
 
 
@@ -297,29 +313,50 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
                  batch_size, meta_batch_size, augment, options, check_meta_batch,
                  auto_meta=False) -> DataBundle:
     c = splits.num_classes
-    num_meta = spec.default_num_meta(c) if num_meta is None else num_meta
-    if check_meta_batch:
-        _check_meta_batch(meta_batch_size, num_meta)
-    if auto_meta and num_meta % c:
-        raise ValueError(f"num_meta={num_meta} is not divisible by the number of classes ({c}); "
-                         "meta_source='auto' chooses num_meta / C examples of each class")
-    config = dataclasses.replace(config, num_meta=0 if auto_meta else num_meta)
     aug = _augmentation(spec, splits, augment)
-    result = apply_protocol(splits.train_labels, c, config,
-                            features=pixel_features(splits.train_images, splits.pixel_max))
+    train_images = tf.constant(splits.train_images)
+    features = pixel_features(splits.train_images, splits.pixel_max)
+    if splits.meta_images is None:  # the meta set is held out of train (auto: none is)
+        num_meta = spec.default_num_meta(c) if num_meta is None else num_meta
+        if check_meta_batch:
+            _check_meta_batch(meta_batch_size, num_meta)
+        if auto_meta and num_meta % c:
+            raise ValueError(f"num_meta={num_meta} is not divisible by the number of classes ({c}); "
+                             "meta_source='auto' chooses num_meta / C examples of each class")
+        config = dataclasses.replace(config, num_meta=0 if auto_meta else num_meta)
+        result = apply_protocol(splits.train_labels, c, config, features, splits.train_true_labels)
+        meta_images, meta_origin = train_images, result.meta_origin
+        meta_labels = splits.train_labels[meta_origin]
+        meta_source = ("auto: the smallest-loss training examples of each class, chosen by the "
+                       "trainer during training (they stay training data)" if auto_meta else
+                       "held out of the training split before corruption")
+    else:  # the source's own meta split, as is or subsampled per class; never mixed with train
+        if auto_meta:
+            raise ValueError(f"meta_source='auto' chooses a meta set from noisy training data, but "
+                             f"{splits.meta_dir} is a clean meta set: drop meta_source=auto to use it")
+        meta_origin = sample_given_meta(splits.meta_labels, num_meta, config.seed,
+                                        [os.path.join(splits.meta_dir, name) for name in splits.class_names])
+        result = apply_protocol(splits.train_labels, c, dataclasses.replace(config, num_meta=0),
+                                features, splits.train_true_labels)
+        meta_images, meta_labels = tf.constant(splits.meta_images), splits.meta_labels[meta_origin]
+        meta_source = f"the folder's meta/ split ({splits.meta_dir})"
+        num_meta = int(meta_origin.size)
+        if check_meta_batch:
+            _check_meta_batch(meta_batch_size, num_meta)
     n = result.train_origin.size
     steps = _steps(n, batch_size)
 
-    train_images = tf.constant(splits.train_images)
-    meta_labels = splits.train_labels[result.meta_origin]
+    known = result.true_labels >= 0
+    train_fields = {"label": result.labels, "true_label": result.true_labels, "index": np.arange(n)}
+    if not known.any():  # the truth is unknown: no clean/noisy diagnostics
+        del train_fields["true_label"]
     num_test = len(splits.test_labels)
     examples = {  # split -> (images, their rows, fields per example)
-        "train": (train_images, result.train_origin,
-                  {"label": result.labels, "true_label": result.true_labels, "index": np.arange(n)}),
-        "meta": (train_images, result.meta_origin, {"label": meta_labels}),
+        "train": (train_images, result.train_origin, train_fields),
+        "meta": (meta_images, meta_origin, {"label": meta_labels}),
         "test": (tf.constant(splits.test_images), np.arange(num_test), {"label": splits.test_labels}),
     }
-    if not result.meta_origin.size:
+    if not meta_origin.size:
         del examples["meta"]
     pipes = _Pipelines(aug, config.seed, {"train": batch_size, "meta": meta_batch_size},
                        {split: len(rows) for split, (_, rows, _) in examples.items()})
@@ -327,57 +364,61 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         *examples[split], shuffle=role.shuffle, **kw))
     positional = pipes.positional(lambda split, **kw: pipeline.positional_array_dataset(*examples[split], **kw))
 
-    true_counts = np.bincount(result.true_labels, minlength=c)
     rate, per_class = realised_noise(result.labels, result.true_labels, c)
+    labels_file = splits.labels_file
     summary = {
         "dataset": spec.name, "num_classes": c, "class_names": splits.class_names,
         "image_shape": aug.output_shape, "stored_image_shape": splits.image_shape,
-        "num_train": n, "num_meta": int(result.meta_origin.size), "num_test": num_test,
+        "num_train": n, "num_meta": int(meta_origin.size), "num_test": num_test,
         "steps_per_epoch": steps,
         "counts": {
-            "train": np.bincount(result.labels, minlength=c), "train_true": true_counts,
+            "train": np.bincount(result.labels, minlength=c),
+            "train_true": np.bincount(result.true_labels[known], minlength=c) if known.any() else None,
             "meta": np.bincount(meta_labels, minlength=c),
             "test": np.bincount(splits.test_labels, minlength=c),
         },
+        "labels_file": None if labels_file is None else dataclasses.asdict(labels_file),
         "noise": {
             "type": config.noise_type, "rate": float(config.noise_rate),
-            "expected_rate": expected_noise_rate(result.transition, true_counts),
+            "truth": ("the labels before synthetic noise" if known.all() and labels_file is None
+                      else f"the true_label column of {labels_file.path}" if known.all()
+                      else "unknown (the source's own labels, without their truth)"),
+            "expected_rate": expected_noise_rate(
+                result.transition, np.bincount(splits.train_labels[result.train_origin], minlength=c)),
             "realised_rate": rate, "realised_rate_per_class": per_class,
             "transition_matrix": result.transition,
-            "empirical_transition_matrix": empirical_transition(result.labels, result.true_labels, c),
+            "empirical_transition_matrix": (empirical_transition(result.labels, result.true_labels, c)
+                                            if known.any() else None),
         },
         "imbalance": {
             "factor": float(config.imbalance_factor), "img_max": result.img_max,
             "target_counts": result.long_tail_targets,
             "shortfall": {c_: list(v) for c_, v in result.shortfall.items()},
         },
-        "protocol": _protocol_params(
-            spec, config, num_meta, aug, batch_size, meta_batch_size, options,
-            "auto: the smallest-loss training examples of each class, chosen by the trainer "
-            "during training (they stay training data)" if auto_meta else
-            "held out of the training split before corruption"),
+        "protocol": _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options,
+                                     meta_source),
     }
-    train_rows, train_fields = result.train_origin, {"label": result.labels}
+    train_rows, given = result.train_origin, {"label": result.labels}
 
     def meta_from_train(indices, first, stage):
         idx = np.asarray(indices, np.int64)
         return pipeline.positional_array_dataset(
-            train_images, train_rows[idx], {k: v[idx] for k, v in train_fields.items()},
+            train_images, train_rows[idx], {"label": given["label"][idx]},
             augmentation=aug, batch_size=meta_batch_size, per_epoch=idx.size,
             first=first * meta_batch_size, last=None, seed=config.seed, stage=stage,
             output=pipeline.as_pair)
 
     train_in_order = pipeline.array_dataset(
-        train_images, train_rows, train_fields, augmentation=aug, training=False,
+        train_images, train_rows, given, augmentation=aug, training=False,
         batch_size=batch_size, drop_remainder=False, shuffle=False, repeat=False, seed=config.seed,
         stage="train_in_order", output=pipeline.as_pair)
     if auto_meta:
         summary["num_meta"], summary["counts"]["meta"] = num_meta, None
     return DataBundle(
         spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c, aug.output_shape, n,
-        num_meta if auto_meta else int(result.meta_origin.size), num_test, batch_size, meta_batch_size,
+        num_meta if auto_meta else int(meta_origin.size), num_test, batch_size, meta_batch_size,
         steps, list(splits.class_names), aug.name, jsonable(summary), result.labels, result.true_labels,
-        result.train_origin, result.meta_origin, **positional,
+        result.train_origin, meta_origin, **positional,
         meta_source="auto" if auto_meta else "given", train_in_order=train_in_order,
         meta_from_train=meta_from_train)
 

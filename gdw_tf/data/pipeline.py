@@ -253,8 +253,9 @@ def _decoded(example: dict) -> dict:
 
 
 def as_train_element(example: dict) -> dict:
-    """{"image", "label", "true_label", "index"} (the training batches)."""
-    return {k: example[k] for k in ("image", "label", "true_label", "index")}
+    """{"image", "label", "true_label", "index"} (the training batches; no true_label
+    where the truth is unknown)."""
+    return {k: example[k] for k in TRAIN_KEYS if k in example}
 
 
 def as_pair(example: dict) -> tuple:

@@ -6,6 +6,9 @@ rest to a long tail (if imbalance_factor < 1); 3. corrupt the remaining labels
 with the noise transition matrix (instance noise: from their images). The meta
 set is therefore clean and balanced, and noise rates are measured on the (possibly
 long-tailed) training set.
+A source that gives its own clean meta split (a folder's ROOT/meta) skips step 1:
+`sample_given_meta` takes that split as is or per class, and steps 1b-3 apply to
+its training split.
 
 Seeding: each stage (meta split, long tail, flip targets, instance noise's rates
 and projections, label noise, and the pipelines' shuffling and augmentation) draws
@@ -127,12 +130,7 @@ def split_meta(labels, num_classes: int, config: ProtocolConfig) -> tuple[np.nda
     """
     labels = np.asarray(labels)
     num_meta = config.num_meta
-    if num_meta % num_classes:
-        raise ValueError(
-            f"num_meta={num_meta} is not divisible by the number of classes ({num_classes}); "
-            f"the meta set must be class-balanced (e.g. num_meta={num_meta // num_classes * num_classes or num_classes})"
-        )
-    per_class = num_meta // num_classes
+    per_class = _meta_per_class(num_meta, num_classes)
     sizes = np.bincount(labels, minlength=num_classes)
     if per_class > 0 and (sizes <= per_class).any():
         c = int(sizes.argmin())
@@ -145,6 +143,38 @@ def split_meta(labels, num_classes: int, config: ProtocolConfig) -> tuple[np.nda
     meta = np.sort(np.concatenate(meta)).astype(np.int64)
     rest = np.setdiff1d(np.arange(labels.size), meta).astype(np.int64)
     return meta, rest
+
+
+def _meta_per_class(num_meta: int, num_classes: int) -> int:
+    """num_meta / C; an error unless divisible, rather than a silently unbalanced meta set."""
+    if num_meta % num_classes:
+        raise ValueError(
+            f"num_meta={num_meta} is not divisible by the number of classes ({num_classes}); "
+            f"the meta set must be class-balanced (e.g. num_meta={num_meta // num_classes * num_classes or num_classes})"
+        )
+    return num_meta // num_classes
+
+
+def sample_given_meta(labels, num_meta: int | None, seed: int, class_names: list[str]) -> np.ndarray:
+    """Which examples of a meta set given by the source to use: int64, sorted ascending.
+
+    num_meta None: all of them, as given. Else num_meta / C of each class (C =
+    len(class_names), the names errors use, e.g. the class folders), drawn from
+    the seed's "meta_split" stream; a class with fewer is an error.
+    """
+    labels = np.asarray(labels)
+    if num_meta is None:
+        return np.arange(labels.size, dtype=np.int64)
+    c = len(class_names)
+    per_class = _meta_per_class(num_meta, c)
+    sizes = np.bincount(labels, minlength=c)
+    if (sizes < per_class).any():
+        k = int(np.flatnonzero(sizes < per_class)[0])
+        raise ValueError(f"num_meta={num_meta} asks {per_class} meta examples per class, but "
+                         f"{class_names[k]} has only {int(sizes[k])}")
+    rng = rng_for(seed, "meta_split")
+    chosen = [rng.permutation(np.flatnonzero(labels == k))[:per_class] for k in range(c)]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 # Long tail.
@@ -374,7 +404,7 @@ class ProtocolResult:
     meta_origin: np.ndarray    # int64 [M]: source positions of the meta set (sorted)
     train_origin: np.ndarray   # int64 [N]: source positions of the training set (sorted)
     labels: np.ndarray         # int64 [N]: corrupted labels
-    true_labels: np.ndarray    # int64 [N]: clean labels
+    true_labels: np.ndarray    # int64 [N]: clean labels (-1 unknown)
     transition: np.ndarray     # float64 [C, C]: the noise transition matrix used
                                # (instance noise: the expected one, see instance_noise)
     img_max: float | None      # long tail: size of the head class target (None if mu = 1)
@@ -383,14 +413,18 @@ class ProtocolResult:
 
 
 def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig,
-                   features: Features | None = None) -> ProtocolResult:
+                   features: Features | None = None, true_labels=None) -> ProtocolResult:
     """Meta split, then long tail, then label noise (see module docstring).
 
+    clean_labels: int [N0], the labels before corruption (every stage selects by
+    them). true_labels: int [N0], the truth when it is not clean_labels (a source's
+    own labels, possibly noisy: its truth, -1 where unknown).
     features(rows) -> float [len(rows), d] in [0, 1]: the flattened images of the
     training split's examples at source positions `rows` (pixel_features). Needed
     by noise_type="instance" only, and read only for the training examples.
     """
     clean = np.asarray(clean_labels, dtype=np.int64)
+    truth = clean if true_labels is None else np.asarray(true_labels, dtype=np.int64)
     meta, rest = split_meta(clean, num_classes, config)
 
     if config.train_per_class is not None:
@@ -423,4 +457,4 @@ def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig,
     else:
         t = transition_matrix(config, num_classes)
         noisy = corrupt_labels(true, t, config.seed)
-    return ProtocolResult(meta, train, noisy, true, t, img_max, targets, shortfall)
+    return ProtocolResult(meta, train, noisy, truth[train], t, img_max, targets, shortfall)

@@ -35,21 +35,46 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class SourceOptions:
-    """Where a source reads and caches data (--data_dir, --manual_dir, --cache_dir), and
-    whether a release build leaves undecodable images out (--skip_bad_images)."""
+    """Where a source reads and caches data (--data_dir, --manual_dir, --cache_dir),
+    whether a release build leaves undecodable images out (--skip_bad_images), and a
+    file of training labels (--labels) with what to do with images it lacks
+    (--labels_missing: "error" or "skip"). A field at its default is unset."""
 
     data_dir: str | None = None
     manual_dir: str | None = None
     cache_dir: str | None = None
     skip_bad_images: bool = False
+    labels: str | None = None
+    labels_missing: str = "error"
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelsFile:
+    """A file that gave the training labels (--labels): its path, its data rows,
+    whether it has a true_label column, and how many training images it did not
+    list and were left out (--labels_missing=skip)."""
+
+    path: str
+    rows: int
+    true_label: bool
+    unlisted_skipped: int = 0
 
 
 @dataclasses.dataclass
 class ArraySplits:
-    """Decoded train/test splits.
+    """Decoded train/test splits, and optionally a meta split given by the source.
 
     images: uint8 [N, H, W, C]; labels: int64 [N] in [0, num_classes);
     pixel values lie in [0, pixel_max].
+    train_true_labels: int64 [N], the true class of each training image, -1 where
+    unknown (the labels are the user's own); None on input means the labels are
+    the truth (set to a copy of train_labels).
+    meta_images / meta_labels: a clean meta set the source gives (both or neither);
+    the bundle then uses it as is instead of holding one out of train, and
+    meta_dir (its folder, one sub-folder per class) names it in errors and in
+    data_summary.json.
+    train_files: the file of each training image (absolute paths), for file sources.
+    labels_file: the file that gave the training labels, if any.
     """
 
     class_names: list[str]
@@ -58,10 +83,19 @@ class ArraySplits:
     test_images: np.ndarray
     test_labels: np.ndarray
     pixel_max: float = 255.0
+    train_true_labels: np.ndarray | None = None
+    meta_images: np.ndarray | None = None
+    meta_labels: np.ndarray | None = None
+    meta_dir: str | None = None
+    train_files: list[str] | None = None
+    labels_file: LabelsFile | None = None
 
     def __post_init__(self):
         c = len(self.class_names)
-        for split in ("train", "test"):
+        if (self.meta_images is None) != (self.meta_labels is None):
+            raise ValueError("meta split: give both meta_images and meta_labels, or neither")
+        splits = ("train", "test") if self.meta_images is None else ("train", "test", "meta")
+        for split in splits:
             images = getattr(self, f"{split}_images")
             labels = np.asarray(getattr(self, f"{split}_labels"), dtype=np.int64)
             setattr(self, f"{split}_labels", labels)
@@ -72,11 +106,22 @@ class ArraySplits:
                 )
             if labels.size and (labels.min() < 0 or labels.max() >= c):
                 raise ValueError(f"{split} split: labels outside [0, {c - 1}]")
-        if self.train_images.shape[1:] != self.test_images.shape[1:]:
-            raise ValueError(
-                f"train images {self.train_images.shape[1:]} and test images "
-                f"{self.test_images.shape[1:]} differ in shape"
-            )
+            if images.shape[1:] != self.train_images.shape[1:]:
+                raise ValueError(
+                    f"train images {self.train_images.shape[1:]} and {split} images "
+                    f"{images.shape[1:]} differ in shape"
+                )
+        true = self.train_labels if self.train_true_labels is None else self.train_true_labels
+        self.train_true_labels = np.array(true, dtype=np.int64)
+        if self.train_true_labels.shape != self.train_labels.shape:
+            raise ValueError(f"train split: {self.train_true_labels.shape} true labels for "
+                             f"{self.train_labels.shape} labels")
+        if self.train_true_labels.size and (self.train_true_labels.min() < -1
+                                            or self.train_true_labels.max() >= c):
+            raise ValueError(f"train split: true labels outside [-1, {c - 1}]")
+        if self.train_files is not None and len(self.train_files) != len(self.train_labels):
+            raise ValueError(f"train split: {len(self.train_files)} files for "
+                             f"{len(self.train_labels)} images")
 
     @property
     def num_classes(self) -> int:
@@ -147,7 +192,7 @@ class SourceSpec:
     the protocol flags are then rejected before any data is read. None: the
     protocol applies.
     options: the SourceOptions fields the loader reads; any other one set is
-    rejected (None: not declared, only skip_bad_images is checked).
+    rejected (None: not declared, the GENERAL_OPTIONS are accepted).
     num_classes / stored_shape: known before reading any data (else None).
     """
 
@@ -163,6 +208,7 @@ class SourceSpec:
 
 
 SOURCES = Registry("dataset")
+GENERAL_OPTIONS = ("data_dir", "manual_dir", "cache_dir")  # what a source that declares no options accepts
 
 
 def register_source(name: str, *, default_num_meta, default_augment, fixed_protocol=None,

@@ -1,25 +1,121 @@
-"""``folder``: an image-folder tree ROOT/<split>/<class>/<image>, splits train and test.
+"""``folder``: an image-folder tree ROOT/<split>/<class>/<image>: train and test, optionally meta.
 
-Classes are the sub-folders of ROOT/train sorted by name (label = position).
-All images must decode to one shape; they are decoded to RGB uint8 once and
-cached as .npz under --cache_dir, keyed by the root path and every file's
-relative path, size and modification time (any change triggers a re-decode).
+Classes. Without --labels they are the sub-folders of ROOT/train sorted by name
+(label = position), and the class folders of ROOT/test and ROOT/meta must be
+among them. With --labels=FILE.csv they are the class folders of ROOT/test and
+ROOT/meta (their union, sorted by name; an empty folder declares a class with
+no images), and every class needs at least one training image labelled with it.
+
+Labels file (--labels=FILE.csv). A header row `path,label` or
+`path,label,true_label`, then one row per training image. path: relative to
+ROOT/train, in any layout (e.g. batch_3/img_00017.jpg). label, true_label: a
+class name, or else a number: the class's position in the sorted class list. The
+file overrides the folder names for the training labels; the true_label column,
+when present, is the truth the diagnostics compare against (realised noise in
+data_summary.json, target weights clean vs noisy, label-issue ROC-AUC). Every
+problem is a ValueError naming FILE:line (line 1 = the header): an unknown path
+or class, an index out of range, a path that leaves ROOT/train or is listed
+twice, a missing column; a training image without a row is one too, unless
+--labels_missing=skip leaves such images out (counted in data_summary.json).
+
+Meta split. ROOT/meta/<class>/<image>, when present, is the meta set as is,
+labelled by its folders and taken as clean; it is never mixed with train
+(--num_meta, if given, subsamples it per class). Without it the meta set is held
+out of train as for the other datasets.
+
+Truth. The folder's own labels (a labels file or a meta split, `has_own_labels`)
+are the user's, possibly noisy, so synthetic noise defaults to none and the truth
+of the training images is unknown (-1) unless the labels file has a true_label
+column; without either, the folder names are the truth that synthetic noise
+corrupts.
+
+Hidden entries. A file or folder whose name starts with "." (.ipynb_checkpoints,
+.git, .DS_Store, ._img.jpg) is no data: it is skipped, and a skipped folder is
+named in a warning (so ROOT/train/..cats is never read, and says so).
+
+Decoding. All images must decode to one shape; they are decoded to RGB uint8
+once and cached as .npz under --cache_dir, keyed by the root path and every
+decoded file's relative path, size and modification time (any change triggers a
+re-decode). Labels are not cached: the folders and the labels file are read
+again at every load, so an edited labels file always takes effect.
 """
 from __future__ import annotations
 
+import csv
+import dataclasses
 import logging
 import os
+import posixpath
+import re
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-from gdw_tf.data.sources.base import ArraySplits, SourceOptions, cached_arrays, register_source
+from gdw_tf.data.sources.base import (ArraySplits, LabelsFile, SourceOptions, cached_arrays,
+                                      register_source)
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
+META = "meta"  # the optional split folder of a given meta set
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-CACHE_FORMAT = 1
+LABELS_MISSING = ("error", "skip")
+CACHE_FORMAT = 2
+UNKNOWN = -1  # true label of an image whose truth is not known
+
+
+class ImageFile(NamedTuple):
+    """One image: path relative to ROOT (posix), label, size, mtime_ns, true label (-1 unknown)."""
+
+    rel: str
+    label: int
+    size: int
+    mtime: int
+    true_label: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderListing:
+    """What an image folder holds, before decoding.
+
+    classes: class names, sorted (label = position). files: split ("train",
+    "test", and "meta" when ROOT/meta exists) -> its images, sorted by path.
+    labels_file: the --labels file, if any.
+    """
+
+    root: str
+    classes: list[str]
+    files: dict[str, list[ImageFile]]
+    labels_file: LabelsFile | None = None
+
+
+def has_own_labels(root: str | None, labels: str | None) -> bool:
+    """Whether a folder's labels are the user's own: a labels file, or a ROOT/meta split.
+
+    Such labels are taken as they are: no synthetic noise unless asked for.
+    """
+    return labels is not None or (root is not None and os.path.isdir(os.path.join(root, META)))
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _warn_hidden(folders: list[str]) -> None:
+    for path in folders:
+        log.warning("skipping hidden folder %s (names starting with '.' are not data)", path)
+
+
+def _class_folders(split_dir: str) -> list[str]:
+    """Sorted names of the class sub-folders of `split_dir`; hidden ones skipped with a warning."""
+    names, hidden = [], []
+    with os.scandir(split_dir) as entries:
+        for e in entries:
+            if e.is_dir():
+                (hidden if e.name.startswith(".") else names).append(e.name)
+    _warn_hidden(sorted(os.path.join(split_dir, n) for n in hidden))
+    return sorted(names)
 
 
 def _scan_class(class_dir: str) -> list[tuple[str, int, int]]:
@@ -29,7 +125,7 @@ def _scan_class(class_dir: str) -> list[tuple[str, int, int]]:
         for e in entries:
             if e.name.startswith(".") or not e.is_file():
                 continue
-            if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS:
+            if not _is_image(e.name):
                 skipped.append(e.name)
                 continue
             st = e.stat()
@@ -39,47 +135,191 @@ def _scan_class(class_dir: str) -> list[tuple[str, int, int]]:
     return sorted(files)
 
 
-def list_image_folder(root: str) -> tuple[list[str], dict[str, list[tuple[str, int, int, int]]]]:
-    """Lists ROOT/{train,test}/<class>/<image>.
+def _scan_tree(top: str) -> list[tuple[str, int, int]]:
+    """[(path relative to `top` (posix), size, mtime_ns)] of the images anywhere under `top`, sorted."""
+    files, skipped, hidden = [], [], []
+    for folder, dirs, names in os.walk(top):
+        hidden += [os.path.join(folder, d) for d in dirs if d.startswith(".")]
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            if not _is_image(name):
+                skipped.append(path)
+                continue
+            st = os.stat(path)
+            files.append((os.path.relpath(path, top).replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
+    _warn_hidden(sorted(hidden))
+    if skipped:
+        log.warning("skipping %d non-image file(s) under %s, e.g. %s", len(skipped), top, skipped[0])
+    return sorted(files)
 
-    Returns (class names sorted, {split: [(relative path, label, size, mtime_ns)]}).
-    Raises FileNotFoundError / ValueError naming the missing or offending path.
+
+def _split_files(root: str, split: str, classes: list[str], truth: bool) -> list[ImageFile]:
+    """The images of ROOT/split/<class>/, labelled by folder (true label: the label, or -1)."""
+    entries = []
+    for label, name in enumerate(classes):
+        class_dir = os.path.join(root, split, name)
+        if not os.path.isdir(class_dir):
+            continue  # a class may be absent from test and meta
+        entries += [ImageFile(f"{split}/{name}/{f}", label, size, mtime, label if truth else UNKNOWN)
+                    for f, size, mtime in _scan_class(class_dir)]
+    return entries
+
+
+def list_image_folder(root: str, labels: str | None = None,
+                      labels_missing: str = "error") -> FolderListing:
+    """Lists ROOT/{train,test,meta}/... and reads the labels file `labels` (module doc).
+
+    Raises FileNotFoundError / ValueError naming the missing or offending path
+    (FILE:line for the labels file).
     """
     if root is None:
         raise ValueError("dataset folder needs data_dir=ROOT with ROOT/train/<class>/<image> and ROOT/test/...")
+    if labels_missing not in LABELS_MISSING:
+        raise ValueError(f"labels_missing={labels_missing!r}: expected one of {', '.join(LABELS_MISSING)}")
+    if labels is None and labels_missing != "error":
+        raise ValueError(f"labels_missing={labels_missing} needs labels=FILE.csv")
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"data_dir={root}: image-folder root does not exist")
-    class_dirs = {}
+    splits = SPLITS + ((META,) if os.path.isdir(os.path.join(root, META)) else ())
     for split in SPLITS:
-        split_dir = os.path.join(root, split)
-        if not os.path.isdir(split_dir):
-            raise FileNotFoundError(f"image folder {root}: missing split folder {split_dir}")
-        class_dirs[split] = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
-        if not class_dirs[split]:
-            raise ValueError(f"image folder {split_dir} has no class sub-folders")
-    classes = class_dirs["train"]
-    unknown = sorted(set(class_dirs["test"]) - set(classes))
-    if unknown:
-        raise ValueError(
-            f"class folder {os.path.join(root, 'test', unknown[0])} has no counterpart in "
-            f"{os.path.join(root, 'train')} (test classes absent from train: {unknown})"
-        )
-    listing = {}
-    for split in SPLITS:
-        entries = []
+        if not os.path.isdir(os.path.join(root, split)):
+            raise FileNotFoundError(f"image folder {root}: missing split folder {os.path.join(root, split)}")
+    folders = {s: _class_folders(os.path.join(root, s)) for s in splits if s != "train" or labels is None}
+    for split, names in folders.items():
+        if not names:
+            raise ValueError(f"image folder {os.path.join(root, split)} has no class sub-folders")
+    own = has_own_labels(root, labels)
+    if labels is None:
+        classes = folders["train"]
+        for split in splits[1:]:
+            unknown = sorted(set(folders[split]) - set(classes))
+            if unknown:
+                raise ValueError(
+                    f"class folder {os.path.join(root, split, unknown[0])} has no counterpart in "
+                    f"{os.path.join(root, 'train')} ({split} classes absent from train: {unknown})")
+        files = {"train": _split_files(root, "train", classes, truth=not own)}
+        present = {f.label for f in files["train"]}
         for label, name in enumerate(classes):
-            class_dir = os.path.join(root, split, name)
-            if not os.path.isdir(class_dir):
-                continue  # a class may be absent from test
-            files = _scan_class(class_dir)
-            if not files and split == "train":
-                raise ValueError(f"class folder {class_dir} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
-            entries += [(f"{split}/{name}/{f}", label, size, mtime) for f, size, mtime in files]
-        listing[split] = entries
-    return classes, listing
+            if label not in present:
+                raise ValueError(f"class folder {os.path.join(root, 'train', name)} contains no images "
+                                 f"({', '.join(IMAGE_EXTENSIONS)})")
+        labels_file = None
+    else:
+        classes = sorted(set().union(*(folders[s] for s in splits[1:])))
+        files, labels_file = _labelled_train(root, labels, labels_missing, classes)
+        present = {f.label for f in files["train"]}
+        for label, name in enumerate(classes):
+            if label not in present:
+                where = next(os.path.join(root, s, name) for s in splits[1:] if name in folders[s])
+                raise ValueError(f"class folder {where}: no training image is labelled {name!r} "
+                                 f"in {labels_file.path} (every class needs one)")
+    for split in splits[1:]:
+        files[split] = _split_files(root, split, classes, truth=True)
+    if META in files and not files[META]:
+        raise ValueError(f"meta split {os.path.join(root, META)} contains no images "
+                         f"({', '.join(IMAGE_EXTENSIONS)})")
+    if labels is not None and META not in files:
+        log.warning("labels=%s without %s: the meta set is held out of the training images with "
+                    "the file's labels, which may be noisy; put clean images in %s/<class>/",
+                    labels, os.path.join(root, META), os.path.join(root, META))
+    return FolderListing(root, classes, files, labels_file)
 
 
+# The labels file.
+LABEL_COLUMNS = ("path", "label")
+TRUE_COLUMN = "true_label"
+
+
+def _labelled_train(root: str, labels: str, missing: str,
+                    classes: list[str]) -> tuple[dict[str, list[ImageFile]], LabelsFile]:
+    """({"train": images under ROOT/train labelled by the file}, LabelsFile)."""
+    path = os.path.abspath(labels)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"labels={labels}: no such file")
+    train_dir = os.path.join(root, "train")
+    on_disk = {rel: (size, mtime) for rel, size, mtime in _scan_tree(train_dir)}
+    rows = _read_labels(path, {name: label for label, name in enumerate(classes)})
+    given, first_line = {}, {}
+    for line, rel, label, true_label in rows:
+        where = f"{path}:{line}"
+        if rel in first_line:
+            raise ValueError(f"{where}: path {rel} is listed twice (first on line {first_line[rel]})")
+        if rel not in on_disk:
+            raise ValueError(f"{where}: no image {rel} under {train_dir} (paths are relative to "
+                             f"ROOT/train; hidden files and folders are skipped)")
+        first_line[rel] = line
+        given[rel] = (label, true_label)
+    unlisted = sorted(set(on_disk) - set(given))
+    if unlisted and missing == "error":
+        raise ValueError(f"{path}: {len(unlisted)} training image(s) under {train_dir} have no row, "
+                         f"e.g. {unlisted[0]} (list them, or pass labels_missing=skip to leave them out)")
+    if unlisted:
+        log.warning("%s lists no label for %d training image(s) under %s, e.g. %s: left out "
+                    "(labels_missing=skip)", path, len(unlisted), train_dir, unlisted[0])
+    has_truth = all(true_label is not None for _, _, _, true_label in rows)
+    train = [ImageFile(f"train/{rel}", given[rel][0], *on_disk[rel],
+                       given[rel][1] if has_truth else UNKNOWN) for rel in sorted(given)]
+    return {"train": train}, LabelsFile(path, len(rows), has_truth and bool(rows), len(unlisted))
+
+
+def _read_labels(path: str, classes: dict[str, int]) -> list[tuple[int, str, int, int | None]]:
+    """[(line, path relative to ROOT/train, label, true label or None)] of the labels file."""
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is dropped
+        reader = csv.reader(f)
+        header = [c.strip() for c in next(reader, [])]
+        wanted = "path,label[,true_label]"
+        if not header or set(LABEL_COLUMNS) - set(header):
+            raise ValueError(f"{path}:1: the header must name the columns {wanted}, got {','.join(header)!r}")
+        extra = [c for c in header if c not in (*LABEL_COLUMNS, TRUE_COLUMN)]
+        if extra or len(set(header)) != len(header):
+            raise ValueError(f"{path}:1: unexpected column {(extra or header)[0]!r} (columns: {wanted})")
+        column = {name: header.index(name) for name in header}
+        rows = []
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line
+            if len(row) != len(header):
+                raise ValueError(f"{path}:{line}: {len(row)} field(s), the header has {len(header)}")
+            cells = {name: row[i].strip() for name, i in column.items()}
+            where = f"{path}:{line}"
+            rows.append((line, _train_path(cells["path"], where), _class(cells["label"], classes, where),
+                         _class(cells[TRUE_COLUMN], classes, where) if TRUE_COLUMN in cells else None))
+    return rows
+
+
+def _train_path(text: str, where: str) -> str:
+    """A path relative to ROOT/train, normalised (posix); one that leaves it is an error."""
+    norm = posixpath.normpath(text.replace(os.sep, "/")) if text else ""
+    if not text or norm == "." or norm.startswith("/") or norm == ".." or norm.startswith("../"):
+        raise ValueError(f"{where}: path {text!r} is not a file inside ROOT/train (paths are relative to it)")
+    return norm
+
+
+def _class(text: str, classes: dict[str, int], where: str) -> int:
+    """The label of `text`: a class name (`classes`: name -> label), or else a label."""
+    if text in classes:
+        return classes[text]
+    if re.fullmatch(r"[0-9]+", text):
+        if int(text) < len(classes):
+            return int(text)
+        raise ValueError(f"{where}: class index {text} is out of range: the {len(classes)} classes "
+                         f"are numbered 0..{len(classes) - 1} ({_listed(classes)})")
+    raise ValueError(f"{where}: unknown class {text!r} (the classes, from the class folders of "
+                     f"ROOT/test and ROOT/meta: {_listed(classes)})")
+
+
+def _listed(names, most: int = 10) -> str:
+    """'a, b, c', or the first `most` names and how many there are."""
+    names = list(names)
+    return ", ".join(names) if len(names) <= most else f"{', '.join(names[:most])}, ... ({len(names)} in all)"
+
+
+# Decoding.
 def _decode_bytes(data):
     """Encoded JPEG/PNG/BMP/GIF bytes -> RGB uint8 [H, W, 3] (JPEG decoded like PIL/libjpeg)."""
     return tf.cond(
@@ -137,31 +377,38 @@ def decode_images(paths: list[str], shape: tuple | None = None) -> np.ndarray:
     return np.concatenate(images)
 
 
-def load_image_folder(root: str, cache_dir: str | None = None) -> ArraySplits:
-    """Reads (from cache when unchanged) the image folder at `root`."""
-    classes, listing = list_image_folder(root)
-    root = os.path.abspath(root)
+def load_image_folder(root: str, cache_dir: str | None = None, labels: str | None = None,
+                      labels_missing: str = "error") -> ArraySplits:
+    """Reads the image folder at `root` (module doc); images from the cache when unchanged."""
+    listing = list_image_folder(root, labels, labels_missing)
+    root, files = listing.root, listing.files
     key = {
         "format": CACHE_FORMAT,
         "root": root,
-        "classes": classes,
-        "files": {s: [[rel, size, mtime] for rel, _, size, mtime in listing[s]] for s in SPLITS},
+        "files": {s: [[f.rel, f.size, f.mtime] for f in entries] for s, entries in files.items()},
     }
 
     def compute():
-        log.info("decoding %d images under %s (cached afterwards)", sum(map(len, listing.values())), root)
-        paths = {s: [os.path.join(root, rel) for rel, *_ in listing[s]] for s in SPLITS}
-        train = decode_images(paths["train"])
-        return {
-            "train_images": train,
-            "train_labels": np.array([label for _, label, *_ in listing["train"]], np.int64),
-            "test_images": decode_images(paths["test"], train.shape[1:]),
-            "test_labels": np.array([label for _, label, *_ in listing["test"]], np.int64),
-        }
+        log.info("decoding %d images under %s (cached afterwards)", sum(map(len, files.values())), root)
+        train = decode_images([os.path.join(root, f.rel) for f in files["train"]])
+        return {f"{s}_images": train if s == "train" else
+                decode_images([os.path.join(root, f.rel) for f in entries], train.shape[1:])
+                for s, entries in files.items()}
 
     arrays = cached_arrays(cache_dir, f"folder-{os.path.basename(root)}", key, compute)
-    return ArraySplits(classes, arrays["train_images"], arrays["train_labels"],
-                       arrays["test_images"], arrays["test_labels"])
+
+    def labels_of(split, field="label"):
+        return np.array([getattr(f, field) for f in files[split]], np.int64)
+
+    meta = META in files
+    return ArraySplits(listing.classes, arrays["train_images"], labels_of("train"),
+                       arrays["test_images"], labels_of("test"),
+                       train_true_labels=labels_of("train", "true_label"),
+                       meta_images=arrays["meta_images"] if meta else None,
+                       meta_labels=labels_of(META) if meta else None,
+                       meta_dir=os.path.join(root, META) if meta else None,
+                       train_files=[os.path.join(root, f.rel) for f in files["train"]],
+                       labels_file=listing.labels_file)
 
 
 def _default_augment(image_shape: tuple) -> str:
@@ -171,7 +418,11 @@ def _default_augment(image_shape: tuple) -> str:
     return "imagenet" if min(image_shape[:2]) >= 224 else "none"
 
 
-@register_source("folder", default_num_meta=lambda c: 1000 // c * c, default_augment=_default_augment)
+@register_source("folder", default_num_meta=lambda c: 1000 // c * c, default_augment=_default_augment,
+                 options=("data_dir", "cache_dir", "labels", "labels_missing"))
 def load_folder(options: SourceOptions) -> ArraySplits:
-    """Image folder --data_dir=ROOT with ROOT/{train,test}/<class>/<image> (default num_meta: largest multiple of C <= 1000)."""
-    return load_image_folder(options.data_dir, options.cache_dir)
+    """Image folder --data_dir=ROOT: ROOT/{train,test}/<class>/<image>, optional ROOT/meta and --labels.
+
+    Default num_meta: all of ROOT/meta, else the largest multiple of C <= 1000 held out of train.
+    """
+    return load_image_folder(options.data_dir, options.cache_dir, options.labels, options.labels_missing)
