@@ -65,6 +65,11 @@ SETTINGS = {  # flags shared by both protocols
     "instance20": ["--noise_type=instance", "--noise_rate=0.2"],
     "longtail001": ["--noise_type=none", "--noise_rate=0", "--imbalance_factor=0.01"],
     "mixed": ["--noise_type=flip", "--noise_rate=0.4", "--imbalance_factor=0.1"],
+    # No clean images: the meta set is chosen from the noisy training data (bi-level methods).
+    "uniform40_auto": ["--noise_type=uniform", "--noise_rate=0.4", "--meta_source=auto"],
+    "instance40_auto": ["--noise_type=instance", "--noise_rate=0.4", "--meta_source=auto"],
+    # The paper's meta proportion (1,000 of 50,000 = 2%): 200 clean images beside 10,000.
+    "uniform40_meta2pct": ["--noise_type=uniform", "--noise_rate=0.4", "--num_meta=200"],
 }
 PAPER_FLAGFILES = {"uniform40": "cifar10_uniform40", "uniform60": "cifar10_uniform60",
                    "flip40": "cifar10_flip40", "longtail001": "cifar10_longtail001",
@@ -141,7 +146,8 @@ def protocol_flags(config, setting):
     cap = cpu_train_per_class(config, setting)
     return ["--dataset=folder", f"--data_dir={config.data_dir}", "--model=strided_cnn",
             "--augment=cifar", *([f"--train_per_class={cap}"] if cap else []),
-            f"--num_meta={NUM_META}", f"--batch_size={BATCH}",
+            *([] if _setting_value(setting, "num_meta", None) else [f"--num_meta={NUM_META}"]),
+            f"--batch_size={BATCH}",
             f"--epochs={config.epochs or cpu_epochs(config, setting)}", "--lr=0.1",
             "--schedule=cosine", "--verbose=0", *SETTINGS[setting]]
 
