@@ -4,6 +4,8 @@ Each function returns {metric name: (values [k], sample weights [k])}; the
 model averages them into `keras.metrics.Mean` trackers. A sample weight of 0
 excludes an entry (for example noisy examples from the clean average).
 """
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -85,3 +87,35 @@ def binned_auc(clean, noisy):
         return None
     below = np.cumsum(noisy) - noisy  # noisy examples in lower bins
     return float((clean * (below + noisy / 2)).sum() / (clean.sum() * noisy.sum()))
+
+
+# The truth-free check of the learned weights (GDWModel.weight_checks).
+WEIGHT_CHECK_META = "weight_check_meta_auc"
+WEIGHT_CHECK_FIT = "weight_check_fit_auc"
+TRUSTED_FIT_AUC = 0.6  # fixed on the digits runs before any CPU-protocol table was read
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightTrust:
+    """What a run's own history says about its weights, with no ground truth.
+
+    fit_auc: last epoch's ROC-AUC with which the real step's target weights rank the
+    training examples the model fits (predicts their given label) above those it does
+    not; weights that single out wrong labels give the fitted examples more weight.
+    meta_auc: the same for the clean meta examples above the training examples (first-
+    stage weights; kept for comparison, biased low because the meta examples are not
+    trained on). trusted: fit_auc >= TRUSTED_FIT_AUC.
+    """
+    fit_auc: float
+    meta_auc: float
+    trusted: bool
+    threshold: float = TRUSTED_FIT_AUC
+
+
+def weight_trust(history):
+    """`WeightTrust` from a run's history (metric name -> per-epoch values), or None
+    when the method logs no check."""
+    fit, meta = history.get(WEIGHT_CHECK_FIT), history.get(WEIGHT_CHECK_META)
+    if not fit or not meta:
+        return None
+    return WeightTrust(float(fit[-1]), float(meta[-1]), float(fit[-1]) >= TRUSTED_FIT_AUC)

@@ -6,9 +6,17 @@ actually used (weight at the given label, `diagnostics.target_weights`) and of
 the predicted class probabilities, plus the given and true labels. After
 training, `label_issues` turns it into a ranking:
 
-  score = (w_max - w) / (w_max - w_min) in [0, 1]   (w: averaged target weight,
-          max/min over the examples seen; higher = more likely mislabelled)
+  weight_score = (w_max - w) / (w_max - w_min) in [0, 1]   (w: averaged target
+          weight, max/min over the examples seen; higher = more likely mislabelled)
+  probability_score = 1 - p, p: the averaged predicted probability of the given label
+  score = weight_score when the run's truth-free check trusts its weights
+          (diagnostics.weight_trust), else probability_score; both are in the CSV
   suggested label = argmax of the averaged probabilities.
+
+Why the switch: where the learned weights do not single out the wrong labels (they
+can even invert, ranking clean labels first), a ranking by them is worse than
+random, while p(given label) never inverts in our measurements; where they do, they
+rank better than p(given label). The check tells the two cases apart without truth.
 
 The average: after v visits of an example its row moves towards the new value
 by max(1 - decay, 1 / v), i.e. the plain mean of the first 1 / (1 - decay)
@@ -35,7 +43,8 @@ from gdw_tf.methods.tables import add_table, read_rows, require_index, write_row
 CSV_FILE = "label_issues.csv"
 PNG_FILE = "label_issues.png"
 CSV_COLUMNS = ("index", "path", "given_label", "suggested_label", "score", "rank", "true_label",
-               "given_probability")
+               "given_probability", "weight_score")
+SIGNALS = ("weight", "probability")  # what `score` is (module doc)
 DEFAULT_DECAY = 0.98
 DEFAULT_TOP = 64  # suspects shown in label_issues.png
 RECORD_NAME = "example_record"  # GDWModel attribute and checkpoint key of the record
@@ -137,10 +146,11 @@ class RecordArrays:
 class LabelIssues:
     """One entry per training example, sorted by score (highest first).
 
-    index, given_label, suggested_label: int [N]; score: float [N] in [0, 1];
-    rank: int [N], 1..N; true_label: int [N], or None when the truth is unknown.
-    given_probability: float [N], the averaged predicted probability of the given
-    label (a second, loss-based signal; not used by the score).
+    index, given_label, suggested_label: int [N]; score: float [N] in [0, 1] (the
+    weight_score or 1 - given_probability, by `signal`); rank: int [N], 1..N;
+    true_label: int [N], or None when the truth is unknown. given_probability:
+    float [N], the averaged predicted probability of the given label; weight_score:
+    float [N], the score from the averaged target weight (module doc).
     Examples never seen in training get score 0 and their given label as suggestion.
     """
     index: np.ndarray
@@ -150,6 +160,8 @@ class LabelIssues:
     rank: np.ndarray
     true_label: np.ndarray | None
     given_probability: np.ndarray
+    weight_score: np.ndarray
+    signal: str = "weight"
 
 
 @dataclasses.dataclass
@@ -167,15 +179,19 @@ class Detection:
     flagged: int
 
 
-def label_issues(arrays):
-    """`LabelIssues` from `RecordArrays` (scores as in the module doc)."""
+def label_issues(arrays, signal="weight"):
+    """`LabelIssues` from `RecordArrays`, scored by `signal` (SIGNALS, module doc)."""
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown signal={signal!r} (expected one of {', '.join(SIGNALS)})")
     seen = arrays.visits > 0
     weight = arrays.target_weight
-    score = np.zeros(weight.shape, np.float64)
+    weight_score = np.zeros(weight.shape, np.float64)
     if seen.any():
         high, low = weight[seen].max(), weight[seen].min()
         if high > low:
-            score[seen] = (high - weight[seen]) / (high - low)
+            weight_score[seen] = (high - weight[seen]) / (high - low)
+    given_p = np.take_along_axis(arrays.probabilities, arrays.given_label[:, None], axis=1)[:, 0]
+    score = weight_score if signal == "weight" else np.where(seen, 1.0 - given_p, 0.0)
     suggested = np.where(seen, arrays.probabilities.argmax(axis=1), arrays.given_label)
     order = np.argsort(-score, kind="stable")  # ties: by index
     known = seen.all() and (arrays.true_label >= 0).all()
@@ -183,8 +199,8 @@ def label_issues(arrays):
                        suggested_label=suggested[order], score=score[order],
                        rank=np.arange(1, order.size + 1),
                        true_label=arrays.true_label[order] if known else None,
-                       given_probability=np.take_along_axis(
-                           arrays.probabilities, arrays.given_label[:, None], axis=1)[order, 0])
+                       given_probability=given_p[order], weight_score=weight_score[order],
+                       signal=signal)
 
 
 def detection(issues):
@@ -224,7 +240,7 @@ def write_csv(path, issues, paths=None):
                              int(issues.given_label[i]), int(issues.suggested_label[i]),
                              f"{issues.score[i]:.6f}", int(issues.rank[i]),
                              "" if issues.true_label is None else int(issues.true_label[i]),
-                             f"{issues.given_probability[i]:.6f}"])
+                             f"{issues.given_probability[i]:.6f}", f"{issues.weight_score[i]:.6f}"])
     return path
 
 
@@ -327,9 +343,10 @@ def _release_examples(bundle, settings):
     return TrainingExamples(paths, ImageFiles(paths), 255.0)
 
 
-def write_report(out_dir, record, class_names, examples, top=DEFAULT_TOP):
-    """Writes label_issues.csv and .png into out_dir; returns (LabelIssues, Detection or None)."""
-    issues = label_issues(record.arrays())
+def write_report(out_dir, record, class_names, examples, top=DEFAULT_TOP, signal="weight"):
+    """Writes label_issues.csv and .png into out_dir, scored by `signal`; returns
+    (LabelIssues, Detection or None)."""
+    issues = label_issues(record.arrays(), signal)
     write_csv(os.path.join(out_dir, CSV_FILE), issues, examples.paths)
     if examples.images is not None:
         write_png(os.path.join(out_dir, PNG_FILE), issues, examples.images, class_names, top,
@@ -337,18 +354,18 @@ def write_report(out_dir, record, class_names, examples, top=DEFAULT_TOP):
     return issues, detection(issues)
 
 
-def after_training(model, bundle, settings, out_dir, write=True):
-    """The trainer's step after fit: the report files (if `write`) and the
-    results.json entry {"label_issues": {...}}; {} for a run without a record."""
+def after_training(model, bundle, settings, out_dir, write=True, signal="weight"):
+    """The trainer's step after fit: the report files (if `write`), scored by `signal`, and
+    the results.json entry {"label_issues": {...}}; {} for a run without a record."""
     record = getattr(model, "example_record", None)
     if record is None:
         return {}
     if write:
         _, found = write_report(out_dir, record, bundle.class_names,
-                                training_examples(bundle, settings))
+                                training_examples(bundle, settings), signal=signal)
     else:
-        found = detection(label_issues(record.arrays()))
-    entry = {"csv": CSV_FILE, "decay": record.decay}
+        found = detection(label_issues(record.arrays(), signal))
+    entry = {"csv": CSV_FILE, "decay": record.decay, "signal": signal}
     if found is not None:
         entry.update(dataclasses.asdict(found))
     return {"label_issues": entry}
@@ -360,6 +377,8 @@ def summary_line(results):
     if entry is None:
         return None
     line = f"Label issues: {entry['csv']} in {results['output_dir']}"
+    if entry.get("signal") == "probability":
+        line += " (ranked by p(given label): the weights failed the check)"
     if "auc" in entry:
         line += (f"; detection ROC-AUC {entry['auc']:.3f}, precision/recall/F1 "
                  f"{entry['f1']:.3f} flagging the top {entry['flagged']} (the noisy count)")

@@ -7,11 +7,13 @@ import tensorflow as tf
 from gdw_tf import diagnostics
 from gdw_tf.label_issues import DEFAULT_DECAY, ExampleRecord
 from gdw_tf.data.pipeline import split_batch
-from gdw_tf.metrics import Histogram
+from gdw_tf.metrics import Histogram, WeightSeparation
 from gdw_tf.distributed import add_weight_decay, num_replicas
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods import create_method
 from gdw_tf.methods.method import finite_guarded, guarded
+
+
 
 
 def _checked_labels(labels, num_classes, what):
@@ -84,6 +86,15 @@ class GDWModel(keras.Model):
         self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
         self.diagnostic_trackers = {
             name: keras.metrics.Mean(name=name) for name in self.method.metric_names}
+        # The truth-free checks of the weights (methods that define them), per epoch of
+        # meta steps: the ROC-AUC with which the first-stage weights rank the clean meta
+        # examples above the training examples (WEIGHT_CHECK_META), and with which the
+        # real step's target weights rank the training examples whose given label the
+        # model predicts above those whose label it does not (WEIGHT_CHECK_FIT).
+        self.weight_checks = (
+            {name: WeightSeparation(name=name)
+             for name in (diagnostics.WEIGHT_CHECK_META, diagnostics.WEIGHT_CHECK_FIT)}
+            if getattr(self.method, "checks_weights", False) else {})
         # Per-epoch distribution of target weights, clean vs noisy (Figure 3);
         # read by callbacks, not logged (Keras resets it every epoch).
         self.weight_histograms = {
@@ -209,6 +220,13 @@ class GDWModel(keras.Model):
         for name, (values, weights) in out.diagnostics.items():
             self.diagnostic_trackers[name].update_state(values, sample_weight=weights)
         omega_t = diagnostics.target_weights(out.weights, labels)
+        if out.check is not None:
+            meta_weights, train_weights = out.check
+            checks = self.weight_checks
+            checks[diagnostics.WEIGHT_CHECK_META].update_state(meta_weights, train_weights)
+            fitted = tf.equal(tf.argmax(out.logits, axis=1, output_type=tf.int32), labels)
+            checks[diagnostics.WEIGHT_CHECK_FIT].update_state(
+                tf.boolean_mask(omega_t, fitted), tf.boolean_mask(omega_t, ~fitted))
         if self.example_record is not None:
             self.example_record.update(batch, omega_t, tf.nn.softmax(out.logits))
         if "true_label" in batch:
@@ -269,6 +287,8 @@ class GDWModel(keras.Model):
             results["meta_loss"] = self.meta_loss_tracker.result()
         for name in out.diagnostics:
             results[name] = self.diagnostic_trackers[name].result()
+        for name, check in self.weight_checks.items():
+            results[name] = check.result()
         return self._for_keras_reduction(results)
 
     def _for_keras_reduction(self, logs):

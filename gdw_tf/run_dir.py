@@ -147,7 +147,7 @@ def check_same_flags(directory, current, force=False):
     path = os.path.join(directory, FLAGS_FILE)
     if not os.path.exists(path):
         return []  # a run made before the flags were saved: nothing to compare
-    saved = read_flags(path)
+    saved = read_json(path)
     differ = differing_flags(saved, current)
     if differ and not force:
         listed = ", ".join(f"--{n}={saved.get(n)!r} -> {current.get(n)!r}" for n in differ)
@@ -158,9 +158,9 @@ def check_same_flags(directory, current, force=False):
     return differ
 
 
-def read_flags(path):
-    """The flags saved in `path` (a run's flags.json) as a dict; UserError naming
-    the file (and line) when it cannot be read or is not a JSON object."""
+def read_json(path):
+    """The JSON object in `path` (a run's flags.json or results.json) as a dict;
+    UserError naming the file (and line) when it cannot be read or is not an object."""
     try:
         with open(path) as f:
             saved = json.load(f)
@@ -170,7 +170,7 @@ def read_flags(path):
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
     if not isinstance(saved, dict):
-        raise UserError(f"{path}: expected a JSON object of flags, got {type(saved).__name__}")
+        raise UserError(f"{path}: expected a JSON object, got {type(saved).__name__}")
     return saved
 
 

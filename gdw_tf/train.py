@@ -268,7 +268,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
     import tensorflow as tf
 
     from gdw_tf import auto_meta, label_issues, reporting
-    from gdw_tf.diagnostics import binned_auc
+    from gdw_tf.diagnostics import binned_auc, weight_trust
     from gdw_tf.methods.method import METHODS
 
     with run_dir.user_errors():
@@ -344,8 +344,12 @@ def _run_locked(s, strategy, chief, out_dir, started):
                       verbose=int(s["verbose"] == 1), shuffle=False)  # tf.data shuffles
     extra = model.method.finish(model, bundle, verbose=s["verbose"]) or {}
     extra["method_options"] = model.method.options()
-    extra.update(label_issues.after_training(model, bundle, s, out_dir, write=chief))
     record = checkpoint.record
+    trust = weight_trust(record.history)
+    if trust is not None:
+        extra["weight_check"] = dataclasses.asdict(trust)
+    signal = "probability" if trust is not None and not trust.trusted else "weight"
+    extra.update(label_issues.after_training(model, bundle, s, out_dir, write=chief, signal=signal))
     extra["target_weight_histograms"] = {
         "edges": model.weight_histograms["clean"].edges(),
         "by_epoch": {str(k): v for k, v in sorted(record.histograms.items())}}
@@ -482,6 +486,12 @@ def main(argv):
     from gdw_tf.label_issues import summary_line
     if summary_line(results):
         print(summary_line(results))
+    check = results.get("weight_check")
+    if check is not None and not check["trusted"]:
+        print(f"gdw_tf.train: warning: the learned weights are not singling out noisy labels "
+              f"(truth-free check: they rank the examples the model fits above the others "
+              f"with ROC-AUC {check['fit_auc']:.2f} < {check['threshold']}), so label_issues.csv "
+              "ranks by the predicted probability of the given label instead", file=sys.stderr)
 
 
 if __name__ == "__main__":

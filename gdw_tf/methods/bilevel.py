@@ -156,6 +156,17 @@ class BilevelMethod(Method):
     def step_diagnostics(self, batch, state, real_weights):
         return self.weight_stats(real_weights, batch)
 
+    #: whether `check_weights` gives the truth-free check of the weights
+    checks_weights = False
+
+    def check_weights(self, state, batch, meta_logits, meta_labels):
+        """(meta [m], train [n]) target weights for the truth-free check: the first-stage
+        weighting applied to the meta batch (its virtual-step logits, no extra pass) and
+        to the training batch. Weights that single out wrong labels rank the clean meta
+        examples above the training examples (GDWModel.weight_check). None: not defined
+        for this method (weights of table rows, or only inside a meta step)."""
+        return None
+
     def train_gradients(self, model, batch, meta):
         backbone = model.backbone
         theta = backbone.trainable_variables
@@ -192,12 +203,14 @@ class BilevelMethod(Method):
             tf.stack([loss, meta_loss]), "training loss or meta loss")
 
         real_weights = self.second_stage(model, batch, state, meta_grads, source_grads)
+        check = self.check_weights(state, batch, tf.stop_gradient(tf.cast(meta_logits, dtype)),
+                                   meta_y)
         with inner:
             real_loss = tf.reduce_sum(self.real_losses(logits, batch, real_weights)) / n_global
         grads = inner.gradient(real_loss, theta)
         del inner
         return StepOutputs(grads, logits, real_weights, meta_loss,
-                           self.step_diagnostics(batch, state, real_weights))
+                           self.step_diagnostics(batch, state, real_weights), check)
 
     def train_gradients_without_meta(self, model, batch, plain=False):
         """`StepOutputs` of a step between meta steps: one forward, one backward.

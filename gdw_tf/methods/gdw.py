@@ -111,6 +111,13 @@ class MWNet(BilevelMethod):
         self.apply_meta_update(meta_grads)
         return tf.stop_gradient(self.instance_weights(state.costs))
 
+    checks_weights = True
+
+    def check_weights(self, state, batch, meta_logits, meta_labels):
+        meta_state = self.first_stage(meta_logits, {"label": meta_labels})
+        return (diagnostics.target_weights(meta_state.weights, meta_labels),
+                diagnostics.target_weights(tf.stop_gradient(state.weights), batch["label"]))
+
 
 @register_method("gdw")
 class GDW(MWNet):

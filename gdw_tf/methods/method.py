@@ -30,12 +30,15 @@ class StepOutputs(NamedTuple):
     weights: float [n, C] or [n, 1], the weights used for the real update.
     meta_loss: float scalar (local meta loss sum / global meta batch) or None.
     diagnostics: {name: (values, sample_weight)} extra metrics.
+    check: (meta [m], train [n]) target weights of the truth-free check of the weights
+      (`BilevelMethod.check_weights`), or None.
     """
     grads: list
     logits: tf.Tensor
     weights: tf.Tensor
     meta_loss: Optional[tf.Tensor] = None
     diagnostics: dict = {}
+    check: Optional[tuple] = None
 
 
 def guarded(tensors, condition, message, *data):
