@@ -172,9 +172,13 @@ def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrit
     assert len(rows) == 100 and sorted(int(r["index"]) for r in rows) == list(range(100))
     assert [int(r["rank"]) for r in rows] == list(range(1, 101))
     scores = [float(r["score"]) for r in rows]
-    assert scores == sorted(scores, reverse=True) and scores[0] == 1.0 and scores[-1] == 0.0
+    weight_scores = [float(r["weight_score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert max(weight_scores) == 1.0 and min(weight_scores) == 0.0
     with open(os.path.join(out, "results.json")) as f:
         entry = json.load(f)["label_issues"]
+    assert scores == (weight_scores if entry["signal"] == "weight" else
+                      pytest.approx([1 - float(r["given_probability"]) for r in rows], abs=2e-6))
     noisy = sum(r["given_label"] != r["true_label"] for r in rows)
     assert entry["noisy"] == noisy > 0 and 0 <= entry["auc"] <= 1
     assert os.path.getsize(os.path.join(out, "label_issues.png")) > 0
@@ -281,3 +285,42 @@ def test_folder_run_lists_image_paths_and_audit_exports_a_relabel_csv(tmp_path):
     assert [r["path"] for r in relabel] == [r["path"] for r in rows[:5]]
     assert {r["given_label"] for r in relabel} <= {"cat", "dog", "owl"}
     assert sorted(p for p in data.rglob("*")) == before  # the dataset is untouched
+
+
+def test_the_probability_signal_ranks_by_the_given_labels_probability_and_keeps_both(tmp_path):
+    rows = label_issues.RecordArrays(
+        target_weight=np.array([0.1, 0.9, 0.5]), visits=np.array([2, 2, 2]),
+        given_label=np.array([0, 1, 1]), true_label=np.array([0, 0, 1]),
+        probabilities=np.array([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]]))
+    by_weight = label_issues.label_issues(rows)
+    by_probability = label_issues.label_issues(rows, "probability")
+    np.testing.assert_array_equal(by_weight.index, [0, 2, 1])  # lowest weight first
+    np.testing.assert_array_equal(by_probability.index, [1, 2, 0])  # lowest p(given) first
+    np.testing.assert_allclose(by_probability.score, [0.7, 0.4, 0.1])
+    np.testing.assert_allclose(by_probability.weight_score, [0.0, 0.5, 1.0])  # both signals kept
+    assert label_issues.detection(by_probability).auc == 1.0
+    label_issues.write_csv(str(tmp_path / "x.csv"), by_probability)
+    written = _read(tmp_path / "x.csv")
+    assert [r["weight_score"] for r in written] == ["0.000000", "0.500000", "1.000000"]
+    with pytest.raises(ValueError, match="unknown signal='loss'"):
+        label_issues.label_issues(rows, "loss")
+
+
+def test_a_run_whose_weights_fail_the_truth_free_check_warns_and_ranks_by_p_given(tmp_path):
+    """MW-Net on the default data inverts its weights (noisy labels weighted above clean)."""
+    out = str(tmp_path / "run")
+    proc = _run("gdw_tf.train", "--method=mwnet", "--hidden_units=16", "--epochs=8",
+                "--verbose=0", f"--output_dir={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("gdw_tf.train: warning:")]
+    assert len(warnings) == 1 and "not singling out noisy labels" in warnings[0]
+    with open(os.path.join(out, "results.json")) as f:
+        res = json.load(f)
+    assert res["weight_check"]["trusted"] is False and res["target_weight_auc"] < 0.6
+    assert res["label_issues"]["signal"] == "probability" and res["label_issues"]["auc"] > 0.9
+    rows = _read(os.path.join(out, "label_issues.csv"))
+    scores = [float(r["score"]) for r in rows]
+    assert scores == pytest.approx([1 - float(r["given_probability"]) for r in rows], abs=2e-6)
+    weight_ranked = label_issues.detection_of_scores(
+        [float(r["weight_score"]) for r in rows], [r["given_label"] != r["true_label"] for r in rows])
+    assert weight_ranked.auc < 0.5  # what the weights alone would have ranked: worse than random

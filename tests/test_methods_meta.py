@@ -168,3 +168,31 @@ def test_save_and_load_round_trip_keeps_tables_and_peers(method, tmp_path):
     x = np.random.default_rng(1).normal(size=(5, 4)).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-6)
+
+
+def test_the_weight_check_metric_is_the_binned_auc_of_its_two_groups():
+    from gdw_tf.diagnostics import binned_auc
+    from gdw_tf.metrics import Histogram, WeightSeparation
+
+    rng = np.random.default_rng(3)
+    high, low = rng.uniform(0, 2, 300), rng.uniform(0, 1.5, 200)
+    check = WeightSeparation()
+    assert float(check.result()) == 0.5  # no evidence yet
+    check.update_state(high[:100], low[:50])
+    check.update_state(high[100:], low[50:])
+    a, b = Histogram(bins=400), Histogram(bins=400)
+    a.update_state(high)
+    b.update_state(low)
+    assert float(check.result()) == pytest.approx(binned_auc(a.result(), b.result()), abs=1e-6)
+    exact = (high[:, None] > low[None, :]).mean()  # the unbinned AUC, within a bin's ties
+    assert float(check.result()) == pytest.approx(exact, abs=0.01)
+
+
+def test_weight_trust_reads_the_last_epoch_of_the_fit_check():
+    from gdw_tf.diagnostics import TRUSTED_FIT_AUC, weight_trust
+
+    history = {"weight_check_fit_auc": [0.2, 0.9], "weight_check_meta_auc": [0.5, 0.4]}
+    assert weight_trust(history).trusted and weight_trust(history).fit_auc == 0.9
+    history["weight_check_fit_auc"][-1] = TRUSTED_FIT_AUC - 0.01
+    assert not weight_trust(history).trusted
+    assert weight_trust({"loss": [1.0]}) is None
