@@ -59,16 +59,19 @@ def test_cleanlab_ranks_planted_label_errors_first():
     assert row.flagged_recall > 0.9 and row.flagged_precision > 0.9 and row.wall_s >= 10.0
 
 
-def test_gdw_rows_score_the_report_and_the_given_label_probability(tmp_path):
-    lines = ["index,path,given_label,suggested_label,score,rank,true_label,given_probability",
-             "3,,1,0,0.9,1,0,0.8",   # noisy, top score, but confident in the given label
-             "0,,0,0,0.5,2,0,0.1",
-             "1,,2,1,0.2,3,1,0.05",  # noisy
-             "2,,1,1,0.0,4,1,0.9"]
+def test_gdw_rows_score_the_report_the_weight_and_the_given_label_probability(tmp_path):
+    lines = ["index,path,given_label,suggested_label,score,rank,true_label,given_probability,"
+             "weight_score",
+             "3,,1,0,0.9,1,0,0.8,0.9",   # noisy, top score, but confident in the given label
+             "0,,0,0,0.5,2,0,0.1,0.0",
+             "1,,2,1,0.2,3,1,0.05,1.0",  # noisy
+             "2,,1,1,0.0,4,1,0.9,0.3"]
     (tmp_path / "label_issues.csv").write_text("\n".join(lines) + "\n")
     rows = bench.gdw_rows({"wall_time_s": 7.0}, str(tmp_path))
-    # weights: noisy scores {0.9, 0.2} vs clean {0.5, 0.0}: 3 of 4 pairs ordered
+    # the report's score: noisy {0.9, 0.2} vs clean {0.5, 0.0}: 3 of 4 pairs ordered
     assert rows["gdw"].auc == pytest.approx(0.75) and rows["gdw"].precision_at_noise == 0.5
+    # weight alone: noisy {0.9, 1.0} vs clean {0.0, 0.3}: all 4
+    assert rows["gdw, weight"].auc == pytest.approx(1.0)
     # 1 - p: noisy {0.2, 0.95} vs clean {0.9, 0.1}: 3 of 4
     assert rows["gdw, p(given label)"].auc == pytest.approx(0.75)
     assert rows["gdw"].wall_s == 7.0

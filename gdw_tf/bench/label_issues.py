@@ -1,16 +1,17 @@
 """Finding the mislabelled examples: GDW's free report next to cleanlab's.
 
   pip install -r requirements-bench.txt          # cleanlab, for this bench only
-  python -m gdw_tf.bench.label_issues            # uniform40 and flip40, seeds 0,1,2, K=5
+  python -m gdw_tf.bench.label_issues            # uniform40, flip40, instance40, seeds 0,1,2, K=5
 
 Both sides see the same noisy training set: the accuracy bench's CPU protocol
 (`gdw_tf.bench.accuracy`, real CIFAR-10 JPEGs, strided_cnn, 4,000 iterations).
 
 - gdw: one `python -m gdw_tf.train --method=gdw` run; its label_issues.csv
-  (score = 1 - the averaged target weight, rescaled; `gdw_tf.label_issues`)
-  comes with the training, so its wall time is that one run's, which also
-  yields the trained model. The row "gdw, p(given label)" ranks by the same
-  run's averaged predicted probability of the given label instead.
+  (`gdw_tf.label_issues`: score = the weight signal, 1 - the averaged target weight
+  rescaled, when the run's truth-free check trusts its weights, else 1 - the averaged
+  predicted probability of the given label) comes with the training, so its wall time
+  is that one run's, which also yields the trained model. The rows "gdw, weight" and
+  "gdw, p(given label)" rank by each signal alone.
 - cleanlab: out-of-sample predicted probabilities from K-fold cross-validation:
   K trainings of the same backbone with `--method=base` and the same recipe on
   the other K-1 folds (stratified by given label), each predicting its held-out
@@ -41,7 +42,7 @@ from gdw_tf import bench
 from gdw_tf.bench import accuracy
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_list("settings", ["uniform40", "flip40"], "accuracy-bench settings",
+flags.DEFINE_list("settings", ["uniform40", "flip40", "instance40"], "accuracy-bench settings",
                   flag_values=FLAGS)
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds (data noise and training)", flag_values=FLAGS)
 flags.DEFINE_integer("folds", 5, "K of cleanlab's K-fold cross-validation", lower_bound=2,
@@ -182,7 +183,8 @@ def cleanlab_rows(cv):
 
 
 def gdw_rows(run, out_dir):
-    """{"gdw": Row, "gdw, p(given label)": Row} from a finished GDW run's files."""
+    """{"gdw": Row (the report's score), "gdw, weight": Row, "gdw, p(given label)": Row} from
+    a finished GDW run's files."""
     import csv
 
     from gdw_tf.label_issues import CSV_FILE, detection_of_scores
@@ -191,10 +193,10 @@ def gdw_rows(run, out_dir):
         rows = list(csv.DictReader(f))
     noisy = np.array([r["given_label"] != r["true_label"] for r in rows])
     wall = run["wall_time_s"]
-    weight = detection_of_scores([float(r["score"]) for r in rows], noisy)
-    prob = detection_of_scores([1.0 - float(r["given_probability"]) for r in rows], noisy)
-    return {"gdw": Row(weight.auc, weight.precision, None, None, None, wall),
-            "gdw, p(given label)": Row(prob.auc, prob.precision, None, None, None, wall)}
+    found = {name: detection_of_scores([score(r) for r in rows], noisy) for name, score in (
+        ("gdw", lambda r: float(r["score"])), ("gdw, weight", lambda r: float(r["weight_score"])),
+        ("gdw, p(given label)", lambda r: 1.0 - float(r["given_probability"])))}
+    return {name: Row(d.auc, d.precision, None, None, None, wall) for name, d in found.items()}
 
 
 def run_cross_validation(config, setting, seed):
@@ -240,7 +242,7 @@ def evaluate(config, setting, seed, side):
     return cleanlab_rows(cv) if cv else {}
 
 
-DETECTORS = ("gdw", "gdw, p(given label)", "cleanlab")
+DETECTORS = ("gdw", "gdw, weight", "gdw, p(given label)", "cleanlab")
 
 
 def table(config, results):
