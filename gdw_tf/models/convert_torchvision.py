@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import math
 import os
 import pickle
 import reprlib
-import secrets
 import sys
 import zipfile
 
 import numpy as np
 
+from gdw_tf.files import WriteError, atomic_open
 from gdw_tf.run_dir import USER_ERROR_EXIT_CODE
 
 DATA_PARALLEL_PREFIX = "module."
@@ -313,24 +312,11 @@ def save_arrays_npz(arrays: dict[str, np.ndarray], out_path: str) -> None:
         raise ConversionError(f"convert_torchvision: output '{out_path}' must end in .npz")
     if not arrays:
         raise ConversionError(f"convert_torchvision: no tensors to write to '{out_path}'")
-    directory, base = os.path.split(os.path.abspath(out_path))
-    tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    created = False
     try:
-        with open(tmp, "xb") as f:  # a new file (its mode as the umask says)
-            created = True
+        with atomic_open(out_path, "wb") as f:
             _write_npz(f, arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    except BaseException as e:
-        if created:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-        if isinstance(e, OSError):
-            raise ConversionError(f"convert_torchvision: cannot write '{out_path}': "
-                                  f"{e.strerror or e}") from e
-        raise
+    except WriteError as e:
+        raise ConversionError(f"convert_torchvision: {e}") from e
 
 
 def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
