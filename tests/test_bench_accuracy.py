@@ -53,7 +53,7 @@ def test_a_finished_run_with_the_same_flags_is_reused_and_tabulated(tmp_path):
     assert "| gdw | 0.750 ± 0.000 |" in accuracy.table(args, results, "auc")
     assert "| gdw | 60 ± 0 |" in accuracy.table(args, results, "wall")
     report = accuracy.report(args, results)  # one setting: one table of every column
-    assert "| gdw | 40.00 ± 0.00 | 43.00 ± 0.00 | 45.0 ± 0.0 | 0.750 ± 0.000 | 60 ± 0 |" in report
+    assert "| gdw | 40.00 ± 0.00 | 43.00 ± 0.00 | 45.0 ± 0.0 | 0.750 ± 0.000 | - | - | 60 ± 0 |" in report
     assert "1 runs, 1.0 min" in report
     several = dataclasses.replace(args, settings=("uniform40", "flip40"))  # one table per column
     assert accuracy.report(several, results).count("| method |") == len(accuracy.COLUMNS)
@@ -201,3 +201,11 @@ def test_the_benches_flags_do_not_touch_the_trainers():
     assert all(bench.FLAGS is not flags.FLAGS for bench in (accuracy, speed, pipeline))
     assert "protocol" not in flags.FLAGS and flags.FLAGS["data_dir"].default is None
     assert accuracy.FLAGS["data_dir"].default == "../shared/data/cifar10-jpeg"
+
+
+def test_the_memorising_protocol_is_the_cpu_one_without_augmentation_on_500_per_class():
+    args = parse("--protocol=cpu_memorise")
+    assert args.settings == ("uniform40", "flip40", "instance40") and args.train_per_class == 500
+    flags = dict(f[2:].partition("=")[::2] for f in accuracy.protocol_flags(args, "flip40"))
+    assert flags["augment"] == "none" and flags["train_per_class"] == "500"
+    assert int(flags["epochs"]) * 5000 // 100 == accuracy.ITERATIONS  # 80 epochs of 50 steps

@@ -110,7 +110,13 @@ def cpu_epochs(config, setting):
 
 # Settings each protocol runs (digits: ~125 training images per class leave a long
 # tail too few images to measure anything).
-PROTOCOL_SETTINGS = {"cpu": list(SETTINGS), "paper": list(PAPER_FLAGFILES),
+# The memorising CPU regime (cpu_memorise): the cpu protocol without augmentation on 500
+# images per class, where plain training fits every given label (100% by epoch ~27 of 80 at
+# uniform40) and its test accuracy falls from its best epoch; the cpu protocol itself
+# underfits (base ends at ~41% on the given labels).
+MEMORISE_PER_CLASS = 500
+PROTOCOL_SETTINGS = {"cpu": list(SETTINGS), "cpu_memorise": ["uniform40", "flip40", "instance40"],
+                     "paper": list(PAPER_FLAGFILES),
                      "digits": ["uniform40", "uniform60", "flip40"]}
 
 
@@ -144,8 +150,9 @@ def protocol_flags(config, setting):
                 f"--data_dir={config.data_dir}",
                 *([f"--epochs={config.epochs}"] if config.epochs else [])]
     cap = cpu_train_per_class(config, setting)
+    augment = "none" if config.protocol == "cpu_memorise" else "cifar"
     return ["--dataset=folder", f"--data_dir={config.data_dir}", "--model=strided_cnn",
-            "--augment=cifar", *([f"--train_per_class={cap}"] if cap else []),
+            f"--augment={augment}", *([f"--train_per_class={cap}"] if cap else []),
             *([] if _setting_value(setting, "num_meta", None) else [f"--num_meta={NUM_META}"]),
             f"--batch_size={BATCH}",
             f"--epochs={config.epochs or cpu_epochs(config, setting)}", "--lr=0.1",
@@ -238,6 +245,10 @@ def _run_values(run, column):
         return 100 * history["accuracy"][-1] if history.get("accuracy") else None
     if column == "wall":
         return run.get("wall_time_s")
+    if column == "check":
+        return (run.get("weight_check") or {}).get("fit_auc")
+    if column == "issues":
+        return (run.get("label_issues") or {}).get("auc")
     last = _last_histogram(run)  # column == "auc": methods that learn weights only
     if last is None or run["flags"]["method"] not in methods_with_weights():
         return None
@@ -249,6 +260,8 @@ COLUMNS = {  # column -> (title, number format)
     "best": ("Best epoch's test accuracy (%)", "{:.2f}"),
     "train": ("Training accuracy on the given (noisy) labels, last epoch (%)", "{:.1f}"),
     "auc": ("ROC-AUC of the last epoch's target weights, clean vs noisy examples", "{:.3f}"),
+    "check": ("Truth-free check (weight_check_fit_auc, last epoch; trusted at >= 0.6)", "{:.3f}"),
+    "issues": ("Label-issue report's ROC-AUC (label_issues.csv score, noisy vs clean)", "{:.3f}"),
     "wall": ("Wall time of one run (s)", "{:.0f}"),
 }
 
@@ -284,7 +297,8 @@ def _cell(config, runs, column):
 def setting_table(config, results, setting):
     """Markdown table of one setting: methods x every column, mean +- std over seeds."""
     lines = ["| method | final test acc. (%) | best epoch (%) | train acc., given labels (%) "
-             "| weight ROC-AUC | wall time (s) |", "| --- |" + " --- |" * len(COLUMNS)]
+             "| weight ROC-AUC | truth-free check | label-issue ROC-AUC | wall time (s) |",
+             "| --- |" + " --- |" * len(COLUMNS)]
     for method in config.methods:
         runs = [r for r in results.get((setting, method), []) if r]
         lines.append(f"| {method} | " + " | ".join(_cell(config, runs, c) for c in COLUMNS) + " |")
@@ -334,7 +348,9 @@ def curves(config, results):
 
 
 FLAGS = flags.FlagValues()  # the bench's own flags (the trainer's are the global FLAGS)
-flags.DEFINE_enum("protocol", "cpu", list(PROTOCOL_SETTINGS), "cpu: CIFAR-10 JPEGs, strided_cnn; "
+flags.DEFINE_enum("protocol", "cpu", list(PROTOCOL_SETTINGS), "cpu: CIFAR-10 JPEGs, strided_cnn "
+                  "(underfits); cpu_memorise: the same without augmentation on 500 images per "
+                  "class (plain training memorises the noise); "
                   "digits: the default job; paper: the paper's flagfiles (GPUs).",
                   flag_values=FLAGS)
 flags.DEFINE_string("data_dir", "../shared/data/cifar10-jpeg", "Image folder (cpu protocol) or "
@@ -347,8 +363,9 @@ flags.DEFINE_list("settings", None, "Settings (default: every setting of the pro
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.", flag_values=FLAGS)
 flags.DEFINE_integer("epochs", None, "Override the protocol's epochs.", lower_bound=1,
                      flag_values=FLAGS)
-flags.DEFINE_integer("train_per_class", 1000, "cpu protocol: training images per class in the "
-                     "balanced settings.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("train_per_class", None, "cpu protocols: training images per class in the "
+                     f"balanced settings (default: 1000; cpu_memorise: {MEMORISE_PER_CLASS}).",
+                     lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("iterations", ITERATIONS, "cpu protocol: iterations per run (the epochs "
                      "follow).", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_string("output_dir", "bench_results/accuracy",
@@ -379,7 +396,9 @@ def _config_from_flags(values):
     return AccuracyConfig(
         protocol=protocol, data_dir=values.data_dir, methods=tuple(values.methods),
         settings=tuple(settings), seeds=bench.int_list(values, "seeds"), epochs=values.epochs,
-        train_per_class=values.train_per_class, iterations=values.iterations,
+        train_per_class=values.train_per_class or (
+            MEMORISE_PER_CLASS if protocol == "cpu_memorise" else 1000),
+        iterations=values.iterations,
         output_dir=values.output_dir, jobs=values.jobs, report_only=values.report_only)
 
 
