@@ -77,17 +77,30 @@ def test_an_auto_meta_run_chooses_training_examples_and_reports_their_clean_frac
     assert res["meta_optimizer_iterations"] == 3 * summary["steps_per_epoch"]  # epochs 2-4 only
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--meta_source=auto", "--method=base"], "--method=base uses none"),
-    (["--meta_source=auto", "--method=glc"], "--method=glc needs one before training"),
-    (["--meta_warmup_epochs=2"], "--meta_warmup_epochs applies to --meta_source=auto only"),
-    (["--meta_source=auto", "--num_meta=0"], "--num_meta=0 leaves none"),
-    (["--meta_source=auto", "--meta_warmup_epochs=5"], "leaves none of the 2 epochs"),
+@pytest.mark.parametrize("settings, fragment", [
+    ({"meta_source": "auto", "method": "base"}, "--method=base uses none"),
+    ({"meta_source": "auto", "method": "glc"}, "--method=glc needs one before training"),
+    ({"meta_source": "given", "meta_warmup_epochs": 2},
+     "--meta_warmup_epochs applies to --meta_source=auto only"),
 ])
-def test_auto_meta_errors_are_one_line(tmp_path, args, fragment):
-    line = user_error_line(train("--dataset=digits", "--epochs=2", *args,
-                                 f"--output_dir={tmp_path / 'r'}", check=False))
-    assert fragment in line, line
+def test_auto_meta_applies_to_the_bilevel_methods_only(settings, fragment):
+    from gdw_tf.methods.method import METHODS
+    from gdw_tf.train import _check_meta_source
+
+    settings = {"method": "gdw", **settings}
+    with pytest.raises(ValueError, match=fragment):
+        _check_meta_source(settings, METHODS.get(settings["method"]))
+    assert _check_meta_source({"method": "mwnet", "meta_source": "auto"}, METHODS.get("mwnet"))
+
+
+def test_auto_meta_errors_are_one_line_before_anything_is_written(tmp_path):
+    out = tmp_path / "r"
+    line = user_error_line(train("--dataset=digits", "--epochs=2", "--meta_source=auto",
+                                 "--meta_warmup_epochs=5", f"--output_dir={out}", check=False))
+    assert "--meta_warmup_epochs=5 leaves none of the 2 epochs" in line
+    assert os.listdir(out) == [".lock"]
+    with pytest.raises(ValueError, match="--num_meta=0 leaves none"):
+        AutoMetaSchedule.resolve(epochs=3, num_meta=0, num_classes=10)
 
 
 def test_two_replicas_choose_the_same_meta_set_and_train_alike(tmp_path):
