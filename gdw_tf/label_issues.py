@@ -356,7 +356,10 @@ def write_report(out_dir, record, class_names, examples, top=DEFAULT_TOP, signal
 
 def after_training(model, bundle, settings, out_dir, write=True, signal="weight"):
     """The trainer's step after fit: the report files (if `write`), scored by `signal`, and
-    the results.json entry {"label_issues": {...}}; {} for a run without a record."""
+    the results.json entry {"label_issues": {...}}; {} for a run without a record. With
+    known truth the entry also has `auc_by_signal` (signal -> ROC-AUC), which tells a
+    weighting that ignores a separating loss (probability high, weight low) from wrong
+    labels the loss cannot tell apart (both near 0.5)."""
     record = getattr(model, "example_record", None)
     if record is None:
         return {}
@@ -368,6 +371,8 @@ def after_training(model, bundle, settings, out_dir, write=True, signal="weight"
     entry = {"csv": CSV_FILE, "decay": record.decay, "signal": signal}
     if found is not None:
         entry.update(dataclasses.asdict(found))
+        entry["auc_by_signal"] = {s: detection(label_issues(record.arrays(), s)).auc
+                                  for s in SIGNALS}
     return {"label_issues": entry}
 
 

@@ -324,3 +324,5 @@ def test_a_run_whose_weights_fail_the_truth_free_check_warns_and_ranks_by_p_give
     weight_ranked = label_issues.detection_of_scores(
         [float(r["weight_score"]) for r in rows], [r["given_label"] != r["true_label"] for r in rows])
     assert weight_ranked.auc < 0.5  # what the weights alone would have ranked: worse than random
+    assert res["label_issues"]["auc_by_signal"] == pytest.approx(
+        {"weight": weight_ranked.auc, "probability": res["label_issues"]["auc"]})
