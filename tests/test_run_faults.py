@@ -259,19 +259,21 @@ def test_spreadsheet_formula_cells_are_escaped_in_the_csv_reports(tmp_path):
     assert files.spreadsheet_safe("cat") == "cat" and files.spreadsheet_safe("/a/=b") == "/a/=b"
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--method_option=virtual_scope=999"],
-     "--method_option=virtual_scope=999 with --model=small_cnn: virtual_scope=999: the backbone "
-     "has only"),
-    (["--num_meta=100", "--meta_batch_size=100000"],
-     "meta_batch_size=100000 exceeds the 100 meta examples"),
-    (["--meta_batch_size=100000"], "meta_batch_size=100000 exceeds the 100 meta examples"),
-])
-def test_option_errors_come_before_anything_is_written(tmp_path, args, fragment):
+def test_option_errors_come_before_anything_is_written(tmp_path):
     out = tmp_path / "run"
-    line = user_error_line(train(*FAST, "--epochs=1", *args, f"--output_dir={out}", check=False))
-    assert fragment in line, line
+    line = user_error_line(train(*FAST, "--epochs=1", "--method_option=virtual_scope=999",
+                                 f"--output_dir={out}", check=False))
+    assert ("--method_option=virtual_scope=999 with --model=small_cnn: virtual_scope=999: the "
+            "backbone has only") in line, line
     assert sorted(os.listdir(out)) == [".lock"]
+
+
+@pytest.mark.parametrize("num_meta", [100, None])  # explicit, and the dataset's default (100)
+def test_a_meta_batch_larger_than_the_meta_set_is_refused(num_meta):
+    import gdw_tf
+
+    with pytest.raises(ValueError, match="meta_batch_size=100000 exceeds the 100 meta examples"):
+        gdw_tf.data.build("digits", num_meta=num_meta, meta_batch_size=100000)
 
 
 def _run(module, *args):
