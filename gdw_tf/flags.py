@@ -51,7 +51,7 @@ flags.DEFINE_string("model", None, "Backbone: resnet32, resnet18, small_cnn, ...
 flags.DEFINE_string("init_weights", None, "Local weights file for the backbone (.weights.h5 or torchvision "
                     ".npz), or 'none' to train from scratch where the setting expects pretrained weights.")
 
-# Optimisation (reference defaults: ALGORITHM.md).
+# Optimisation (reference defaults: docs/algorithm.md).
 flags.DEFINE_integer("epochs", None, "Training epochs. Default per dataset: 150 digits, "
                      "80 CIFAR, 30 folder, 5 Clothing1M.")
 flags.DEFINE_integer("batch_size", 100, "GLOBAL batch size (split across replicas).")

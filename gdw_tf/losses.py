@@ -1,6 +1,6 @@
 """Losses and weight transforms of Generalized Data Weighting.
 
-Notation (ALGORITHM.md): a batch of n examples, C classes, logits l [n, C],
+Notation (docs/algorithm.md): a batch of n examples, C classes, logits l [n, C],
 p = softmax(l), Y the one-hot labels, omega [n, C] the class-level weights.
 """
 import tensorflow as tf

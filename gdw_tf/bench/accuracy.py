@@ -42,7 +42,7 @@ from gdw_tf.bench import method_variant
 from gdw_tf.diagnostics import binned_auc
 from gdw_tf.label_issues import methods_with_weights
 
-# The paper's ResNet-32 results (ALGORITHM.md / gdw_paper.md Tables 2-4), mean of 5 runs.
+# The paper's ResNet-32 results (its Tables 2-4; docs/algorithm.md), mean of 5 runs.
 PAPER = {
     "uniform40": {"base": 84.38, "mwnet": 86.46, "gdw": 88.14, "l2rw": 84.66, "insw": 84.88,
                   "finetune": 84.73, "coteaching": 85.26, "glc": 86.12, "soft_label": 86.52,

@@ -1,6 +1,6 @@
 """The three-step bi-level loop shared by the meta-learning methods.
 
-One iteration (ALGORITHM.md): (1) forward the training batch once and build
+One iteration (docs/algorithm.md): (1) forward the training batch once and build
 first-stage weights from meta-parameters; (2) a virtual SGD step
 theta_hat = theta - lr * grad, kept differentiable w.r.t. the meta-parameters
 (nested tapes: the inner one gives grad, the outer one records how grad depends
