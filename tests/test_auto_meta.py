@@ -39,11 +39,16 @@ def test_the_schedule_warms_up_then_chooses_every_refresh():
         AutoMetaSchedule.resolve(epochs=3, num_meta=10, num_classes=10, refresh_epochs=0)
 
 
-def test_warm_up_steps_train_exactly_as_plain_cross_entropy_then_meta_steps_follow():
-    """A gdw model moves its backbone as `base` does during its warm-up (no meta batch
-    needed), and runs GDW steps from step warmup_steps on."""
+@pytest.mark.parametrize("method", ["gdw", "soft_label"])
+def test_warm_up_steps_train_exactly_as_plain_cross_entropy_then_meta_steps_follow(method):
+    """A bi-level model moves its backbone as `base` does during its warm-up (no meta batch
+    needed: instance weights 1, or one-hot targets), and runs meta steps from step
+    warmup_steps on."""
     steps = tiny.batches(3, seed=5)
-    plain, warm = tiny.gdw_model("base"), tiny.gdw_model("gdw", warmup_steps=2)
+    for k, (batch, _) in enumerate(steps):
+        batch["index"] = np.arange(k * 6, (k + 1) * 6, dtype="int32")
+    options = {"num_train": 18} if method == "soft_label" else {}
+    plain, warm = tiny.gdw_model("base"), tiny.gdw_model(method, warmup_steps=2, **options)
     for var, value in zip(warm.backbone.weights, plain.backbone.weights):
         var.assign(value)
     train_only = tf.data.Dataset.from_tensor_slices(
@@ -52,6 +57,9 @@ def test_warm_up_steps_train_exactly_as_plain_cross_entropy_then_meta_steps_foll
     warm.fit(train_only, epochs=1, verbose=0)
     for a, b in zip(plain.backbone.weights, warm.backbone.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+    if method == "soft_label":  # its table of smoothing parameters is untouched by warm-up
+        np.testing.assert_array_equal(warm.method.table.numpy(), 0.0)
+        return
     assert int(warm.method.meta_optimizer.iterations.numpy()) == 0
     warm.fit(tiny.paired_dataset(steps[2:]), epochs=1, verbose=0)
     exact = tiny.gdw_model("gdw")

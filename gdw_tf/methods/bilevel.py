@@ -145,6 +145,11 @@ class BilevelMethod(Method):
         """
         return tf.stop_gradient(state.weights)
 
+    def plain_weights(self, logits, batch):
+        """The real step's weights that make `real_losses` plain cross-entropy: every
+        weight 1 (a warm-up step, GDWModel(warmup_steps=...))."""
+        return tf.ones_like(logits[:, :1])
+
     def virtual_losses(self, logits, batch, state):
         """Per-example losses [n] of the virtual step."""
         return class_weighted_cross_entropy(batch["label"], logits, state.weights)
@@ -228,7 +233,7 @@ class BilevelMethod(Method):
             logits = backbone_forward(model, batch["image"])
             n_global = global_batch_size(batch["label"], logits.dtype)
             state = self.first_stage(logits, batch)
-            real_weights = (tf.ones_like(state.weights) if plain
+            real_weights = (self.plain_weights(logits, batch) if plain
                             else self.weights_without_meta(batch, state))
             loss = tf.reduce_sum(self.real_losses(logits, batch, real_weights)) / n_global
         grads = finite_guarded(tape.gradient(loss, theta), loss, "training loss")

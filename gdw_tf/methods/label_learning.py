@@ -89,6 +89,10 @@ class LearnedTargets(BilevelMethod):
     def real_losses(self, logits, batch, weights):
         return soft_target_cross_entropy(weights, logits)
 
+    def plain_weights(self, logits, batch):
+        """One-hot targets of the given labels: soft-target CE is then plain CE."""
+        return tf.one_hot(tf.cast(batch["label"], tf.int32), self.num_classes, dtype=logits.dtype)
+
 
 @register_method("soft_label")
 class SoftLabel(LearnedTargets):
