@@ -209,3 +209,20 @@ def test_the_memorising_protocol_is_the_cpu_one_without_augmentation_on_500_per_
     flags = dict(f[2:].partition("=")[::2] for f in accuracy.protocol_flags(args, "flip40"))
     assert flags["augment"] == "none" and flags["train_per_class"] == "500"
     assert int(flags["epochs"]) * 5000 // 100 == accuracy.ITERATIONS  # 80 epochs of 50 steps
+
+
+def test_the_check_report_counts_agreement_with_the_truth(tmp_path):
+    def run(check, clean, noisy, issues):
+        return {"flags": {"method": "gdw"}, "weight_check": {"fit_auc": check},
+                "label_issues": {"auc": issues},
+                "target_weight_histograms": {"edges": [0, 1, 2],
+                                             "by_epoch": {"0": {"clean": clean, "noisy": noisy}}}}
+    results = {("flip40", "gdw"): [run(0.9, [0, 5], [5, 0], 0.8),    # trusted, separating
+                                   run(0.2, [5, 0], [0, 5], 0.7),    # not trusted, inverted
+                                   run(0.7, [5, 0], [0, 5], 0.6)],   # trusted, inverted
+               ("flip40", "base"): [{"flags": {"method": "base"}}]}
+    table = accuracy.check_report(results)
+    assert "| 3 | 1 | 1 | 0 | 1 |" in table and table.endswith("| 0.600 |")
+    assert accuracy.check_report({("flip40", "base"): [{"flags": {"method": "base"}}]}) == ""
+    config = parse(f"--output_dir={tmp_path}", "--settings=flip40", "--report_only")
+    assert os.path.exists(accuracy.check_figure(config, results))

@@ -39,7 +39,8 @@ from absl import flags
 
 from gdw_tf import bench
 from gdw_tf.bench import method_variant
-from gdw_tf.diagnostics import binned_auc
+from gdw_tf.diagnostics import TRUSTED_FIT_AUC, binned_auc
+from gdw_tf.files import atomic_open, save_figure
 from gdw_tf.label_issues import methods_with_weights
 
 # The paper's ResNet-32 results (its Tables 2-4; docs/algorithm.md), mean of 5 runs.
@@ -325,9 +326,62 @@ def _pyplot():
 
 def _save(config, fig, name):
     fig.tight_layout()
-    path = os.path.join(config.output_dir, name)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, os.path.join(config.output_dir, name), dpi=100)
+
+
+def _check_points(results):
+    """[(setting, method, truth-free check, true weight ROC-AUC, label-issue ROC-AUC)] of every
+    finished run that logged the check (diagnostics.weight_trust) and knows the truth."""
+    points = []
+    for (setting, method), runs in results.items():
+        for run in filter(None, runs):
+            check, truth = _run_values(run, "check"), _run_values(run, "auc")
+            if check is not None and truth is not None:
+                points.append((setting, method, check, truth, _run_values(run, "issues")))
+    return points
+
+
+def check_report(results):
+    """How well the truth-free check predicts whether the weights single out the noisy labels:
+    its agreement with the truth (true weight ROC-AUC >= 0.5) and the correlation, over runs;
+    '' when no run has both."""
+    points = _check_points(results)
+    if not points:
+        return ""
+    check, truth = (np.array([p[i] for p in points]) for i in (2, 3))
+    trusted, separate = check >= TRUSTED_FIT_AUC, truth >= 0.5
+    issues = [p[4] for p in points if p[4] is not None]
+    lowest = f"{min(issues):.3f}" if issues else "-"
+    return "\n".join([
+        "Truth-free check against the truth (every run with both):\n",
+        "| runs | trusted and separating | trusted, not separating | not trusted, separating "
+        "| not trusted, not separating | Pearson r (check, true AUC) | lowest label-issue ROC-AUC |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {len(points)} | {int((trusted & separate).sum())} | {int((trusted & ~separate).sum())} "
+        f"| {int((~trusted & separate).sum())} | {int((~trusted & ~separate).sum())} "
+        f"| {np.corrcoef(check, truth)[0, 1]:.2f} | {lowest} |"])
+
+
+def check_figure(config, results):
+    """The truth-free check against the true weight ROC-AUC, one point per run; None if no
+    run has both."""
+    points = _check_points(results)
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    markers = dict(zip(sorted({p[1] for p in points}), "osD^v<>"))
+    for setting in sorted({p[0] for p in points}):
+        for method, marker in markers.items():
+            xs = [(p[3], p[2]) for p in points if p[0] == setting and p[1] == method]
+            if xs:
+                ax.scatter(*zip(*xs), marker=marker, label=f"{method}, {setting}", alpha=0.8)
+    ax.axhline(TRUSTED_FIT_AUC, color="grey", lw=0.8, ls="--")
+    ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="true ROC-AUC of the weights, clean vs noisy",
+           ylabel="truth-free check (fitted vs unfitted)", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=6)
+    return _save(config, fig, "weight_check.png")
 
 
 def curves(config, results):
@@ -467,8 +521,11 @@ def main(argv):
     for (setting, method, _), result in zip(runs, finished):
         results.setdefault((setting, method), []).append(result)
     md = report(config, results)
-    figures = [curves(config, results), weight_figure(config, results)]
-    with open(os.path.join(config.output_dir, "table.md"), "w") as f:
+    check = check_report(results)
+    md += f"\n\n{check}" if check else ""
+    figures = [curves(config, results), weight_figure(config, results),
+               check_figure(config, results)]
+    with atomic_open(os.path.join(config.output_dir, "table.md")) as f:
         f.write(md + "\n")
     print(md)
     print("\nfigures:", ", ".join(f for f in figures if f))
