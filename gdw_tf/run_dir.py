@@ -117,17 +117,20 @@ def _holder_pid(fd, attempts=20):
     return "unknown"
 
 
-def differing_flags(saved, current):
+def differing_flags(saved, current, defaults=None):
     """Names of the flags whose difference changes the run, sorted.
 
     `saved` / `current`: flag name -> value (defaults resolved). --epochs may
-    grow (the run is extended); the HARMLESS_FLAGS may change freely.
+    grow (the run is extended); the HARMLESS_FLAGS may change freely. A flag
+    missing from `saved` (the run was made before it existed) counts as saved at
+    its value in `defaults` (flag name -> default), else as None.
     """
     differ = []
+    defaults = defaults or {}
     for name in sorted(set(saved) | set(current)):
         if name in HARMLESS_FLAGS:
             continue
-        old, new = saved.get(name), current.get(name)
+        old, new = saved.get(name, defaults.get(name)), current.get(name)
         if name in PATH_FLAGS:
             old, new = (None if v is None else os.path.abspath(os.path.expanduser(v))
                         for v in (old, new))
@@ -138,8 +141,9 @@ def differing_flags(saved, current):
     return differ
 
 
-def check_same_flags(directory, current, force=False):
-    """Compares `current` with the flags saved in `directory` by the run being resumed.
+def check_same_flags(directory, current, force=False, defaults=None):
+    """Compares `current` with the flags saved in `directory` by the run being resumed
+    (`defaults`: as for differing_flags).
 
     Raises UserError listing every differing flag (saved -> now) unless `force`;
     returns that list. Call it only when there is a checkpoint to resume.
@@ -148,7 +152,7 @@ def check_same_flags(directory, current, force=False):
     if not os.path.exists(path):
         return []  # a run made before the flags were saved: nothing to compare
     saved = read_json(path)
-    differ = differing_flags(saved, current)
+    differ = differing_flags(saved, current, defaults)
     if differ and not force:
         listed = ", ".join(f"--{n}={saved.get(n)!r} -> {current.get(n)!r}" for n in differ)
         raise UserError(

@@ -65,6 +65,11 @@ def settings_from_flags():
     return {flag.name: flag.value for flag in FLAGS.get_flags_for_module(gdw_flags)}
 
 
+def flag_defaults():
+    """Every gdw_tf flag's default, by name."""
+    return {flag.name: flag.default for flag in FLAGS.get_flags_for_module(gdw_flags)}
+
+
 def with_dataset_defaults(s):
     """`s` with the flags left unset (None) replaced by the dataset's defaults.
 
@@ -274,7 +279,8 @@ def _run_locked(s, strategy, chief, out_dir, started):
     with run_dir.user_errors():
         resume_from = reporting.latest_intact_checkpoint(out_dir)
         if resume_from:
-            differ = run_dir.check_same_flags(out_dir, s, force=s["resume"] == "force")
+            differ = run_dir.check_same_flags(out_dir, s, force=s["resume"] == "force",
+                                              defaults=flag_defaults())
             if differ:
                 logging.warning("--resume=force: resuming %s despite other flags: %s",
                                 out_dir, ", ".join(differ))

@@ -52,6 +52,9 @@ def test_differing_flags_ignores_harmless_ones_and_longer_runs():
     assert run_dir.differing_flags(saved, {**saved, "epochs": 4, "lr": 0.5, "model": "mlp"}) == [
         "epochs", "lr", "model"]
     assert run_dir.differing_flags(saved, {**saved, "new_flag": 1}) == ["new_flag"]
+    # a run made before a flag existed ran as its default
+    assert run_dir.differing_flags(saved, {**saved, "new_flag": 1}, {"new_flag": 1}) == []
+    assert run_dir.differing_flags(saved, {**saved, "new_flag": 2}, {"new_flag": 1}) == ["new_flag"]
 
 
 def test_check_same_flags_lists_the_differences_unless_forced(tmp_path):
