@@ -218,10 +218,15 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_into_epoch")
         self.saved_record = tf.Variable("", dtype=tf.string, trainable=False, name="run_record")
         self._metric_variables = list(model.metrics_variables)
-        self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=model.optimizer, finished_epochs=self.epoch,
-            steps_into_epoch=self.step, run_record=self.saved_record,
-            metrics=self._metric_variables, **(extra or {}))
+        state = dict(model=model, optimizer=model.optimizer, finished_epochs=self.epoch,
+                     steps_into_epoch=self.step, run_record=self.saved_record, **(extra or {}))
+        # The metric accumulators are saved by name and restored on their own, leniently:
+        # a checkpoint of a release that logged fewer metrics still resumes (the new ones
+        # start from zero) instead of failing on the model's state.
+        self._metrics = {v.path.replace("/", "."): v for v in self._metric_variables}
+        self._state = tf.train.Checkpoint(**state)
+        self._metrics_checkpoint = tf.train.Checkpoint(metrics_by_name=self._metrics)
+        self.checkpoint = tf.train.Checkpoint(**state, metrics_by_name=self._metrics)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(directory, CHECKPOINT_DIR), max_to_keep=max_to_keep)
         self._segment_start = time.time() if started is None else started  # this process's
@@ -237,7 +242,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         if latest is None:
             return 0, 0
         try:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self._state.restore(latest).assert_existing_objects_matched()
+            self._metrics_checkpoint.restore(latest).expect_partial()
         except (AssertionError, ValueError, tf.errors.OpError) as error:
             tf.get_logger().setLevel("ERROR")  # else the unrestored values are listed at exit
             raise UserError(
@@ -355,11 +361,16 @@ class EpochLine(keras.callbacks.Callback):
 
 
 def _write_csv(path, history):
-    """log.csv: one row per epoch, columns epoch and the sorted metric names."""
+    """log.csv: one row per epoch, columns epoch and the sorted metric names. A metric
+    logged only from a later epoch on (a run resumed by a release that logs more) has
+    empty cells before it."""
     keys = sorted(history)
+    epochs = max((len(history[k]) for k in keys), default=0)
     rows = ["epoch," + ",".join(keys)]
-    for i in range(len(history[keys[0]]) if keys else 0):
-        rows.append(f"{i}," + ",".join(repr(history[k][i]) for k in keys))
+    for i in range(epochs):
+        cells = (history[k][i - epochs + len(history[k])] if i >= epochs - len(history[k])
+                 else None for k in keys)
+        rows.append(f"{i}," + ",".join("" if c is None else repr(c) for c in cells))
     with atomic_open(path) as f:
         f.write("\n".join(rows) + "\n")
 

@@ -324,3 +324,33 @@ def test_a_truncated_cache_entry_is_rebuilt_with_a_warning_naming_it(tmp_path, c
     np.testing.assert_array_equal(again["x"], np.arange(1000))
     assert len(calls) == 2 and path in caplog.text and "rebuilding it" in caplog.text
     assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]  # no temporary file left
+
+
+def test_a_checkpoint_of_a_release_that_logged_fewer_metrics_still_resumes(tmp_path):
+    """The metric accumulators are saved by name and restored leniently: a model that logs
+    one more metric resumes a checkpoint without it (the others come back), and log.csv
+    leaves the new metric's earlier cells empty."""
+    import keras
+
+    from tests import tiny
+
+    def model(*metrics):
+        m = tiny.gdw_model("gdw")
+        m.compile(keras.optimizers.SGD(0.1), metrics=["accuracy", *metrics])
+        return m
+
+    old = model()
+    old.fit(tiny.paired_dataset(tiny.batches(2)), epochs=1, verbose=0)
+    saver = reporting.ResumableCheckpoint(str(tmp_path), old, steps_per_epoch=2)
+    saver._save(0, 1, {})
+    accuracy_total = [v for v in old.metrics_variables if v.path == "accuracy/total"][0].numpy()
+    new = model(keras.metrics.MeanSquaredError(name="mse"))
+    resumed = reporting.ResumableCheckpoint(str(tmp_path), new, steps_per_epoch=2)
+    assert resumed.restore(reporting.latest_intact_checkpoint(str(tmp_path))) == (0, 1)
+    restored = {v.path: v.numpy() for v in new.metrics_variables}
+    assert restored["accuracy/total"] == accuracy_total != 0
+
+    from gdw_tf.reporting import _write_csv
+    _write_csv(str(tmp_path / "log.csv"), {"loss": [1.0, 2.0], "new_metric": [0.5]})
+    assert (tmp_path / "log.csv").read_text().splitlines() == [
+        "epoch,loss,new_metric", "0,1.0,", "1,2.0,0.5"]
