@@ -102,14 +102,6 @@ def write_relabel_csv(path, issues, paths, class_names, top):
     return path
 
 
-def _signal(out_dir):
-    """What the run's report was scored by (results.json; "weight" for a run without one)."""
-    path = os.path.join(out_dir, "results.json")
-    if not os.path.exists(path):
-        return "weight"
-    return run_dir.read_json(path).get("label_issues", {}).get("signal", "weight")
-
-
 def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
     """Rewrites OUT_DIR/label_issues.csv/.png (and EXPORT/relabel.csv); returns
     (LabelIssues, Detection or None). Raises run_dir.UserError for bad input."""
@@ -126,8 +118,7 @@ def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
         model = _restored_model(s, bundle, latest)
         examples = label_issues.training_examples(bundle, s)
         issues, found = label_issues.write_report(out_dir, model.example_record,
-                                                  bundle.class_names, examples, top,
-                                                  _signal(out_dir))
+                                                  bundle.class_names, examples, top)
         if export is not None:
             write_relabel_csv(os.path.join(export, RELABEL_FILE), issues, examples.paths,
                               bundle.class_names, top)

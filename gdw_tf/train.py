@@ -354,8 +354,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
     trust = weight_trust(record.history)
     if trust is not None:
         extra["weight_check"] = dataclasses.asdict(trust)
-    signal = "probability" if trust is not None and not trust.trusted else "weight"
-    extra.update(label_issues.after_training(model, bundle, s, out_dir, write=chief, signal=signal))
+    extra.update(label_issues.after_training(model, bundle, s, out_dir, write=chief))
     extra["target_weight_histograms"] = {
         "edges": model.weight_histograms["clean"].edges(),
         "by_epoch": {str(k): v for k, v in sorted(record.histograms.items())}}
@@ -496,8 +495,8 @@ def main(argv):
     if check is not None and not check["trusted"]:
         print(f"gdw_tf.train: warning: the learned weights are not singling out noisy labels "
               f"(truth-free check: they rank the examples the model fits above the others "
-              f"with ROC-AUC {check['fit_auc']:.2f} < {check['threshold']}), so label_issues.csv "
-              "ranks by the predicted probability of the given label instead", file=sys.stderr)
+              f"with ROC-AUC {check['fit_auc']:.2f} < {check['threshold']}); do not rank by "
+              "them (label_issues.csv's score uses p(given label))", file=sys.stderr)
 
 
 if __name__ == "__main__":

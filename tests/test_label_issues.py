@@ -45,14 +45,14 @@ def test_scores_rank_suggest_and_measure_detection():
         target_weight=np.array([1.0, 0.2, 0.6, 0.0, 5.0]), visits=np.array([4, 4, 4, 4, 0]),
         given_label=np.array([0, 1, 1, 0, 1]), true_label=np.array([0, 0, 1, 1, 1]),
         probabilities=np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.5, 0.5]]))
-    issues = label_issues.label_issues(rows)
+    issues = label_issues.label_issues(rows, "weight")
     np.testing.assert_array_equal(issues.index, [3, 1, 2, 0, 4])  # unseen example 4: score 0, last
     np.testing.assert_allclose(issues.score, [1.0, 0.8, 0.4, 0.0, 0.0])
     np.testing.assert_array_equal(issues.suggested_label, [1, 0, 1, 0, 1])
     np.testing.assert_array_equal(issues.rank, [1, 2, 3, 4, 5])
     assert issues.true_label is None  # an unseen example's truth is not recorded
     rows.visits[4] = 1
-    found = label_issues.detection(label_issues.label_issues(rows))
+    found = label_issues.detection(label_issues.label_issues(rows, "weight"))
     assert found.auc == 1.0 and found.noisy == found.flagged == 2
     assert found.precision == found.recall == found.f1 == 1.0
     rows.true_label[:] = -1  # unknown truth (clothing1m): no detection numbers
@@ -177,8 +177,8 @@ def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrit
     assert max(weight_scores) == 1.0 and min(weight_scores) == 0.0
     with open(os.path.join(out, "results.json")) as f:
         entry = json.load(f)["label_issues"]
-    assert scores == (weight_scores if entry["signal"] == "weight" else
-                      pytest.approx([1 - float(r["given_probability"]) for r in rows], abs=2e-6))
+    assert entry["signal"] == "probability"
+    assert scores == pytest.approx([1 - float(r["given_probability"]) for r in rows], abs=2e-6)
     noisy = sum(r["given_label"] != r["true_label"] for r in rows)
     assert entry["noisy"] == noisy > 0 and 0 <= entry["auc"] <= 1
     assert os.path.getsize(os.path.join(out, "label_issues.png")) > 0
@@ -292,8 +292,8 @@ def test_the_probability_signal_ranks_by_the_given_labels_probability_and_keeps_
         target_weight=np.array([0.1, 0.9, 0.5]), visits=np.array([2, 2, 2]),
         given_label=np.array([0, 1, 1]), true_label=np.array([0, 0, 1]),
         probabilities=np.array([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]]))
-    by_weight = label_issues.label_issues(rows)
-    by_probability = label_issues.label_issues(rows, "probability")
+    by_weight = label_issues.label_issues(rows, "weight")
+    by_probability = label_issues.label_issues(rows)  # the report's signal
     np.testing.assert_array_equal(by_weight.index, [0, 2, 1])  # lowest weight first
     np.testing.assert_array_equal(by_probability.index, [1, 2, 0])  # lowest p(given) first
     np.testing.assert_allclose(by_probability.score, [0.7, 0.4, 0.1])
@@ -306,7 +306,7 @@ def test_the_probability_signal_ranks_by_the_given_labels_probability_and_keeps_
         label_issues.label_issues(rows, "loss")
 
 
-def test_a_run_whose_weights_fail_the_truth_free_check_warns_and_ranks_by_p_given(tmp_path):
+def test_a_run_whose_weights_fail_the_truth_free_check_warns_and_its_report_still_holds(tmp_path):
     """MW-Net on the default data inverts its weights (noisy labels weighted above clean)."""
     out = str(tmp_path / "run")
     proc = _run("gdw_tf.train", "--method=mwnet", "--hidden_units=16", "--epochs=8",
@@ -318,6 +318,7 @@ def test_a_run_whose_weights_fail_the_truth_free_check_warns_and_ranks_by_p_give
         res = json.load(f)
     assert res["weight_check"]["trusted"] is False and res["target_weight_auc"] < 0.6
     assert res["label_issues"]["signal"] == "probability" and res["label_issues"]["auc"] > 0.9
+    assert "do not rank by them" in warnings[0]
     rows = _read(os.path.join(out, "label_issues.csv"))
     scores = [float(r["score"]) for r in rows]
     assert scores == pytest.approx([1 - float(r["given_probability"]) for r in rows], abs=2e-6)
