@@ -41,7 +41,7 @@ from gdw_tf import bench
 from gdw_tf.bench import method_variant
 from gdw_tf.diagnostics import TRUSTED_FIT_AUC, binned_auc
 from gdw_tf.files import atomic_open, save_figure
-from gdw_tf.label_issues import methods_with_weights
+from gdw_tf.label_issues import REPORT_SIGNAL, methods_with_weights
 
 # The paper's ResNet-32 results (its Tables 2-4; docs/algorithm.md), mean of 5 runs.
 PAPER = {
@@ -248,8 +248,9 @@ def _run_values(run, column):
         return run.get("wall_time_s")
     if column == "check":
         return (run.get("weight_check") or {}).get("fit_auc")
-    if column == "issues":
-        return (run.get("label_issues") or {}).get("auc")
+    if column == "issues":  # the report's signal (runs of other releases: what they ranked by)
+        entry = run.get("label_issues") or {}
+        return entry.get("auc_by_signal", {}).get(REPORT_SIGNAL, entry.get("auc"))
     last = _last_histogram(run)  # column == "auc": methods that learn weights only
     if last is None or run["flags"]["method"] not in methods_with_weights():
         return None
