@@ -244,6 +244,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         try:
             self._state.restore(latest).assert_existing_objects_matched()
             self._metrics_checkpoint.restore(latest).expect_partial()
+            # The saving checkpoint numbers its files by its own counter: continue it.
+            self.checkpoint.save_counter.assign(self._state.save_counter)
         except (AssertionError, ValueError, tf.errors.OpError) as error:
             tf.get_logger().setLevel("ERROR")  # else the unrestored values are listed at exit
             raise UserError(
