@@ -374,10 +374,11 @@ def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted
 
 
 def test_auto_meta_run_killed_after_its_warm_up_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
-    """--meta_source=auto: the resumed run makes (or reloads) the same meta set choices."""
+    """--meta_source=auto (on instance-dependent noise): the resumed run makes (or reloads)
+    the same meta set choices."""
     args = [*FAST, "--train_per_class=100", "--epochs=3", "--checkpoint_steps=5", "--deterministic",
             "--meta_source=auto", "--meta_warmup_epochs=1", "--meta_refresh_epochs=1",
-            "--num_meta=50"]
+            "--num_meta=50", "--noise_type=instance"]
     a, b = _uninterrupted_and_killed_at_second_checkpoint(   # ckpt-2: the end of the warm-up
         tmp_path, args, r"at epoch [12] of 3")
     assert a["auto_meta"] == b["auto_meta"] and len(a["auto_meta"]["choices"]) == 2
