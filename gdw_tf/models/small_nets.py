@@ -98,13 +98,3 @@ def strided_cnn(num_classes: int = 10, input_shape=CIFAR_SHAPE, init_weights: st
     if init_weights is not None:
         load_init_weights(model, init_weights, formats=("keras",))
     return model
-
-
-@register_model("strided_cnn_wide", default_input_shape=CIFAR_SHAPE)
-def strided_cnn_wide(num_classes: int = 10, input_shape=CIFAR_SHAPE,
-                     init_weights: str | None = None) -> keras.Model:
-    """`strided_cnn` at width 64 (64, 128, 256 channels; 4,096 features into the classifier):
-    enough capacity to memorise a few thousand noisy labels, the CPU protocol's memorising
-    regime (gdw_tf.bench.accuracy --protocol=cpu_memorise)."""
-    return strided_cnn(num_classes, input_shape, init_weights, width=64)
-
