@@ -139,8 +139,11 @@ def test_two_replicas_keep_the_record_of_one(mirrored):
     np.testing.assert_array_equal(one.visits, np.full(24, 2))
     for name in ("visits", "given_label", "true_label"):
         np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
-    np.testing.assert_allclose(one.target_weight, two.target_weight, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(one.probabilities, two.probabilities, rtol=1e-5, atol=1e-6)
+    # GDW's second stage scales g / ||g||_1 by outer_lr = 100, so float32 sums taken in
+    # another order (one device vs two; it depends on the thread split) move a weight by up
+    # to ~1e-4 (seen once in a full idle run: 2.4e-4); a wrong reduction moves it by O(1).
+    np.testing.assert_allclose(one.target_weight, two.target_weight, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(one.probabilities, two.probabilities, rtol=1e-3, atol=1e-3)
     assert np.ptp(one.target_weight) > 0
 
 
