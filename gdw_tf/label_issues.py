@@ -374,8 +374,9 @@ def after_training(model, bundle, settings, out_dir, write=True, signal=REPORT_S
     entry = {"csv": CSV_FILE, "decay": record.decay, "signal": signal}
     if found is not None:
         entry.update(dataclasses.asdict(found))
-        entry["auc_by_signal"] = {s: detection(label_issues(record.arrays(), s)).auc
-                                  for s in SIGNALS}
+        arrays = record.arrays()
+        entry["auc_by_signal"] = {s: found.auc if s == signal else
+                                  detection(label_issues(arrays, s)).auc for s in SIGNALS}
     return {"label_issues": entry}
 
 

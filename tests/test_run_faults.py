@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from gdw_tf import files, reporting
-from gdw_tf.run_dir import UserError
 from tests.tiny import ROOT, subprocess_env, train, user_error_line
 
 FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16", "--train_per_class=20"]
