@@ -60,6 +60,16 @@ class AutoMetaSchedule:
                              f"{epochs} epochs for the meta method; use fewer")
         return schedule
 
+    def check_counts(self, labels, class_names):
+        """Fails (before any training) if a class has fewer than per_class examples with
+        that given label (labels int [N]); the error names the class."""
+        counts = np.bincount(np.asarray(labels), minlength=len(class_names))
+        for name, count in zip(class_names, counts):
+            if count < self.per_class:
+                raise ValueError(f"--meta_source=auto chooses {self.per_class} training examples "
+                                 f"of each class (--num_meta / classes), but class {name!r} has "
+                                 f"{count}; lower --num_meta")
+
     def choice_epochs(self, epochs):
         """The epochs at whose start the meta set is chosen: W, W + R, ... < epochs."""
         return list(range(self.warmup_epochs, epochs, self.refresh_epochs))
@@ -108,26 +118,30 @@ class AutoMetaState(tf.Module):
 def choose(model, bundle, schedule, state, epoch):
     """The meta set in force from `epoch` (a choice epoch): the saved one if it was made
     at `epoch`, else a new choice (stored in `state`). Returns (rows, report or None):
-    report (for a new choice) {epoch, num_meta, per_class counts, clean_fraction
-    (None without known truth), clean_fraction_per_class}."""
+    report (for a new choice) {epoch, num_meta, per_class counts, clean_fraction and
+    clean_fraction_per_class (over the chosen examples whose truth is known, e.g. the
+    Clothing1M training images that also have a clean label; None where none is),
+    truth_known (how many chosen examples that is)}."""
     if int(state.chosen_at.numpy()) == epoch:
         return state.rows.numpy(), None
     labels = bundle.train_labels
     rows = smallest_loss(example_losses(model, bundle.train_in_order, labels), labels,
                          bundle.num_classes, schedule.per_class)
-    if rows.size != state.rows.shape[0]:
-        raise ValueError(f"meta_source=auto: the training set has fewer than "
-                         f"{schedule.per_class} examples of some class; lower --num_meta")
+    if rows.size != state.rows.shape[0]:  # AutoMetaSchedule.check_counts prevents it
+        raise AssertionError(f"chose {rows.size} of {state.rows.shape[0]} meta examples")
     state.rows.assign(rows)
     state.chosen_at.assign(epoch)
     report = {"epoch": int(epoch), "num_meta": int(rows.size),
               "counts": np.bincount(labels[rows], minlength=bundle.num_classes).tolist(),
-              "clean_fraction": None, "clean_fraction_per_class": None}
+              "clean_fraction": None, "clean_fraction_per_class": None, "truth_known": 0}
     truth = bundle.train_true_labels
-    if truth is not None and (truth[rows] >= 0).all():
-        clean = labels[rows] == truth[rows]
-        report["clean_fraction"] = float(clean.mean())
+    if truth is not None:
+        known = rows[truth[rows] >= 0]
+        clean, given = labels[known] == truth[known], labels[known]
+        report["truth_known"] = int(known.size)
+        if known.size:
+            report["clean_fraction"] = float(clean.mean())
         report["clean_fraction_per_class"] = [
-            float(clean[labels[rows] == c].mean()) if (labels[rows] == c).any() else None
+            float(clean[given == c].mean()) if (given == c).any() else None
             for c in range(bundle.num_classes)]
     return rows, report

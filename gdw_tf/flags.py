@@ -34,7 +34,8 @@ flags.DEFINE_enum("meta_source", "given", ["given", "auto"], "Where the meta set
                   "the dataset's clean meta set (held out of the training split before any noise, or "
                   "the release's clean split). auto: no clean set; after a warm-up of plain training "
                   "the --num_meta / C smallest-loss training examples of each class are the meta set, "
-                  "chosen again every --meta_refresh_epochs (bi-level methods; gdw_tf.auto_meta).")
+                  "chosen again every --meta_refresh_epochs (bi-level methods, every dataset; a "
+                  "release's own clean split is then not used; gdw_tf.auto_meta).")
 flags.DEFINE_integer("meta_warmup_epochs", None, "--meta_source=auto: epochs of plain training before "
                      "the first choice (default: a tenth of --epochs, at least 1).")
 flags.DEFINE_integer("meta_refresh_epochs", None, "--meta_source=auto: epochs between choices "

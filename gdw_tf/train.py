@@ -303,6 +303,7 @@ def _run_locked(s, strategy, chief, out_dir, started):
             schedule = auto_meta.AutoMetaSchedule.resolve(
                 s["epochs"], bundle.num_meta, bundle.num_classes, s["meta_warmup_epochs"],
                 s["meta_refresh_epochs"])
+            schedule.check_counts(bundle.train_labels, bundle.class_names)
         elif method_cls.needs_meta and bundle.meta is None:
             raise ValueError(f"--method={s['method']} needs a meta set but --num_meta=0")
         if chief:
@@ -399,10 +400,15 @@ def _auto_meta_batches(model, bundle, schedule, state, record, epoch, step, verb
     if report is not None:
         record.auto_meta.append(report)
         if verbose:
-            clean = report["clean_fraction"]
+            clean, known = report["clean_fraction"], report["truth_known"]
+            if clean is None:
+                truth = ""
+            elif known == report["num_meta"]:
+                truth = f", {clean:.1%} clean"
+            else:
+                truth = f", {clean:.1%} clean of the {known} whose true label is known"
             print(f"meta set chosen at epoch {chosen_at + 1}: {report['num_meta']} smallest-loss "
-                  f"training examples" + (f", {clean:.1%} clean" if clean is not None else ""),
-                  flush=True)
+                  f"training examples{truth}", flush=True)
     first = (epoch - chosen_at) * bundle.steps_per_epoch + step
     return bundle.meta_from_train(rows, first, f"meta_auto_{chosen_at}")
 

@@ -26,6 +26,33 @@ def test_the_smallest_losses_of_each_given_class_are_chosen():
     np.testing.assert_array_equal(smallest_loss(losses, labels, 3, 1), [1, 3, 5])  # tie: lower index
 
 
+def test_a_choice_reports_its_clean_fraction_over_the_examples_whose_truth_is_known():
+    """Partly known truth (Clothing1M: -1 where unknown): the fraction is over the known ones."""
+    import types
+
+    from gdw_tf.auto_meta import AutoMetaState, choose
+    logits = np.log(np.array([[.9, .1], [.6, .4], [.2, .8], [.3, .7], [.5, .5], [.95, .05]]))
+    labels = np.array([0, 0, 1, 1, 1, 0])                      # losses: .11 .51 .22 .36 .69 .05
+    truth = np.array([1, -1, 1, -1, 0, 0])
+
+    class Model:
+        def predict(self, ds, verbose=0):
+            return np.concatenate(list(ds.as_numpy_iterator()))
+    bundle = types.SimpleNamespace(
+        train_labels=labels, train_true_labels=truth, num_classes=2,
+        train_in_order=tf.data.Dataset.from_tensor_slices((logits, labels)).batch(4))
+    schedule = AutoMetaSchedule(warmup_epochs=1, refresh_epochs=1, per_class=2)
+    state = AutoMetaState(4)
+    rows, report = choose(Model(), bundle, schedule, state, 1)
+    np.testing.assert_array_equal(rows, [0, 2, 3, 5])          # 0 and 5 in class 0; 2 and 3 in 1
+    assert report["truth_known"] == 3                           # rows 0, 2, 5 (3 is unknown)
+    assert report["clean_fraction"] == pytest.approx(2 / 3)     # 0 is noisy, 2 and 5 clean
+    assert report["clean_fraction_per_class"] == [0.5, 1.0]
+    assert choose(Model(), bundle, schedule, state, 1) == (pytest.approx(rows), None)  # saved one
+    with pytest.raises(ValueError, match="class 'b' has 1; lower --num_meta"):
+        AutoMetaSchedule(1, 1, 2).check_counts(np.array([0, 0, 1]), ["a", "b"])
+
+
 def test_the_schedule_warms_up_then_chooses_every_refresh():
     schedule = AutoMetaSchedule.resolve(epochs=10, num_meta=20, num_classes=10,
                                         warmup_epochs=2, refresh_epochs=3)

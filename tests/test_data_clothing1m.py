@@ -273,3 +273,55 @@ def test_skip_bad_images_leaves_them_out_and_counts_them(release, tmp_path):
     assert not {r["file_name"].decode() for r in rows} & set(bad)
     images = [image for image, _ in b.meta_once]                         # every kept image decodes
     assert sum(x.shape[0] for x in images) == 25
+
+
+@pytest.fixture(scope="module")
+def auto_bundle(bundle, data_dir):  # after `bundle`, which builds the TFDS dataset
+    return data.build("clothing1m", data_dir=data_dir, batch_size=8, meta_batch_size=4,
+                      meta_source="auto")
+
+
+def test_auto_meta_on_a_stream_addresses_training_records_by_position(auto_bundle, data_dir):
+    from gdw_tf.data import pipeline
+    from gdw_tf.data.sources import SOURCES, SourceOptions
+    b = auto_bundle
+    assert b.meta_source == "auto" and b.meta is None and b.meta_once is None and b.meta_from is None
+    assert b.num_meta == 28                                          # clean_val's 28: a multiple of 14
+    assert b.summary["protocol"]["meta_source"].startswith("auto: ")
+    assert "clean_val split is not used" in b.summary["protocol"]["meta_source"]
+    assert b.summary["counts"]["meta"] is None and b.summary["num_meta"] == 28
+    records = SOURCES.get("clothing1m").load(SourceOptions(data_dir)).records("train")
+    parsed = [records.parse(s) for s in tf.data.TFRecordDataset(list(records.files))]
+    labels = np.array([int(p["label"]) for p in parsed])             # record order, independently
+    np.testing.assert_array_equal(b.train_labels, labels)
+    np.testing.assert_array_equal(b.train_true_labels, [int(p["true_label"]) for p in parsed])
+    in_order = list(b.train_in_order)
+    assert [y.shape[0] for _, y in in_order] == [8] * 7 and in_order[0][0].shape == (8, 224, 224, 3)
+    np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in in_order]), labels)
+    rows = np.array([0, 3, 7, 20, 21, 40, 55])
+    at = pipeline.records_at(records, rows[::-1])                     # in the order asked for
+    assert [int(records.parse(s)["index"]) for s in at] == [int(parsed[r]["index"]) for r in rows[::-1]]
+    with pytest.raises(ValueError, match="distinct"):
+        pipeline.records_at(records, [1, 1])
+    with pytest.raises(ValueError, match=r"in \[0, 56\)"):
+        pipeline.records_at(records, [56])
+
+
+def test_auto_meta_batches_of_a_stream_are_the_chosen_records_and_restart_anywhere(auto_bundle):
+    b = auto_bundle
+    rows = np.flatnonzero(b.train_labels < 7)[:12]                   # any 12 records
+    whole = list(b.meta_from_train(rows, 0, "meta_auto_1").take(9))  # 12 records: 3 batches of 4 an epoch
+    assert whole[0][0].shape == (4, 224, 224, 3)
+    for e in range(3):                                               # each record once an epoch
+        labels = np.concatenate([y.numpy() for _, y in whole[3 * e:3 * e + 3]])
+        assert sorted(labels) == sorted(b.train_labels[rows])
+    _assert_same_batches(whole[4:], list(b.meta_from_train(rows, 4, "meta_auto_1").take(5)))
+    other = list(b.meta_from_train(rows, 0, "meta_auto_2").take(3))  # another choice, another order
+    assert any(not np.array_equal(x.numpy(), y.numpy()) for (x, _), (y, _) in zip(whole, other))
+
+
+@pytest.mark.parametrize("num_meta, match", [(27, "num_meta=27 is not a positive multiple"),
+                                             (0, "num_meta=0 is not a positive multiple")])
+def test_auto_meta_on_a_stream_needs_a_multiple_of_the_classes(bundle, data_dir, num_meta, match):
+    with pytest.raises(ValueError, match=match):
+        data.build("clothing1m", data_dir=data_dir, meta_source="auto", num_meta=num_meta)

@@ -443,3 +443,30 @@ def test_cifar100_gives_the_meta_methods_the_papers_outer_lr_unless_set():
     assert method_options(gdw, bundle, {**unset, "method": "gdw", "outer_lr": 5.0})["outer_lr"] == 5.0
     assert method_options(gdw, bundle, {**unset, "method": "gdw",
                                         "method_option": ["outer_lr=7"]})["outer_lr"] == 7
+
+
+def test_clothing1m_without_its_clean_split_chooses_its_meta_set_from_the_noisy_one(tmp_path):
+    """--meta_source=auto on a streamed release: the meta set is chosen from noisy_train's
+    records (by their loss after the warm-up), clean_val is not read, and the choice's clean
+    fraction is reported over the chosen images whose clean label is known."""
+    release = str(tmp_path / "release")
+    write_clothing1m_release(release, {**C1M_PER_CLASS, "noisy_train": 4})
+    out = str(tmp_path / "run")
+    args = ["--dataset=clothing1m", f"--manual_dir={release}", f"--data_dir={tmp_path / 'tfds'}",
+            "--model=small_cnn", "--init_weights=none", "--epochs=3", "--batch_size=8",
+            "--meta_source=auto", "--meta_warmup_epochs=1", "--meta_refresh_epochs=1", "--verbose=2"]
+    too_many = train(*args, "--num_meta=70", f"--output_dir={tmp_path / 'no'}", check=False)
+    line = user_error_line(too_many)                                  # 5 a class: more than given
+    assert "chooses 5 training examples of each class" in line and "lower --num_meta" in line
+    assert not os.path.exists(tmp_path / "no" / "checkpoints")        # before any training
+    proc = train(*args, "--num_meta=14", f"--output_dir={out}", timeout=600)
+    assert "meta set chosen at epoch 2: 14 smallest-loss training examples" in proc.stdout
+    res = results(out)
+    choices = res["auto_meta"]["choices"]
+    assert [c["epoch"] for c in choices] == [1, 2]
+    for c in choices:
+        assert c["counts"] == [1] * 14 and 0 <= c["truth_known"] <= 14
+        assert (c["clean_fraction"] is None) == (c["truth_known"] == 0)
+    summary = json.load(open(os.path.join(out, "data_summary.json")))
+    assert summary["num_meta"] == 14 and summary["protocol"]["meta_source"].startswith("auto: ")
+    assert "meta_loss" in res["history"] and res["epochs_completed"] == 3

@@ -62,8 +62,10 @@ class DataBundle:
     test:      one pass, not augmented, (image, label), last batch may be smaller.
     train_labels / train_true_labels / train_origin / meta_origin: int64 numpy arrays for
     in-memory sources (origin = position in the source's training split; meta_origin: in
-    its meta split when it gives one), None for streams. train_true_labels is -1 where the
-    truth is unknown; the training batches then have no "true_label".
+    its meta split when it gives one), None for streams (whose meta_source="auto" bundles
+    have train_labels / train_true_labels by record position, the order of train_in_order).
+    train_true_labels is -1 where the truth is unknown; the training batches then have no
+    "true_label".
     train_from(first, last): the training batches of global steps [first, last)
                (step = epoch * steps_per_epoch + batch), elements as `train`; every batch
                is a pure function of the seed and its step, so a run resumed at any
@@ -75,10 +77,12 @@ class DataBundle:
     meta_source: "given" (the dataset's clean meta set: held out, or the release's) or
                "auto" (none given: the trainer chooses training examples as the meta set,
                `gdw_tf.auto_meta`; num_meta is then the number it chooses, meta is None).
-    train_in_order: in-memory sources: one pass over the training examples in index
-               order, unaugmented (the test transform), (image, label) batches with the
-               last one smaller; what a pass computing each example's loss reads.
-    meta_from_train(indices, first, stage): in-memory sources: endless meta batches
+    train_in_order: one pass over the training examples in index order (streams, with
+               meta_source="auto" only: record order), unaugmented (the test transform),
+               (image, label) batches with the last one smaller; what a pass computing each
+               example's loss reads.
+    meta_from_train(indices, first, stage): in-memory sources and meta_source="auto"
+               streams (indices: record positions): endless meta batches
                (elements as `meta`) over the training examples `indices` with their given
                labels, positioned like meta_from (batch k from `first` on is a pure function
                of seed, stage and k), for a meta set chosen from the training data.
@@ -144,9 +148,11 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     the protocol then applies to train only. labels / labels_missing: a file of
     training labels and what to do with images it lacks (folder only, see
     gdw_tf.data.sources.folder).
-    meta_source="auto" (sources the protocol applies to): no meta set is held out; every training
-    example stays noisy training data and num_meta is how many of them the trainer
-    chooses as its meta set (DataBundle.meta_from_train).
+    meta_source="auto" (every source): no meta set is held out and a source's own meta split
+    is not used; every training example stays noisy training data and num_meta is how
+    many of them the trainer chooses as its meta set (DataBundle.meta_from_train;
+    streamed sources: default the release's meta split size, rounded down to a multiple
+    of the classes). A folder with ROOT/meta is refused: it has a clean meta set.
     Every parameter is checked here, once, before any data is read (the protocol's
     by ProtocolConfig; only the num_meta checks that need the class sizes come
     later); errors name the parameter and value.
@@ -156,9 +162,9 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
         raise ValueError(f"unknown meta_source={meta_source!r} (expected one of {', '.join(META_SOURCES)})")
     options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images), labels, labels_missing)
     _check_source_options(spec, options, noise_type=(noise_type, "none"), noise_rate=(noise_rate, 0.0),
-                          imbalance_factor=(imbalance_factor, 1.0), num_meta=(num_meta, None),
-                          train_per_class=(train_per_class, None),
-                          meta_source=(meta_source, "given"))  # first: what this source cannot take
+                          imbalance_factor=(imbalance_factor, 1.0),
+                          num_meta=(num_meta if meta_source == "given" else None, None),
+                          train_per_class=(train_per_class, None))  # first: what this source cannot take
     config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0 if num_meta is None else num_meta,
                             seed, train_per_class)
     batch_size = _check_batch("batch_size", batch_size)
@@ -185,8 +191,9 @@ def _check_source_options(spec: SourceSpec, options: SourceOptions, **protocol):
     if spec.fixed_protocol:
         for name, (value, neutral) in protocol.items():
             if value != neutral:
+                hint = " (or meta_source='auto' to choose one from its training data)" * (name == "num_meta")
                 raise ValueError(f"{name}={value!r} is not supported: {spec.name} has "
-                                 f"{spec.fixed_protocol}; leave {name} unset")
+                                 f"{spec.fixed_protocol}; leave {name} unset{hint}")
     used = spec.options if spec.options is not None else GENERAL_OPTIONS
     for field in dataclasses.fields(SourceOptions):
         value = getattr(options, field.name)
@@ -425,35 +432,69 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
                  batch_size, meta_batch_size, augment, options, check_meta_batch,
-                 auto_meta=False) -> DataBundle:  # auto_meta: streams have a fixed protocol
+                 auto_meta=False) -> DataBundle:
     aug = _augmentation(spec, splits, augment)
     seed, c = config.seed, splits.num_classes
     n, m, num_test = splits.sizes["train"], splits.sizes["meta"], splits.sizes["test"]
+    sizes = dict(splits.sizes)
+    if auto_meta:  # the release's meta split is left unused: the trainer chooses from train
+        del sizes["meta"]
+        m = m // c * c if num_meta is None else num_meta  # default: as many as the release's
+        if not m or m % c:
+            raise ValueError(f"num_meta={m} is not a positive multiple of the number of classes "
+                             f"({c}); meta_source='auto' chooses num_meta / C examples of each class")
     if check_meta_batch:
         _check_meta_batch(meta_batch_size, m)
     steps = _steps(n, batch_size)
-    pipes = _Pipelines(aug, seed, {"train": batch_size, "meta": meta_batch_size}, splits.sizes)
+    pipes = _Pipelines(aug, seed, {"train": batch_size, "meta": meta_batch_size}, sizes)
     roles = pipes.roles(lambda split, role, **kw: pipeline.stream_dataset(
         splits.read(split, role.shuffle, seed),
         shuffle_buffer=min(splits.sizes[split], STREAM_SHUFFLE_BUFFER) if role.shuffle else 0, **kw))
     positional = pipes.positional(
         lambda split, **kw: pipeline.positional_record_dataset(splits.records(split), **kw))
+    meta_source = (f"auto: the smallest-loss training examples of each class, chosen by the trainer "
+                   f"during training (they stay training data; the release's "
+                   f"{splits.split_names['meta']} split is not used)" if auto_meta
+                   else f"the release's {splits.split_names['meta']} split")
     summary = {
         "dataset": spec.name, "num_classes": c, "class_names": splits.class_names,
         "image_shape": aug.output_shape, "stored_image_shape": splits.image_shape,
         "num_train": n, "num_meta": m, "num_test": num_test, "steps_per_epoch": steps,
         "counts": {"train": splits.counts["train"], "train_true": splits.counts["train_true"],
-                   "meta": splits.counts["meta"], "test": splits.counts["test"]},
+                   "meta": None if auto_meta else splits.counts["meta"], "test": splits.counts["test"]},
         "noise": {"rate": None, "expected_rate": None, "transition_matrix": None, **splits.noise},
         "imbalance": {"factor": 1.0, "img_max": None, "target_counts": None, "shortfall": {}},
         "skipped_images": {"count": len(splits.skipped_images), "keys": splits.skipped_images},
         "protocol": {**_protocol_params(spec, config, m, aug, batch_size, meta_batch_size, options,
-                                        f"the release's {splits.split_names['meta']} split"),
+                                        meta_source),
                      "order": [], "splits": splits.split_names},
     }
+    chosen = _stream_choice(splits, aug, seed, batch_size, meta_batch_size) if auto_meta else {}
     return DataBundle(spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c,
                       aug.output_shape, n, m, num_test, batch_size, meta_batch_size, steps,
-                      list(splits.class_names), aug.name, jsonable(summary), **positional)
+                      list(splits.class_names), aug.name, jsonable(summary), **positional,
+                      meta_source="auto" if auto_meta else "given", **chosen)
+
+
+def _stream_choice(splits: StreamSplits, aug, seed, batch_size, meta_batch_size) -> dict:
+    """DataBundle's fields for choosing a meta set from a streamed training split (auto):
+    examples are addressed by record position (the split's records in file order), for
+    train_labels / train_true_labels (read once here, images not decoded), train_in_order
+    and meta_from_train (which reads the chosen records into memory once per choice)."""
+    records = splits.records("train")
+    fields = pipeline.record_fields(records, ("label", "true_label"))
+
+    def meta_from_train(positions, first, stage):
+        chosen = np.asarray(positions, np.int64)
+        return pipeline.positional_serialized_dataset(
+            pipeline.records_at(records, chosen), records.parse, augmentation=aug,
+            batch_size=meta_batch_size, per_epoch=chosen.size, first=first * meta_batch_size,
+            last=None, seed=seed, stage=stage, output=pipeline.as_pair)
+
+    return {"train_labels": fields["label"], "train_true_labels": fields["true_label"],
+            "train_in_order": pipeline.records_in_order(records, augmentation=aug, batch_size=batch_size,
+                                                        output=pipeline.as_pair),
+            "meta_from_train": meta_from_train}
 
 
 _ASSEMBLERS = {ArraySplits: _from_arrays, StreamSplits: _from_stream}

@@ -113,18 +113,40 @@ def positional_array_dataset(images: tf.Tensor, rows: np.ndarray, fields: dict[s
     mid-epoch replays the same examples, order and augmentation.
     Same elements as `array_dataset` (images, rows, fields, output).
     """
-    if per_epoch > len(rows):
-        raise ValueError(f"per_epoch={per_epoch} exceeds the {len(rows)} examples")
+    return _finish(_positioned_ids(len(rows), per_epoch, first, last, seed, stage), augmentation, True,
+                   seed, stage, batch_size, True, _array_loader(images, rows, fields), output,
+                   seeds=_position_seeds(seed, stage, first, last, batch_size))
+
+
+def positional_serialized_dataset(serialized: tf.Tensor, parse: Callable[[object], dict], *,
+                                  augmentation: Augmentation, batch_size: int, per_epoch: int,
+                                  first: int, last: int | None, seed: int, stage: str,
+                                  output: Callable[[dict], object]) -> tf.data.Dataset:
+    """`positional_array_dataset` over encoded records held in memory: serialized string [N]
+    (e.g. `records_at`), each parsed by `parse` (RecordFiles.parse) and decoded per image.
+    Positions, order and augmentation seeds as there; elements as `stream_dataset`'s."""
+    _check_per_image(augmentation)
+    n = int(serialized.shape[0])
+    return _finish(_positioned_ids(n, per_epoch, first, last, seed, stage), augmentation, True,
+                   seed, stage, batch_size, True,
+                   lambda i: _decoded(parse(tf.gather(serialized, i))), output,
+                   seeds=_position_seeds(seed, stage, first, last, batch_size))
+
+
+def _positioned_ids(n: int, per_epoch: int, first: int, last: int | None, seed: int,
+                    stage: str) -> tf.data.Dataset:
+    """int64 example ids of stream positions first, first + 1, ... (< last; None: forever):
+    position p holds index_shuffle(p % per_epoch, seed=(stage seed, p // per_epoch)) of n."""
+    if not 0 < per_epoch <= n:
+        raise ValueError(f"per_epoch={per_epoch} is not in [1, {n}] (the examples)")
     order_seed = tf_seed_for(seed, f"{stage}/position_order")
 
     def example_id(p):
         return tf.random.experimental.index_shuffle(
             p % per_epoch, seed=tf.stack([tf.constant(order_seed, tf.int64), p // per_epoch]),
-            max_index=len(rows) - 1)
+            max_index=n - 1)
 
-    return _finish(_positions(first, last).map(example_id), augmentation, True, seed, stage,
-                   batch_size, True, _array_loader(images, rows, fields), output,
-                   seeds=_position_seeds(seed, stage, first, last, batch_size))
+    return _positions(first, last).map(example_id)
 
 
 def _positions(first: int, last: int | None, step: int = 1) -> tf.data.Dataset:
@@ -220,6 +242,50 @@ def positional_record_dataset(records: RecordFiles, *, augmentation: Augmentatio
     options = tf.data.Options()  # split batches across workers, never files: the order is global
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
+
+
+def records_in_order(records: RecordFiles, *, augmentation: Augmentation, batch_size: int,
+                     output: Callable[[dict], object]) -> tf.data.Dataset:
+    """One pass over a split's records in record order (position 0, 1, ...), each decoded and
+    given the test transform; batches of `batch_size`, the last one smaller."""
+    _check_per_image(augmentation)
+    raw = tf.data.TFRecordDataset(list(records.files))
+    return _finish(raw, augmentation, False, 0, "in_order", batch_size, False,
+                   lambda serialized: _decoded(records.parse(serialized)), output)
+
+
+def record_fields(records: RecordFiles, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """key -> int64 [records.size]: the field of every record, by record position (images
+    are not decoded)."""
+    ds = tf.data.TFRecordDataset(list(records.files)).map(
+        lambda s: {k: tf.cast(records.parse(s)[k], tf.int64) for k in keys}, AUTOTUNE)
+    parts = list(ds.batch(8192).as_numpy_iterator())
+    return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros([0], np.int64)
+            for k in keys}
+
+
+def records_at(records: RecordFiles, positions: np.ndarray) -> tf.Tensor:
+    """string [len(positions)]: the serialized records at `positions` (distinct record
+    positions, in that order), read in one pass over the split."""
+    positions = np.asarray(positions, np.int64)
+    if positions.size and (positions.min() < 0 or positions.max() >= records.size):
+        raise ValueError(f"record positions must be in [0, {records.size}), got "
+                         f"{positions.min()}..{positions.max()}")
+    wanted = np.zeros([records.size], bool)
+    wanted[positions] = True
+    if wanted.sum() != positions.size:
+        raise ValueError("record positions must be distinct")
+    wanted_t = tf.constant(wanted)
+    ds = tf.data.TFRecordDataset(list(records.files)).enumerate().filter(
+        lambda p, s: tf.gather(wanted_t, p)).batch(1024)
+    found, data = [], []
+    for p, s in ds.as_numpy_iterator():
+        found.append(p)
+        data.append(s)
+    found = np.concatenate(found) if found else np.zeros([0], np.int64)
+    data = np.concatenate(data) if data else np.zeros([0], object)
+    by_position = dict(zip(found.tolist(), range(found.size)))
+    return tf.constant(data[[by_position[p] for p in positions.tolist()]], tf.string)
 
 
 def stream_dataset(raw: tf.data.Dataset, *, augmentation: Augmentation, training: bool,
