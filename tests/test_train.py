@@ -459,7 +459,8 @@ def test_clothing1m_without_its_clean_split_chooses_its_meta_set_from_the_noisy_
     line = user_error_line(too_many)                                  # 5 a class: more than given
     assert "chooses 5 training examples of each class" in line and "lower --num_meta" in line
     assert not os.path.exists(tmp_path / "no" / "checkpoints")        # before any training
-    proc = train(*args, "--num_meta=14", f"--output_dir={out}", timeout=600)
+    proc = train(*args, "--num_meta=14", "--strategy=mirrored", "--num_cpu_devices=2",
+                 f"--output_dir={out}", timeout=600)
     assert "meta set chosen at epoch 2: 14 smallest-loss training examples" in proc.stdout
     res = results(out)
     choices = res["auto_meta"]["choices"]
@@ -470,3 +471,16 @@ def test_clothing1m_without_its_clean_split_chooses_its_meta_set_from_the_noisy_
     summary = json.load(open(os.path.join(out, "data_summary.json")))
     assert summary["num_meta"] == 14 and summary["protocol"]["meta_source"].startswith("auto: ")
     assert "meta_loss" in res["history"] and res["epochs_completed"] == 3
+    assert res["num_replicas"] == 2
+
+
+def test_clothing1m_auto_meta_run_killed_mid_choice_epoch_resumes_bit_for_bit(tmp_path):
+    release = str(tmp_path / "release")
+    write_clothing1m_release(release, {**C1M_PER_CLASS, "noisy_train": 4})
+    args = ["--dataset=clothing1m", f"--manual_dir={release}", f"--data_dir={tmp_path / 'tfds'}",
+            "--model=small_cnn", "--init_weights=none", "--epochs=3", "--batch_size=8", "--verbose=0",
+            "--meta_source=auto", "--num_meta=14", "--meta_warmup_epochs=1", "--meta_refresh_epochs=1",
+            "--checkpoint_steps=5", "--deterministic", "--hidden_units=16"]
+    a, b = _uninterrupted_and_killed_at_second_checkpoint(   # ckpt-2: about the first choice
+        tmp_path, args, r"at epoch [12] of 3")
+    assert a["auto_meta"] == b["auto_meta"] and len(a["auto_meta"]["choices"]) == 2
