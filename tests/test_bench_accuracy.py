@@ -214,7 +214,7 @@ def test_the_memorising_protocol_is_the_cpu_one_without_augmentation_on_500_per_
 def test_the_check_report_counts_agreement_with_the_truth(tmp_path):
     def run(check, clean, noisy, issues):
         return {"flags": {"method": "gdw"}, "weight_check": {"fit_auc": check},
-                "label_issues": {"auc": issues},
+                "label_issues": {"auc": issues, "auc_by_signal": {"probability": issues}},
                 "target_weight_histograms": {"edges": [0, 1, 2],
                                              "by_epoch": {"0": {"clean": clean, "noisy": noisy}}}}
     results = {("flip40", "gdw"): [run(0.9, [0, 5], [5, 0], 0.8),    # trusted, separating
@@ -226,3 +226,14 @@ def test_the_check_report_counts_agreement_with_the_truth(tmp_path):
     assert accuracy.check_report({("flip40", "base"): [{"flags": {"method": "base"}}]}) == ""
     config = parse(f"--output_dir={tmp_path}", "--settings=flip40", "--report_only")
     assert os.path.exists(accuracy.check_figure(config, results))
+
+
+def test_runs_made_before_auc_by_signal_get_the_reports_signal_from_their_csv(tmp_path):
+    """Their results.json `auc` ranked by the weights; the table's column must not mix it in."""
+    with open(tmp_path / "label_issues.csv", "w") as f:
+        f.write("index,path,given_label,suggested_label,score,rank,true_label,given_probability\n"
+                "0,,1,0,1.0,1,0,0.9\n1,,1,1,0.5,2,1,0.2\n2,,0,0,0.0,3,1,0.5\n3,,2,2,0.3,4,2,0.8\n")
+    run = {"output_dir": str(tmp_path), "label_issues": {"auc": 0.99, "csv": "label_issues.csv"}}
+    # noisy: rows 0 and 2 (p 0.9, 0.5); clean: rows 1 and 3 (p 0.2, 0.8): 1 of 4 pairs ranked right
+    assert accuracy._run_values(run, "issues") == pytest.approx(0.25)
+    assert accuracy._run_values({"label_issues": {"auc": 0.99}}, "issues") is None  # no CSV: unknown

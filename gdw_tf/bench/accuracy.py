@@ -26,6 +26,7 @@ size) of a small strided CNN, so that the weighting network gets thousands of
 Adam steps, as in the paper's runs (which give it ~40,000).
 """
 import concurrent.futures
+import csv
 import dataclasses
 import json
 import os
@@ -41,7 +42,7 @@ from gdw_tf import bench
 from gdw_tf.bench import method_variant
 from gdw_tf.diagnostics import TRUSTED_FIT_AUC, binned_auc
 from gdw_tf.files import atomic_open, save_figure
-from gdw_tf.label_issues import REPORT_SIGNAL, methods_with_weights
+from gdw_tf.label_issues import REPORT_SIGNAL, detection_of_scores, methods_with_weights
 
 # The paper's ResNet-32 results (its Tables 2-4; docs/algorithm.md), mean of 5 runs.
 PAPER = {
@@ -232,7 +233,7 @@ def run_one(config, setting, method, seed):
                 print(f"FAILED ({out}):\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
             return None
     with open(path) as f:
-        return json.load(f)
+        return {**json.load(f), "output_dir": out}
 
 
 def _run_values(run, column):
@@ -248,13 +249,33 @@ def _run_values(run, column):
         return run.get("wall_time_s")
     if column == "check":
         return (run.get("weight_check") or {}).get("fit_auc")
-    if column == "issues":  # the report's signal (runs of other releases: what they ranked by)
+    if column == "issues":  # the report's signal
         entry = run.get("label_issues") or {}
-        return entry.get("auc_by_signal", {}).get(REPORT_SIGNAL, entry.get("auc"))
+        if "auc_by_signal" in entry:
+            return entry["auc_by_signal"].get(REPORT_SIGNAL)
+        return _probability_auc_from_csv(run, entry)  # runs of other releases ranked by weight
     last = _last_histogram(run)  # column == "auc": methods that learn weights only
     if last is None or run["flags"]["method"] not in methods_with_weights():
         return None
     return binned_auc(last[1]["clean"], last[1]["noisy"])
+
+
+def _probability_auc_from_csv(run, entry):
+    """ROC-AUC of the report's signal (1 - averaged p(given label)), noisy vs clean, from a
+    run's label_issues.csv: for runs made before results.json had `auc_by_signal` (their
+    `score` column ranked by the weights, but the CSV has given_probability and true_label).
+    None without the file or the truth."""
+    path = os.path.join(run.get("output_dir", ""), entry.get("csv") or "label_issues.csv")
+    if REPORT_SIGNAL != "probability" or not os.path.exists(path):
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "given_probability" not in rows[0] or any(r["true_label"] == "" for r in rows):
+        return None
+    score = [1.0 - float(r["given_probability"]) for r in rows]
+    noisy = [r["given_label"] != r["true_label"] for r in rows]
+    found = detection_of_scores(score, noisy)
+    return None if found is None else found.auc
 
 
 COLUMNS = {  # column -> (title, number format)
