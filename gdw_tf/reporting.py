@@ -242,7 +242,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         if latest is None:
             return 0, 0
         try:
-            self._state.restore(latest).assert_existing_objects_matched()
+            # The file also holds metrics_by_name, restored below: expect_partial keeps TF
+            # from listing those values as unrestored when the status is collected.
+            self._state.restore(latest).assert_existing_objects_matched().expect_partial()
             self._metrics_checkpoint.restore(latest).expect_partial()
             # The saving checkpoint numbers its files by its own counter: continue it.
             self.checkpoint.save_counter.assign(self._state.save_counter)

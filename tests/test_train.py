@@ -402,6 +402,7 @@ def _uninterrupted_and_killed_at_second_checkpoint(tmp_path, args, resumed_at):
     proc.wait()
     again = train(*args, f"--output_dir={cut}")
     assert re.search(resumed_at, again.stdout), again.stdout  # mid-epoch
+    assert "unrestored values" not in again.stderr and "could not be found" not in again.stderr
     a, b = results(whole), results(cut)
     assert a["history"] == b["history"]
     tensors_a, tensors_b = _checkpoint_tensors(whole), _checkpoint_tensors(cut)
