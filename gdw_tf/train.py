@@ -11,6 +11,10 @@ log.csv, TensorBoard summaries, data_summary.json, results.json and PNG figures.
 The directory is locked while a run uses it. Bad input and a diverging run end
 with one line on stderr and exit status 2 (--traceback shows the traceback).
 """
+if __name__ == "__main__":  # before anything loads TensorFlow: no start-up log lines
+    from gdw_tf import tf_startup
+    tf_startup.quiet()
+
 import ast
 import contextlib
 import dataclasses

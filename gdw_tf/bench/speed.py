@@ -24,6 +24,10 @@ allocator peak on GPU). --memory_batches measures it at several batch sizes
 (training and meta batch alike) and fits peak = fixed + per_example * batch,
 which projects the memory of larger batches (see the README's memory plan).
 """
+if __name__ == "__main__":  # before anything loads TensorFlow: no start-up log lines
+    from gdw_tf import tf_startup
+    tf_startup.quiet()
+
 import dataclasses
 import json
 import os
