@@ -52,7 +52,7 @@ class DatasetDefaults:
 SYNTHETIC_NOISE_RATE = 0.4
 # digits runs 150 epochs (1,800 iterations): long enough for the weighting network to
 # learn and for plain training to memorise the noisy labels, the regime GDW is for
-# (README, "The embedded default").
+# (docs/evidence.md, "The embedded default").
 DATASET_DEFAULTS = {"digits": DatasetDefaults("small_cnn", 0.05, 150),
                     "cifar10": DatasetDefaults("resnet32", 0.1, 80),
                     "cifar100": DatasetDefaults("resnet32", 0.1, 80,
@@ -112,7 +112,7 @@ def check_before_build(s, model_name):
         if defaults.pretrained and model_name == defaults.model:
             message = (f"--dataset={s['dataset']} without --init_weights trains {model_name} from "
                        "scratch, not from the paper's ImageNet-pretrained weights; pass "
-                       "--init_weights=resnet18.npz (README: Pretrained weights), or "
+                       "--init_weights=resnet18.npz (docs/clothing1m.md: Pretrained weights), or "
                        f"--init_weights={NO_INIT_WEIGHTS} to train from scratch without this warning")
             logging.warning(message)
         return None
