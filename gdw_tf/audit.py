@@ -11,6 +11,10 @@ checkpoint. --export writes the top suspects (path, given and suggested class
 names, score, rank) as a CSV for relabelling; the dataset itself is never
 touched. Bad input ends with one line on stderr and exit status 2.
 """
+if __name__ == "__main__":  # before anything loads TensorFlow: no start-up log lines
+    from gdw_tf import tf_startup
+    tf_startup.quiet()
+
 import csv
 import os
 import sys

@@ -17,7 +17,7 @@ can invert (rank clean labels first), and a ranking by them is then worse than r
 (ROC-AUC 0.007 for MW-Net on the default data), while the averaged p(given label) of
 the same run never fell below 0.65 in the measurements the choice was made on, and
 ranked as well or better than the weights in 7 of 8 of them (the digits runs and the
-CPU label-issue bench of README "When the weights can be trusted"; made before the CPU
+CPU label-issue bench of docs/evidence.md, "When the weights can be trusted"; made before the CPU
 tables that test it).
 
 The average: after v visits of an example its row moves towards the new value

@@ -11,6 +11,10 @@ log.csv, TensorBoard summaries, data_summary.json, results.json and PNG figures.
 The directory is locked while a run uses it. Bad input and a diverging run end
 with one line on stderr and exit status 2 (--traceback shows the traceback).
 """
+if __name__ == "__main__":  # before anything loads TensorFlow: no start-up log lines
+    from gdw_tf import tf_startup
+    tf_startup.quiet()
+
 import ast
 import contextlib
 import dataclasses
@@ -48,7 +52,7 @@ class DatasetDefaults:
 SYNTHETIC_NOISE_RATE = 0.4
 # digits runs 150 epochs (1,800 iterations): long enough for the weighting network to
 # learn and for plain training to memorise the noisy labels, the regime GDW is for
-# (README, "The embedded default").
+# (docs/evidence.md, "The embedded default").
 DATASET_DEFAULTS = {"digits": DatasetDefaults("small_cnn", 0.05, 150),
                     "cifar10": DatasetDefaults("resnet32", 0.1, 80),
                     "cifar100": DatasetDefaults("resnet32", 0.1, 80,
@@ -108,7 +112,7 @@ def check_before_build(s, model_name):
         if defaults.pretrained and model_name == defaults.model:
             message = (f"--dataset={s['dataset']} without --init_weights trains {model_name} from "
                        "scratch, not from the paper's ImageNet-pretrained weights; pass "
-                       "--init_weights=resnet18.npz (README: Pretrained weights), or "
+                       "--init_weights=resnet18.npz (docs/clothing1m.md: Pretrained weights), or "
                        f"--init_weights={NO_INIT_WEIGHTS} to train from scratch without this warning")
             logging.warning(message)
         return None

@@ -25,6 +25,10 @@ cheap iterations (ITERATIONS per run; the epochs follow from the training-set
 size) of a small strided CNN, so that the weighting network gets thousands of
 Adam steps, as in the paper's runs (which give it ~40,000).
 """
+if __name__ == "__main__":  # before anything loads TensorFlow: no start-up log lines
+    from gdw_tf import tf_startup
+    tf_startup.quiet()
+
 import concurrent.futures
 import csv
 import dataclasses

@@ -26,6 +26,10 @@ find_label_issues, how many it flags and their precision and recall; wall time.
 Each (setting, seed) is one process per side, reused when finished (with the
 same flags), so an interrupted bench continues where it stopped.
 """
+if __name__ == "__main__":  # before anything loads TensorFlow: no start-up log lines
+    from gdw_tf import tf_startup
+    tf_startup.quiet()
+
 import concurrent.futures
 import dataclasses
 import importlib.util

@@ -8,6 +8,10 @@ examples/second. Each pass is one epoch: shuffle, gather, augment, batch.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # before anything loads TensorFlow: no start-up log lines
+    from gdw_tf import tf_startup
+    tf_startup.quiet()
+
 import dataclasses
 import json
 import sys

@@ -22,8 +22,12 @@ top (as in the accuracy bench), so variants are timed in one round-robin. Peak m
 per method in a process of its own (process RSS on CPU, TensorFlow's
 allocator peak on GPU). --memory_batches measures it at several batch sizes
 (training and meta batch alike) and fits peak = fixed + per_example * batch,
-which projects the memory of larger batches (see the README's memory plan).
+which projects the memory of larger batches (docs/clothing1m.md, "Memory plan").
 """
+if __name__ == "__main__":  # before anything loads TensorFlow: no start-up log lines
+    from gdw_tf import tf_startup
+    tf_startup.quiet()
+
 import dataclasses
 import json
 import os
