@@ -28,6 +28,7 @@ def _finished_run(tmp_path, args, method="gdw", **changed):
             flags[name] = value
     # As gdw_tf.train stores them: typed values, the data directory as given elsewhere.
     flags.update(epochs=int(flags["epochs"]), train_per_class=int(flags["train_per_class"]),
+                 num_meta=int(flags["num_meta"]), batch_size=int(flags["batch_size"]),
                  noise_rate=float(flags["noise_rate"]), lr=float(flags["lr"]), seed=0,
                  data_dir=os.path.abspath(flags["data_dir"]))
     flags.update(changed)
@@ -66,6 +67,17 @@ def test_a_finished_run_with_other_flags_is_refused(tmp_path):
     args = _args(tmp_path)
     _finished_run(tmp_path, args, epochs=10)
     with pytest.raises(SystemExit, match=r"--epochs=10.*--epochs=40.*--output_dir"):
+        accuracy.run_one(args, "uniform40", "gdw", 0)
+
+
+def test_a_finished_run_is_compared_with_the_values_the_trainer_parses(tmp_path):
+    args = _args(tmp_path)
+    _finished_run(tmp_path, args, lr=0.10000, verbose=2)  # harmless flags may differ
+    assert accuracy.run_one(args, "uniform40", "gdw", 0)["final_accuracy"] == 40.0
+    # A run made with a method option is not the bare method's run.
+    os.rename(tmp_path / "uniform40_gdw_seed0", tmp_path / "kept")
+    _finished_run(tmp_path, args, method_option=["meta_interval=2"])
+    with pytest.raises(SystemExit, match=r"--method_option=meta_interval=2.*--method_option=\(none\)"):
         accuracy.run_one(args, "uniform40", "gdw", 0)
 
 
