@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from gdw_tf import bench
 from gdw_tf.bench import accuracy
 from gdw_tf.diagnostics import binned_auc
 
@@ -102,7 +103,7 @@ def test_weight_figure_shows_only_learned_weights_that_vary(tmp_path):
 def test_a_mixed_table_is_refused_before_any_run_starts(tmp_path, monkeypatch):
     _finished_run(tmp_path, _args(tmp_path), epochs=10)  # seed 0, other flags
     started = []
-    monkeypatch.setattr(accuracy.subprocess, "run", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: started.append(a))
     with pytest.raises(SystemExit, match="--epochs=10"):
         accuracy.main(["accuracy", f"--output_dir={tmp_path}", "--seeds=1,0", "--methods=gdw",
                        "--settings=uniform40", "--jobs=1"])
@@ -238,3 +239,25 @@ def test_the_check_report_counts_agreement_with_the_truth(tmp_path):
     assert accuracy.check_report({("flip40", "base"): [{"flags": {"method": "base"}}]}) == ""
     config = parse(f"--output_dir={tmp_path}", "--settings=flip40", "--report_only")
     assert os.path.exists(accuracy.check_figure(config, results))
+
+
+def test_the_benches_launch_children_with_silenced_logs_and_shared_cores(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, env, **kwargs: seen.append((cmd, env)))
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    bench.run_module("gdw_tf.train", ["--seed=1"])
+    bench.run_module("gdw_tf.train", ["--seed=2"], jobs=3)
+    (cmd, alone), (_, shared) = seen
+    assert cmd[1:] == ["-m", "gdw_tf.train", "--seed=1"] and alone["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert "TF_NUM_INTRAOP_THREADS" not in alone
+    assert shared["TF_NUM_INTRAOP_THREADS"] == shared["TF_NUM_INTEROP_THREADS"] == "2"
+    assert capsys.readouterr().out == ""  # without an output directory, nothing is printed
+
+
+def test_a_launched_child_that_fails_is_reported_with_its_stderr(capsys):
+    proc = bench.run_module("gdw_tf.no_such_module", [], out="somewhere")
+    assert proc.returncode != 0
+    printed = capsys.readouterr()
+    assert printed.out.startswith("running: -m gdw_tf.no_such_module")
+    assert "FAILED (somewhere):" in printed.err and "No module named" in printed.err

@@ -30,9 +30,7 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
 import sys
-import threading
 
 import numpy as np
 from absl import flags
@@ -200,9 +198,6 @@ def _check_same_flags(path, wanted):
                          "the old runs) instead of mixing protocols in one table")
 
 
-_PRINT_LOCK = threading.Lock()
-
-
 def run_dir(config, setting, method, seed):
     """The output directory of one run; `method` is a --methods entry."""
     return os.path.join(config.output_dir, f"{setting}_{method_dir_name(method)}_seed{seed}")
@@ -226,17 +221,8 @@ def run_one(config, setting, method, seed):
     else:
         if config.report_only:
             return None
-        cmd = [sys.executable, "-m", "gdw_tf.train", *wanted, f"--output_dir={out}"]
-        with _PRINT_LOCK:
-            print("running:", " ".join(cmd[1:]), flush=True)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        if config.jobs > 1:  # share the cores between the concurrent runs
-            threads = str(max(1, (os.cpu_count() or 1) // config.jobs))
-            env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads)
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        proc = bench.run_module("gdw_tf.train", [*wanted, f"--output_dir={out}"], config.jobs, out)
         if proc.returncode != 0:
-            with _PRINT_LOCK:
-                print(f"FAILED ({out}):\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
             return None
     with open(path) as f:
         return json.load(f)
