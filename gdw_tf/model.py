@@ -4,7 +4,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from gdw_tf import diagnostics
+from gdw_tf import diagnostics, keras_internals
 from gdw_tf.label_issues import DEFAULT_DECAY, ExampleRecord
 from gdw_tf.data.pipeline import split_batch
 from gdw_tf.metrics import Histogram, WeightSeparation
@@ -25,7 +25,7 @@ def _checked_labels(labels, num_classes, what):
 
 
 @keras.saving.register_keras_serializable(package="gdw_tf")
-class GDWModel(keras.Model):
+class GDWModel(keras_internals.PrebuiltModel):
     """Wraps a logits classifier and trains it with GDW, MWNet or another method.
 
     `call` returns the backbone's logits, so `predict`, `evaluate`, `save` and
@@ -129,23 +129,14 @@ class GDWModel(keras.Model):
                 stacklevel=2)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         # Create all state now, outside replica contexts: the optimizer only
-        # for the backbone (not the method's meta-parameters) and the metrics.
+        # for the backbone (not the method's meta-parameters) and the metrics
+        # (then `fit` skips Keras' symbolic build: PrebuiltModel).
         with self.distribute_strategy.scope():
             if self.backbone.built:
                 self.optimizer.build(self.backbone.trainable_variables)
-            if self._compile_metrics is not None and not self._compile_metrics.built:
-                self._compile_metrics.build(
-                    keras.KerasTensor((None,), "int32"),
-                    keras.KerasTensor((None, self.num_classes), "float32"))
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # compile() already built every piece of state. Keras would otherwise
-        # pull a batch and `strategy.reduce` it, which fails for dict batches
-        # under MultiWorkerMirroredStrategy.
-        metrics_built = self._compile_metrics is None or self._compile_metrics.built
-        if self.built and self.optimizer.built and metrics_built:
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+            keras_internals.build_compiled_metrics(
+                self, keras.KerasTensor((None,), "int32"),
+                keras.KerasTensor((None, self.num_classes), "float32"))
 
     def compile_from_config(self, config):
         # Keras skips models that override `compile`; this one only adds checks.
@@ -173,8 +164,8 @@ class GDWModel(keras.Model):
                 f"{self.steps_per_execution}")
         super().make_train_function(force=True)
         meta_steps = self.train_function
-        other_steps = self._make_function(self.train_step_without_meta)
-        warmup_steps = self._make_function(self.train_step_warmup)
+        other_steps = keras_internals.step_function(self, self.train_step_without_meta)
+        warmup_steps = keras_internals.step_function(self, self.train_step_warmup)
 
         def train_function(iterator):
             step = int(self.optimizer.iterations.numpy())
@@ -212,9 +203,7 @@ class GDWModel(keras.Model):
         self._apply_backbone_gradients(out.grads)
 
         labels = batch["label"]
-        self._loss_tracker.update_state(cross_entropy(labels, out.logits))
-        if self._compile_metrics is not None:
-            self._compile_metrics.update_state(labels, out.logits)
+        keras_internals.loss_tracker(self).update_state(cross_entropy(labels, out.logits))
         if out.meta_loss is not None:
             self.meta_loss_tracker.update_state(out.meta_loss * num_replicas())
         for name, (values, weights) in out.diagnostics.items():
@@ -233,15 +222,15 @@ class GDWModel(keras.Model):
             clean, noisy = diagnostics.clean_and_noisy(labels, batch["true_label"])
             self.weight_histograms["clean"].update_state(omega_t, clean)
             self.weight_histograms["noisy"].update_state(omega_t, noisy)
-        return self._train_logs(out, with_meta_loss=out.meta_loss is not None or not meta_step)
+        with_meta_loss = out.meta_loss is not None or not meta_step
+        logged = [*(["meta_loss"] if with_meta_loss else []), *out.diagnostics, *self.weight_checks]
+        return self._logs(batch["image"], labels, out.logits, logged)
 
     def test_step(self, data):
         batch, _ = split_batch(data, needs_meta=False)
         logits = tf.cast(self(batch["image"], training=False), "float32")
-        self._loss_tracker.update_state(cross_entropy(batch["label"], logits))
-        if self._compile_metrics is not None:
-            self._compile_metrics.update_state(batch["label"], logits)
-        return self._for_keras_reduction(self._evaluation_results())
+        keras_internals.loss_tracker(self).update_state(cross_entropy(batch["label"], logits))
+        return self._logs(batch["image"], batch["label"], logits)
 
     def get_config(self):
         return {"backbone": keras.saving.serialize_keras_object(self.backbone),
@@ -273,23 +262,16 @@ class GDWModel(keras.Model):
         grads = finite_guarded(grads, tf.linalg.global_norm(grads), "gradient")
         self.optimizer.apply_gradients(zip(grads, theta))
 
-    def _evaluation_results(self):
-        """Loss and compiled metrics (accuracy, ...) as a flat dict."""
-        results = {"loss": self._loss_tracker.result()}
-        if self._compile_metrics is not None:
-            results.update(self._compile_metrics.result())
-        return results
-
-    def _train_logs(self, out, with_meta_loss):
-        """Results of the metrics this step updates (none that stay empty)."""
-        results = self._evaluation_results()
-        if with_meta_loss:
-            results["meta_loss"] = self.meta_loss_tracker.result()
-        for name in out.diagnostics:
-            results[name] = self.diagnostic_trackers[name].result()
-        for name, check in self.weight_checks.items():
-            results[name] = check.result()
-        return self._for_keras_reduction(results)
+    def _logs(self, x, labels, logits, logged=()):
+        """Updates the compiled metrics (accuracy, ...) and returns the step's logs: the
+        results of Keras' metrics (loss, compiled ones) and of this model's own metrics
+        named in `logged` (those the step updates; none that stay empty)."""
+        results = self.compute_metrics(x, labels, logits)
+        own = [self.meta_loss_tracker, *self.diagnostic_trackers.values(),
+               *self.weight_checks.values(), *self.weight_histograms.values()]
+        unlogged = {metric.name for metric in own} - set(logged)
+        return self._for_keras_reduction(
+            {name: value for name, value in results.items() if name not in unlogged})
 
     def _for_keras_reduction(self, logs):
         """Under MultiWorkerMirroredStrategy Keras reduces logs with

@@ -117,11 +117,12 @@ def _holder_pid(fd, attempts=20):
     return "unknown"
 
 
-def differing_flags(saved, current, defaults=None):
+def differing_flags(saved, current, defaults=None, epochs_may_grow=True):
     """Names of the flags whose difference changes the run, sorted.
 
     `saved` / `current`: flag name -> value (defaults resolved). --epochs may
-    grow (the run is extended); the HARMLESS_FLAGS may change freely. A flag
+    grow (the run is extended) unless `epochs_may_grow` is False; the
+    HARMLESS_FLAGS may change freely. A flag
     missing from `saved` (the run was made before it existed) counts as saved at
     its value in `defaults` (flag name -> default), else as None.
     """
@@ -134,7 +135,8 @@ def differing_flags(saved, current, defaults=None):
         if name in PATH_FLAGS:
             old, new = (None if v is None else os.path.abspath(os.path.expanduser(v))
                         for v in (old, new))
-        if name == "epochs" and old is not None and new is not None and new >= old:
+        if (name == "epochs" and epochs_may_grow and old is not None and new is not None
+                and new >= old):
             continue
         if old != new:
             differ.append(name)

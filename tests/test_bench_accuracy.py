@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from gdw_tf import bench
 from gdw_tf.bench import accuracy
 from gdw_tf.diagnostics import binned_auc
 
@@ -28,6 +29,7 @@ def _finished_run(tmp_path, args, method="gdw", **changed):
             flags[name] = value
     # As gdw_tf.train stores them: typed values, the data directory as given elsewhere.
     flags.update(epochs=int(flags["epochs"]), train_per_class=int(flags["train_per_class"]),
+                 num_meta=int(flags["num_meta"]), batch_size=int(flags["batch_size"]),
                  noise_rate=float(flags["noise_rate"]), lr=float(flags["lr"]), seed=0,
                  data_dir=os.path.abspath(flags["data_dir"]))
     flags.update(changed)
@@ -69,6 +71,17 @@ def test_a_finished_run_with_other_flags_is_refused(tmp_path):
         accuracy.run_one(args, "uniform40", "gdw", 0)
 
 
+def test_a_finished_run_is_compared_with_the_values_the_trainer_parses(tmp_path):
+    args = _args(tmp_path)
+    _finished_run(tmp_path, args, lr=0.10000, verbose=2)  # harmless flags may differ
+    assert accuracy.run_one(args, "uniform40", "gdw", 0)["final_accuracy"] == 40.0
+    # A run made with a method option is not the bare method's run.
+    os.rename(tmp_path / "uniform40_gdw_seed0", tmp_path / "kept")
+    _finished_run(tmp_path, args, method_option=["meta_interval=2"])
+    with pytest.raises(SystemExit, match=r"--method_option=meta_interval=2.*--method_option=\(none\)"):
+        accuracy.run_one(args, "uniform40", "gdw", 0)
+
+
 def test_weight_figure_shows_only_learned_weights_that_vary(tmp_path):
     args = _args(tmp_path, methods="base,class_balanced,gdw")
     edges = [0.0, 0.5, 1.0, 1.5, 2.0]  # 4 bins
@@ -90,7 +103,7 @@ def test_weight_figure_shows_only_learned_weights_that_vary(tmp_path):
 def test_a_mixed_table_is_refused_before_any_run_starts(tmp_path, monkeypatch):
     _finished_run(tmp_path, _args(tmp_path), epochs=10)  # seed 0, other flags
     started = []
-    monkeypatch.setattr(accuracy.subprocess, "run", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: started.append(a))
     with pytest.raises(SystemExit, match="--epochs=10"):
         accuracy.main(["accuracy", f"--output_dir={tmp_path}", "--seeds=1,0", "--methods=gdw",
                        "--settings=uniform40", "--jobs=1"])
@@ -237,3 +250,25 @@ def test_runs_made_before_auc_by_signal_get_the_reports_signal_from_their_csv(tm
     # noisy: rows 0 and 2 (p 0.9, 0.5); clean: rows 1 and 3 (p 0.2, 0.8): 1 of 4 pairs ranked right
     assert accuracy._run_values(run, "issues") == pytest.approx(0.25)
     assert accuracy._run_values({"label_issues": {"auc": 0.99}}, "issues") is None  # no CSV: unknown
+
+
+def test_the_benches_launch_children_with_silenced_logs_and_shared_cores(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, env, **kwargs: seen.append((cmd, env)))
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    bench.run_module("gdw_tf.train", ["--seed=1"])
+    bench.run_module("gdw_tf.train", ["--seed=2"], jobs=3)
+    (cmd, alone), (_, shared) = seen
+    assert cmd[1:] == ["-m", "gdw_tf.train", "--seed=1"] and alone["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert "TF_NUM_INTRAOP_THREADS" not in alone
+    assert shared["TF_NUM_INTRAOP_THREADS"] == shared["TF_NUM_INTEROP_THREADS"] == "2"
+    assert capsys.readouterr().out == ""  # without an output directory, nothing is printed
+
+
+def test_a_launched_child_that_fails_is_reported_with_its_stderr(capsys):
+    proc = bench.run_module("gdw_tf.no_such_module", [], out="somewhere")
+    assert proc.returncode != 0
+    printed = capsys.readouterr()
+    assert printed.out.startswith("running: -m gdw_tf.no_such_module")
+    assert "FAILED (somewhere):" in printed.err and "No module named" in printed.err

@@ -55,6 +55,8 @@ def test_differing_flags_ignores_harmless_ones_and_longer_runs():
     # a run made before a flag existed ran as its default
     assert run_dir.differing_flags(saved, {**saved, "new_flag": 1}, {"new_flag": 1}) == []
     assert run_dir.differing_flags(saved, {**saved, "new_flag": 2}, {"new_flag": 1}) == ["new_flag"]
+    # where a finished run is reused as it is (the accuracy bench), its length must match
+    assert run_dir.differing_flags(saved, same, epochs_may_grow=False) == ["epochs"]
 
 
 def test_check_same_flags_lists_the_differences_unless_forced(tmp_path):

@@ -4,8 +4,11 @@ Each bench defines its absl flags on a `flags.FlagValues` of its own (the traine
 flags live on the global `FLAGS`, and names such as --data_dir or --epochs mean other
 things here), and its functions take one frozen config dataclass built from them.
 """
+import os
 import re
+import subprocess
 import sys
+import threading
 
 from absl import flags
 
@@ -33,6 +36,33 @@ def parse(argv, flag_values, make_config, program, doc):
     except flags.Error as error:
         print(f"{program}: error: {error}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
+
+
+_PRINT_LOCK = threading.Lock()
+
+
+def run_module(module, args, jobs=1, out=None):
+    """`python -m module ARGS` in a child process; its subprocess.CompletedProcess
+    (stdout and stderr captured as text).
+
+    TensorFlow's C++ log lines are silenced, and with `jobs` > 1 children running at
+    once each gets cores // jobs intra- and inter-op threads. With `out` (the child's
+    output directory) the command is printed first and a failure's stderr tail after,
+    one print at a time when called from several threads.
+    """
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if jobs > 1:  # share the cores between the concurrent runs
+        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads)
+    cmd = [sys.executable, "-m", module, *args]
+    if out is not None:
+        with _PRINT_LOCK:
+            print("running:", " ".join(cmd[1:]), flush=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out is not None and proc.returncode != 0:
+        with _PRINT_LOCK:
+            print(f"FAILED ({out}):\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
+    return proc
 
 
 def int_list(flag_values, name):

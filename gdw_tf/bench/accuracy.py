@@ -35,9 +35,7 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
 import sys
-import threading
 
 import numpy as np
 from absl import flags
@@ -47,6 +45,7 @@ from gdw_tf.bench import method_variant
 from gdw_tf.diagnostics import TRUSTED_FIT_AUC, binned_auc
 from gdw_tf.files import atomic_open, save_figure
 from gdw_tf.label_issues import REPORT_SIGNAL, detection_of_scores, methods_with_weights
+from gdw_tf.run_dir import differing_flags
 
 # The paper's ResNet-32 results (its Tables 2-4; docs/algorithm.md), mean of 5 runs.
 PAPER = {
@@ -171,34 +170,37 @@ def method_dir_name(entry):
 
 
 def _check_same_flags(path, wanted):
-    """Raises if the finished run at `path` was made with other flags than `wanted`."""
+    """Raises if the finished run at `path` was made with other flags than `wanted`.
+
+    The flags the bench gives (not those of a --flagfile) are compared, typed as the
+    trainer parses them, by `run_dir.differing_flags`; --epochs must match exactly (a
+    shorter finished run is another run, not one to extend) and --method_option as a set.
+    """
+    from gdw_tf.flags import FLAGS as TRAINER_FLAGS
+
     with open(path) as f:
         stored = json.load(f)["flags"]
-
-    def refuse(name, have, want):
+    given = {"method_option": []}  # text as given; no option given is none
+    for flag in wanted:
+        if not flag.startswith("--flagfile="):
+            name, _, value = flag[2:].partition("=")
+            if name == "method_option":
+                given[name].append(value)
+            else:
+                given[name] = value
+    current = {name: sorted(value) if name == "method_option"
+               else TRAINER_FLAGS[name].parser.parse(value) for name, value in given.items()}
+    saved = {name: stored.get(name) for name in current}
+    saved["method_option"] = sorted(saved["method_option"] or [])
+    differ = differing_flags(saved, current, epochs_may_grow=False)
+    if differ:
+        name = differ[0]
+        have, want = saved[name], given[name]
+        if name == "method_option":
+            have, want = ",".join(have) or "(none)", ",".join(want) or "(none)"
         raise SystemExit(f"{path}: this run was made with --{name}={have}, the benchmark "
                          f"asks for --{name}={want}; pass another --output_dir (or remove "
                          "the old runs) instead of mixing protocols in one table")
-
-    given = [flag[2:].partition("=")[::2] for flag in wanted if not flag.startswith("--flagfile=")]
-    options = [value for name, value in given if name == "method_option"]
-    if sorted(stored.get("method_option") or []) != sorted(options):
-        refuse("method_option", ",".join(stored.get("method_option") or []) or "(none)",
-               ",".join(options) or "(none)")
-    for name, value in given:
-        if name == "method_option":
-            continue
-        have = stored.get(name)
-        same = (str(have) == value
-                or (name == "data_dir" and have is not None
-                    and os.path.realpath(have) == os.path.realpath(value))
-                or (isinstance(have, (int, float)) and not isinstance(have, bool)
-                    and float(have) == float(value)))
-        if not same:
-            refuse(name, have, value)
-
-
-_PRINT_LOCK = threading.Lock()
 
 
 def run_dir(config, setting, method, seed):
@@ -224,17 +226,8 @@ def run_one(config, setting, method, seed):
     else:
         if config.report_only:
             return None
-        cmd = [sys.executable, "-m", "gdw_tf.train", *wanted, f"--output_dir={out}"]
-        with _PRINT_LOCK:
-            print("running:", " ".join(cmd[1:]), flush=True)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        if config.jobs > 1:  # share the cores between the concurrent runs
-            threads = str(max(1, (os.cpu_count() or 1) // config.jobs))
-            env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads)
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        proc = bench.run_module("gdw_tf.train", [*wanted, f"--output_dir={out}"], config.jobs, out)
         if proc.returncode != 0:
-            with _PRINT_LOCK:
-                print(f"FAILED ({out}):\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
             return None
     with open(path) as f:
         return {**json.load(f), "output_dir": out}

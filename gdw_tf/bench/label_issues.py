@@ -35,7 +35,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -216,16 +215,10 @@ def run_cross_validation(config, setting, seed):
             return dict(cv)
     if config.report_only:
         return None
-    cmd = [sys.executable, "-m", "gdw_tf.bench.label_issues", f"--cross_validate={setting}:{seed}",
-           *_bench_flags(config)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    if config.jobs > 1:
-        threads = str(max(1, (os.cpu_count() or 1) // config.jobs))
-        env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads)
-    print("running:", " ".join(cmd[1:]), flush=True)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = bench.run_module("gdw_tf.bench.label_issues",
+                            [f"--cross_validate={setting}:{seed}", *_bench_flags(config)],
+                            config.jobs, out)
     if proc.returncode != 0:
-        print(f"FAILED ({out}):\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
         return None
     with np.load(path) as cv:
         return dict(cv)

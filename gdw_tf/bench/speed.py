@@ -32,7 +32,6 @@ import dataclasses
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -304,9 +303,7 @@ def main(argv):
     for method in methods:  # a method that cannot be built is reported, not fatal
         results[method] = {"peak_memory_mb_by_batch": {}}
         for batch in batches:
-            proc = subprocess.run([sys.executable, "-m", "gdw_tf.bench.speed",
-                                   *_memory_argv(config, method, batch)], capture_output=True,
-                                  text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+            proc = bench.run_module("gdw_tf.bench.speed", _memory_argv(config, method, batch))
             if proc.returncode != 0:
                 results[method] = {"error": proc.stderr.strip().splitlines()[-1][:300]}
                 break
