@@ -13,7 +13,7 @@ from tests.tiny import train, user_error_line
 @pytest.mark.parametrize("args, message", [
     (["--method=mwnet", "--outer_lr=1000"], "--outer_lr is not an option of --method=mwnet "
      "(its options: hidden_units, meta_interval, meta_learning_rate, meta_optimizer, "
-     "meta_weight_decay, virtual_scope)"),
+     "meta_weight_decay, virtual_scope, weight_inputs)"),
     (["--method=base", "--clip=0.9"], "--clip is not an option of --method=base (it takes no options)"),
     (["--method=base", "--flagfile={flagfile}"], "--hidden_units is not an option of --method=base"),
     (["--method_option=outer_lr=5", "--outer_lr=7"],
