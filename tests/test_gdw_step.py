@@ -17,14 +17,7 @@ META_LR, META_WD, BETA1, BETA2, EPS = 1e-3, 1e-4, 0.9, 0.999, 1e-8
 OUTER_LR, CLIP = 100.0, 0.2
 
 
-def softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def forward(theta, x):
-    w1, b1, w2, b2 = theta
-    return np.tanh(x @ w1 + b1) @ w2 + b2
+softmax, forward = tiny.softmax, tiny.mlp_forward
 
 
 def per_example_jacobians(theta, x):

@@ -28,6 +28,18 @@ def mlp(dtype="float64", hidden=5, batch_norm=False, seed=0):
     return keras.Sequential(layers)
 
 
+def softmax(z):
+    """numpy softmax over the last axis of z [n, C] (float64 references)."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def mlp_forward(theta, x):
+    """`mlp`'s logits in numpy (no batch norm): tanh(x W1 + b1) W2 + b2, theta = [W1, b1, W2, b2]."""
+    w1, b1, w2, b2 = theta
+    return np.tanh(x @ w1 + b1) @ w2 + b2
+
+
 def batches(num_steps, n=6, m=5, seed=0, dtype="float64"):
     """`num_steps` (train, meta) batches as numpy arrays (train has true labels)."""
     rng = np.random.default_rng(seed)
