@@ -17,7 +17,7 @@ import sys
 
 from absl import flags
 
-from gdw_tf import bench, label_issues, run_dir
+from gdw_tf import flag_parser, label_issues, run_dir
 from gdw_tf.files import atomic_open, spreadsheet_safe
 
 FLAGS = flags.FlagValues()  # the audit's own flags (the trainer's --output_dir is another)
@@ -127,7 +127,7 @@ def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
 
 def main(argv):
     """`python -m gdw_tf.audit FLAGS` (module doc)."""
-    values = bench.parse(argv, FLAGS, lambda v: v, "gdw_tf.audit", __doc__)
+    values = flag_parser.parse(argv, FLAGS, lambda v: v, "gdw_tf.audit", __doc__)
     try:
         issues, found = audit(values.output_dir, values.top, values.export)
     except run_dir.UserError as error:

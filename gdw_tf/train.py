@@ -20,10 +20,9 @@ import sys
 import time
 
 from absl import app, logging
-from absl import flags as absl_flags
 
 from gdw_tf import flags as gdw_flags  # noqa: F401  (defines the flags)
-from gdw_tf import run_dir
+from gdw_tf import flag_parser, run_dir
 from gdw_tf.flags import FLAGS
 
 @dataclasses.dataclass(frozen=True)
@@ -439,15 +438,6 @@ def _training_errors(tf):
         raise run_dir.UserError(f"training stopped: {message}") from error
 
 
-def _parse_flags(argv):
-    """absl's parser, with flag errors as one line and exit status 2."""
-    try:
-        return FLAGS(argv)
-    except absl_flags.Error as error:
-        print(f"gdw_tf.train: error: {error}", file=sys.stderr)
-        sys.exit(run_dir.USER_ERROR_EXIT_CODE)
-
-
 def make_deterministic():
     """--deterministic: the same flags give the same bits on the same machine, also
     across a kill and resume. Deterministic ops, one thread per op and between ops
@@ -500,4 +490,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=flag_parser.app_parser("gdw_tf.train"))

@@ -38,7 +38,7 @@ import time
 import numpy as np
 from absl import flags
 
-from gdw_tf import bench
+from gdw_tf import bench, flag_parser
 from gdw_tf.bench import accuracy
 
 FLAGS = flags.FlagValues()
@@ -275,7 +275,7 @@ def table(config, results):
 
 def main(argv):
     """`python -m gdw_tf.bench.label_issues FLAGS`: runs (or reuses) both sides, writes table.md."""
-    config = bench.parse(argv, FLAGS, Config.from_flags, "gdw_tf.bench.label_issues", __doc__)
+    config = flag_parser.parse(argv, FLAGS, Config.from_flags, "gdw_tf.bench.label_issues", __doc__)
     if FLAGS.cross_validate:
         setting, _, seed = FLAGS.cross_validate.partition(":")
         cross_validate(config, setting, int(seed),

@@ -35,7 +35,7 @@ import time
 import numpy as np
 from absl import flags
 
-from gdw_tf import bench
+from gdw_tf import bench, flag_parser
 
 FLAGS = flags.FlagValues()  # the bench's own flags (the trainer's are the global FLAGS)
 flags.DEFINE_list("methods", ["base", "mwnet", "gdw"], "Method names (or NAME@key=value"
@@ -104,7 +104,7 @@ def _config_from_flags(values):
 
 def parse_config(argv):
     """SpeedConfig from command-line `argv` (argv[0]: the program); exits on bad flags."""
-    return bench.parse(argv, FLAGS, _config_from_flags, "gdw_tf.bench.speed", __doc__)
+    return flag_parser.parse(argv, FLAGS, _config_from_flags, "gdw_tf.bench.speed", __doc__)
 
 
 def _setup(config, method):
