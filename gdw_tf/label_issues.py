@@ -226,38 +226,39 @@ class ImageFiles:
             return np.asarray(image.convert("RGB").resize(THUMBNAIL))
 
 
-def training_examples(bundle, settings):
-    """Paths and images of the training examples, by stable index.
+def training_examples(bundle):
+    """Paths and images of the training examples of `bundle`, by stable index.
 
-    In-memory sources are reloaded (decoded, unaugmented pixels; file sources
-    give each image's file, e.g. ROOT/train/batch_0/img_1.jpg for a folder). Clothing1M
-    takes the paths from the release's noisy_train key list (--manual_dir; the
-    build's skipped images left out, as in the build) and decodes images on
-    demand; without --manual_dir, or if the release no longer matches the
-    build, it gets neither.
+    In-memory sources are reloaded from where the bundle was built from (its
+    summary's protocol: data_dir, manual_dir, ...; decoded, unaugmented pixels; file
+    sources give each image's file, e.g. ROOT/train/batch_0/img_1.jpg for a folder).
+    Clothing1M takes the paths from the release's noisy_train key list (manual_dir;
+    the build's skipped images left out, as in the build) and decodes images on
+    demand; without manual_dir, or if the release no longer matches the build, it
+    gets neither.
     """
     from gdw_tf.data.sources import SOURCES, SourceOptions
 
+    protocol = bundle.summary["protocol"]
     if bundle.train_origin is None:
-        return _release_examples(bundle, settings)
-    splits = SOURCES.get(settings["dataset"]).load(SourceOptions(
-        settings.get("data_dir"), settings.get("manual_dir"), settings.get("cache_dir"),
-        bool(settings.get("skip_bad_images")), settings.get("labels"),
-        settings.get("labels_missing", "error")))
+        return _release_examples(bundle, protocol["manual_dir"])
+    splits = SOURCES.get(bundle.name).load(SourceOptions(
+        protocol["data_dir"], protocol["manual_dir"], protocol["cache_dir"],
+        bool(protocol["skip_bad_images"]), protocol["labels"], protocol["labels_missing"]))
     origin = bundle.train_origin
     files = splits.train_files
     paths = None if files is None else [files[int(o)] for o in origin]
     return TrainingExamples(paths, splits.train_images[origin], splits.pixel_max)
 
 
-def _release_examples(bundle, settings):
+def _release_examples(bundle, manual_dir):
     """`TrainingExamples` of a streamed source (module doc of training_examples)."""
     none = TrainingExamples(None, None, 255.0)
-    if settings["dataset"] != "clothing1m" or not settings.get("manual_dir"):
+    if bundle.name != "clothing1m" or not manual_dir:
         return none
     from gdw_tf.data.sources.clothing1m_tfds import read_release
 
-    root = os.path.abspath(settings["manual_dir"])
+    root = os.path.abspath(manual_dir)
     skipped = set(bundle.summary.get("skipped_images", {}).get("keys", []))
     paths = [os.path.join(root, key) for key, _, _ in read_release(root).splits["noisy_train"]
              if key not in skipped]
@@ -280,7 +281,7 @@ def write_report(out_dir, record, class_names, examples, top=DEFAULT_TOP, signal
     return issues, detection(issues)
 
 
-def after_training(model, bundle, settings, out_dir, write=True, signal=REPORT_SIGNAL):
+def after_training(model, bundle, out_dir, write=True, signal=REPORT_SIGNAL):
     """The trainer's step after fit: the report files (if `write`), scored by `signal`, and
     the results.json entry {"label_issues": {...}}; {} for a run without a record. With
     known truth the entry also has `auc_by_signal` (signal -> ROC-AUC), which tells a
@@ -291,7 +292,7 @@ def after_training(model, bundle, settings, out_dir, write=True, signal=REPORT_S
         return {}
     if write:
         _, found = write_report(out_dir, record, bundle.class_names,
-                                training_examples(bundle, settings), signal=signal)
+                                training_examples(bundle), signal=signal)
     else:
         found = detection(label_issues(record.arrays(), signal))
     entry = {"csv": CSV_FILE, "decay": record.decay, "signal": signal}

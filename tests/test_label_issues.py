@@ -188,11 +188,14 @@ def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrit
 
     # 100 examples, one batch of 100 per epoch, the second run resumed after the first epoch:
     # two visits each only if the checkpoint kept the record.
-    from gdw_tf.train import build_data
+    from gdw_tf.audit import _restored_model
+    from gdw_tf.config import RunConfig
+    from gdw_tf.run import build_data
     with open(os.path.join(out, "flags.json")) as f:
         s = json.load(f)
-    from gdw_tf.audit import _restored_model
-    model = _restored_model(s, build_data(s), tf.train.latest_checkpoint(f"{out}/checkpoints"))
+    config = RunConfig.from_flag_values(s)
+    model = _restored_model(config, build_data(config.data),
+                            tf.train.latest_checkpoint(f"{out}/checkpoints"))
     np.testing.assert_array_equal(model.example_record.arrays().visits, np.full(100, 2))
 
     os.remove(os.path.join(out, "label_issues.csv"))
@@ -206,7 +209,7 @@ def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrit
     old = tmp_path / "old"
     old.mkdir()
     (old / "flags.json").write_text(json.dumps(s))
-    bundle = build_data(s)
+    bundle = build_data(config.data)
     without = gdw_tf.GDWModel(gdw_tf.models.build(s["model"], 10, input_shape=bundle.image_shape),
                               10, method="gdw", hidden_units=16)
     tf.train.Checkpoint(model=without).save(str(old / "checkpoints" / "ckpt"))

@@ -214,7 +214,8 @@ def test_no_output_of_a_run_is_written_in_place(tmp_path, monkeypatch):
     written to a temporary file and renamed: opening a final name for writing fails here."""
     import builtins
 
-    from gdw_tf import train as trainer
+    from gdw_tf import run
+    from gdw_tf.config import RunConfig
     from gdw_tf.flags import FLAGS
 
     out = str(tmp_path / "run")
@@ -229,7 +230,7 @@ def test_no_output_of_a_run_is_written_in_place(tmp_path, monkeypatch):
     FLAGS.unparse_flags()
     FLAGS(["gdw_tf.train", *FAST, "--epochs=1", f"--output_dir={out}"])
     try:
-        trainer.run(trainer.settings_from_flags())
+        run.run(RunConfig.from_flags(FLAGS))
     finally:
         FLAGS.unparse_flags()
     on_disk = {n for d, _, fs in os.walk(out) for n in fs

@@ -121,14 +121,16 @@ def cross_validate(config, setting, seed, out_dir):
     import keras
     import tensorflow as tf
 
-    from gdw_tf import label_issues, train
+    from gdw_tf import label_issues, run
+    from gdw_tf.config import RunConfig
     from gdw_tf.data import pipeline
     from gdw_tf.data.augment import make_augmentation
+    from gdw_tf.flags import FLAGS as TRAINER_FLAGS
 
-    train.FLAGS(["cross_validate", *accuracy.run_flags(config, setting, "base", seed)])
-    s = train.with_dataset_defaults(train.settings_from_flags())
-    bundle = train.build_data(s)
-    examples = label_issues.training_examples(bundle, s)
+    TRAINER_FLAGS(["cross_validate", *accuracy.run_flags(config, setting, "base", seed)])
+    run_config = RunConfig.from_flags(TRAINER_FLAGS)
+    bundle = run.build_data(run_config.data)
+    examples = label_issues.training_examples(bundle)
     images = tf.constant(examples.images)
     aug = make_augmentation(bundle.augment, examples.images.shape[1:], examples.pixel_max)
     labels, true_labels = bundle.train_labels, bundle.train_true_labels
@@ -147,8 +149,9 @@ def cross_validate(config, setting, seed, out_dir):
         if steps < 1:
             raise SystemExit(f"--folds={config.folds}: a fold's {rows.size} training examples "
                              f"fill no batch of {bundle.batch_size}")
-        model = train.build_model(s, dataclasses.replace(bundle, steps_per_epoch=steps))
-        model.fit(data, epochs=s["epochs"], steps_per_epoch=steps, verbose=0, shuffle=False)
+        model = run.build_model(run_config, dataclasses.replace(bundle, steps_per_epoch=steps))
+        model.fit(data, epochs=run_config.optim.epochs, steps_per_epoch=steps, verbose=0,
+                  shuffle=False)
         held = np.flatnonzero(fold == k)
         test = pipeline.array_dataset(
             images, held, {"label": labels[held]}, augmentation=aug, training=False,

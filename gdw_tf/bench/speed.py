@@ -112,7 +112,7 @@ def _setup(config, method):
     import tensorflow as tf
 
     import gdw_tf
-    from gdw_tf.train import parse_method_options
+    from gdw_tf.config import parse_method_options
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
