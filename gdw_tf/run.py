@@ -102,13 +102,10 @@ def run(config):
 
 
 def _run_locked(config, strategy, chief, out_dir, started):
-    import dataclasses
-
     import keras
     import tensorflow as tf
 
     from gdw_tf import auto_meta, label_issues, reporting
-    from gdw_tf.diagnostics import binned_auc, weight_trust
     from gdw_tf.methods.method import METHODS
 
     data, optim, verbose = config.data, config.optim, config.run.verbose
@@ -185,32 +182,12 @@ def _run_locked(config, strategy, chief, out_dir, started):
             model.fit(train, epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                       validation_data=bundle.test, callbacks=callbacks,
                       verbose=int(verbose == 1), shuffle=False)  # tf.data shuffles
-    extra = model.method.finish(model, bundle, verbose=verbose) or {}
-    extra["method_options"] = model.method.options()
-    record = checkpoint.record
-    trust = weight_trust(record.history)
-    if trust is not None:
-        extra["weight_check"] = dataclasses.asdict(trust)
-    extra.update(label_issues.after_training(model, bundle, out_dir, write=chief))
-    extra["target_weight_histograms"] = {
-        "edges": model.weight_histograms["clean"].edges(),
-        "by_epoch": {str(k): v for k, v in sorted(record.histograms.items())}}
-    if record.histograms:  # how well the last epoch's weights single out the noisy labels
-        last = record.histograms[max(record.histograms)]
-        extra["target_weight_auc"] = binned_auc(last["clean"], last["noisy"])
-    extra["optimizer_iterations"] = int(model.optimizer.iterations.numpy())
-    meta_optimizer = getattr(model.method, "meta_optimizer", None)
-    if meta_optimizer is not None:
-        extra["meta_optimizer_iterations"] = int(meta_optimizer.iterations.numpy())
-    extra["model"] = config.method.model
-    extra["num_replicas"] = strategy.num_replicas_in_sync
-    if schedule:
-        extra["auto_meta"] = {**dataclasses.asdict(schedule), "choices": record.auto_meta}
-    results = reporting.results_summary(record.history, flags, record.wall_time_s, extra)
+    finished = model.method.finish(model, bundle, verbose=verbose)
+    issues = label_issues.after_training(model, bundle, out_dir, write=chief)
+    results = reporting.run_results(config, model, checkpoint.record, finished, issues,
+                                    strategy.num_replicas_in_sync, schedule)
     if chief:
-        reporting.write_results(out_dir, results)
-        reporting.write_figures(os.path.join(out_dir, "figures"), record.history,
-                                record.histograms, model.weight_histograms["clean"].edges())
+        reporting.write_run_reports(out_dir, results, checkpoint.record, model)
     return results
 
 
