@@ -190,13 +190,12 @@ class RunConfig:
             noise += f"_lt{given['imbalance_factor']:g}"
         directory = given["output_dir"] or os.path.join(
             "runs", f"{given['dataset']}_{noise}_{given['method']}_seed{given['seed']}")
-        config = cls(
+        return cls(
             data=_pick(DataConfig, given),
             method=_pick(MethodConfig, given, options=options, expects_pretrained=(
                 defaults.pretrained and given["model"] == defaults.model)),
             optim=_pick(OptimConfig, given),
             run=_pick(RunOptions, given, directory=directory))
-        return config
 
     def check(self):
         """Validates what can be checked before any data is read: --method, its options
