@@ -21,7 +21,8 @@ import sys
 
 from absl import flags
 
-from gdw_tf import bench, label_issues, run_dir
+from gdw_tf import flag_parser, label_issues, run_dir
+from gdw_tf.config import RunConfig
 from gdw_tf.files import atomic_open, spreadsheet_safe
 
 FLAGS = flags.FlagValues()  # the audit's own flags (the trainer's --output_dir is another)
@@ -38,7 +39,8 @@ def _fail(message):
 
 
 def _check_inputs(out_dir, top, export):
-    """The run's settings (flags.json) after checking every argument; raises UserError."""
+    """The run's `RunConfig` (from its flags.json) after checking every argument; raises
+    UserError."""
     if not out_dir:
         _fail("--output_dir=RUN is required (a python -m gdw_tf.train output directory)")
     if not os.path.isdir(out_dir):
@@ -47,8 +49,9 @@ def _check_inputs(out_dir, top, export):
     if not os.path.exists(flags_path):
         _fail(f"--output_dir={out_dir}: no {run_dir.FLAGS_FILE}, so not a python -m gdw_tf.train "
               "output directory")
-    s = run_dir.read_json(flags_path)
-    method, with_weights = s.get("method"), label_issues.methods_with_weights()
+    with run_dir.user_errors():
+        config = RunConfig.from_flag_values(run_dir.read_json(flags_path))
+    method, with_weights = config.method.method, label_issues.methods_with_weights()
     if method not in with_weights:
         _fail(f"--output_dir={out_dir} was trained with --method={method}, which learns no "
               f"per-example weights; label issues come from the methods that do: "
@@ -56,10 +59,10 @@ def _check_inputs(out_dir, top, export):
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         _fail(f"--top must be a positive integer, got {top!r}")
     if export is not None:
-        if s["dataset"] != "folder":
+        if config.data.dataset != "folder":
             _fail(f"--export={export}: relabel files are for --dataset=folder runs (files to "
-                  f"relabel), this run used --dataset={s['dataset']}")
-        data_root = os.path.realpath(s["data_dir"])
+                  f"relabel), this run used --dataset={config.data.dataset}")
+        data_root = os.path.realpath(config.data.data_dir)
         target = os.path.realpath(export)
         if os.path.commonpath([data_root, target]) == data_root:
             _fail(f"--export={export} lies inside the dataset {data_root}; pick a directory "
@@ -73,16 +76,17 @@ def _check_inputs(out_dir, top, export):
             _fail(f"--export={export}: cannot create the directory ({error.strerror})")
         if not os.access(export, os.W_OK):
             _fail(f"--export={export}: the directory is not writable")
-    return s
+    return config
 
 
-def _restored_model(s, bundle, latest):
-    """A GDWModel as the run built it, with the checkpoint's weights and record."""
+def _restored_model(config, bundle, latest):
+    """A GDWModel as the run of `config` built it, with the checkpoint's weights and record."""
     import tensorflow as tf
 
-    from gdw_tf.train import build_model
+    from gdw_tf.run import build_model
 
-    model = build_model(s, bundle, **label_issues.model_options(s["method"], bundle.num_train))
+    model = build_model(config, bundle,
+                        **label_issues.model_options(config.method.method, bundle.num_train))
     status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     try:
         status.assert_existing_objects_matched()
@@ -109,18 +113,18 @@ def write_relabel_csv(path, issues, paths, class_names, top):
 def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
     """Rewrites OUT_DIR/label_issues.csv/.png (and EXPORT/relabel.csv); returns
     (LabelIssues, Detection or None). Raises run_dir.UserError for bad input."""
-    s = _check_inputs(out_dir, top, export)
+    config = _check_inputs(out_dir, top, export)
     from gdw_tf.reporting import latest_intact_checkpoint
-    from gdw_tf.train import build_data
+    from gdw_tf.run import build_data
 
     with run_dir.OutputDirLock(out_dir), run_dir.write_errors(out_dir), run_dir.user_errors():
         latest = latest_intact_checkpoint(out_dir)
         if latest is None:
             _fail(f"--output_dir={out_dir}: no checkpoint under {out_dir}/checkpoints "
                   "(the run saved none yet)")
-        bundle = build_data(s)
-        model = _restored_model(s, bundle, latest)
-        examples = label_issues.training_examples(bundle, s)
+        bundle = build_data(config.data)
+        model = _restored_model(config, bundle, latest)
+        examples = label_issues.training_examples(bundle)
         issues, found = label_issues.write_report(out_dir, model.example_record,
                                                   bundle.class_names, examples, top)
         if export is not None:
@@ -131,7 +135,7 @@ def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
 
 def main(argv):
     """`python -m gdw_tf.audit FLAGS` (module doc)."""
-    values = bench.parse(argv, FLAGS, lambda v: v, "gdw_tf.audit", __doc__)
+    values = flag_parser.parse(argv, FLAGS, lambda v: v, "gdw_tf.audit", __doc__)
     try:
         issues, found = audit(values.output_dir, values.top, values.export)
     except run_dir.UserError as error:

@@ -64,7 +64,7 @@ flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay added to the gradient.")
 
 # Method options, named as the method's constructor parameters. Unset (None), the method's
-# own default applies; setting one the --method does not take is an error (train.py).
+# own default applies; setting one the --method does not take is an error (gdw_tf.config).
 flags.DEFINE_float("outer_lr", None, "gdw: step size on the class-level weights "
                    "(default 100; 1000 with --dataset=cifar100, as the reference).")
 flags.DEFINE_float("clip", None, "gdw: clip on the class-level weight step (default 0.2).")

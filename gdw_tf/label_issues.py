@@ -1,10 +1,8 @@
 """Finding the mislabelled examples from the learned weights.
 
-During training, `ExampleRecord` keeps one row per training example (addressed
-by the stable `batch["index"]`): a moving average of the target weight the step
-actually used (weight at the given label, `diagnostics.target_weights`) and of
-the predicted class probabilities, plus the given and true labels. After
-training, `label_issues` turns it into a ranking:
+After training, `label_issues` turns the run's `gdw_tf.example_record.ExampleRecord`
+(per-example averages of the target weight and of the predicted probabilities) into
+a ranking:
 
   weight_score = (w_max - w) / (w_max - w_min) in [0, 1]   (w: averaged target
           weight, max/min over the examples seen; higher = more likely mislabelled)
@@ -20,13 +18,6 @@ ranked as well or better than the weights in 7 of 8 of them (the digits runs and
 CPU label-issue bench of docs/evidence.md, "When the weights can be trusted"; made before the CPU
 tables that test it).
 
-The average: after v visits of an example its row moves towards the new value
-by max(1 - decay, 1 / v), i.e. the plain mean of the first 1 / (1 - decay)
-visits, an exponential moving average afterwards (decay=1: the mean of all).
-Visits are one per epoch, so the default decay 0.98 averages the last ~50
-epochs: long against the epoch-to-epoch wobble of the weights and against the
-first epochs, when the weighting is not learned yet.
-
 `python -m gdw_tf.train` writes label_issues.csv / label_issues.png for every
 method with learned weights (`methods_with_weights()`); `python -m gdw_tf.audit`
 rewrites them from a finished run's checkpoint.
@@ -35,12 +26,11 @@ import csv
 import dataclasses
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from gdw_tf.example_record import RECORD_NAME
 from gdw_tf.files import atomic_open, save_figure, spreadsheet_safe
-from gdw_tf.methods.tables import add_table, read_rows, require_index, write_rows
 
 CSV_FILE = "label_issues.csv"
 PNG_FILE = "label_issues.png"
@@ -48,13 +38,7 @@ CSV_COLUMNS = ("index", "path", "given_label", "suggested_label", "score", "rank
                "given_probability", "weight_score")
 SIGNALS = ("weight", "probability")  # what `score` can be (module doc)
 REPORT_SIGNAL = "probability"        # what label_issues.csv's `score` is
-DEFAULT_DECAY = 0.98
 DEFAULT_TOP = 64  # suspects shown in label_issues.png
-RECORD_NAME = "example_record"  # GDWModel attribute and checkpoint key of the record
-
-# Columns of a record row: averaged target weight, visits, given label, true
-# label (-1 unknown), then the C averaged class probabilities.
-_WEIGHT, _VISITS, _LABEL, _TRUE, _PROBS = 0, 1, 2, 3, 4
 
 
 def methods_with_weights():
@@ -82,67 +66,6 @@ def model_options(method_name, num_train, resume_from=None):
                         resume_from, CSV_FILE)
         return {}
     return {"record_examples": int(num_train)}
-
-
-class ExampleRecord(keras.layers.Layer):
-    """A float32 table [num_train, 4 + C] of per-example averages (module doc).
-
-    Updated by `GDWModel._train_step` on every step; saved with the model and
-    its checkpoints. Under a multi-replica strategy every replica writes the
-    rows of the whole global batch (`tables.write_rows`), so the copies stay
-    identical.
-    """
-
-    def __init__(self, num_train, num_classes, decay=DEFAULT_DECAY, **kwargs):
-        kwargs.setdefault("name", RECORD_NAME)
-        super().__init__(**kwargs)
-        if isinstance(num_train, bool) or int(num_train) != num_train or num_train < 1:
-            raise ValueError(f"record_examples must be a positive integer, got {num_train!r}")
-        if not 0.0 < float(decay) <= 1.0:
-            raise ValueError(f"record_decay must be in (0, 1], got {decay!r}")
-        self.num_train, self.num_classes, self.decay = int(num_train), int(num_classes), float(decay)
-        self.table = add_table(self, "rows", self.num_train, (_PROBS + self.num_classes,))
-        self.built = True
-
-    def call(self, inputs):
-        raise TypeError("ExampleRecord is updated by GDWModel's train step, not called")
-
-    def update(self, batch, target_weights, probabilities):
-        """Moves the rows of `batch["index"]` [n] towards target_weights [n] and probabilities [n, C]."""
-        index = require_index(batch, "record of label issues")
-        rows = read_rows(self.table, index)
-        visits = rows[:, _VISITS] + 1.0
-        rate = tf.maximum(1.0 - self.decay, 1.0 / visits)[:, None]
-        old = tf.concat([rows[:, _WEIGHT:_WEIGHT + 1], rows[:, _PROBS:]], axis=1)
-        new = tf.concat([tf.cast(target_weights, tf.float32)[:, None],
-                         tf.cast(probabilities, tf.float32)], axis=1)
-        averaged = old + rate * (tf.stop_gradient(new) - old)
-        labels = tf.cast(batch["label"], tf.float32)
-        true = tf.cast(batch["true_label"], tf.float32) if "true_label" in batch else -tf.ones_like(labels)
-        return write_rows(self.table, index, tf.concat(
-            [averaged[:, :1], visits[:, None], labels[:, None], true[:, None], averaged[:, 1:]], axis=1))
-
-    def arrays(self):
-        """The record as `RecordArrays` (numpy)."""
-        rows = np.asarray(self.table.numpy())
-        return RecordArrays(target_weight=rows[:, _WEIGHT], visits=rows[:, _VISITS].astype(np.int64),
-                            given_label=rows[:, _LABEL].astype(np.int64),
-                            true_label=rows[:, _TRUE].astype(np.int64), probabilities=rows[:, _PROBS:])
-
-    def get_config(self):
-        return {**super().get_config(), "num_train": self.num_train,
-                "num_classes": self.num_classes, "decay": self.decay}
-
-
-@dataclasses.dataclass
-class RecordArrays:
-    """`ExampleRecord` rows: float [N] target_weight, int [N] visits (0 = never seen),
-    given_label, true_label (-1 unknown), float [N, C] probabilities."""
-    target_weight: np.ndarray
-    visits: np.ndarray
-    given_label: np.ndarray
-    true_label: np.ndarray
-    probabilities: np.ndarray
 
 
 @dataclasses.dataclass
@@ -183,7 +106,7 @@ class Detection:
 
 
 def label_issues(arrays, signal=REPORT_SIGNAL):
-    """`LabelIssues` from `RecordArrays`, scored by `signal` (SIGNALS, module doc)."""
+    """`LabelIssues` from `example_record.RecordArrays`, scored by `signal` (SIGNALS, module doc)."""
     if signal not in SIGNALS:
         raise ValueError(f"unknown signal={signal!r} (expected one of {', '.join(SIGNALS)})")
     seen = arrays.visits > 0
@@ -303,38 +226,39 @@ class ImageFiles:
             return np.asarray(image.convert("RGB").resize(THUMBNAIL))
 
 
-def training_examples(bundle, settings):
-    """Paths and images of the training examples, by stable index.
+def training_examples(bundle):
+    """Paths and images of the training examples of `bundle`, by stable index.
 
-    In-memory sources are reloaded (decoded, unaugmented pixels; file sources
-    give each image's file, e.g. ROOT/train/batch_0/img_1.jpg for a folder). Clothing1M
-    takes the paths from the release's noisy_train key list (--manual_dir; the
-    build's skipped images left out, as in the build) and decodes images on
-    demand; without --manual_dir, or if the release no longer matches the
-    build, it gets neither.
+    In-memory sources are reloaded from where the bundle was built from (its
+    summary's protocol: data_dir, manual_dir, ...; decoded, unaugmented pixels; file
+    sources give each image's file, e.g. ROOT/train/batch_0/img_1.jpg for a folder).
+    Clothing1M takes the paths from the release's noisy_train key list (manual_dir;
+    the build's skipped images left out, as in the build) and decodes images on
+    demand; without manual_dir, or if the release no longer matches the build, it
+    gets neither.
     """
     from gdw_tf.data.sources import SOURCES, SourceOptions
 
+    protocol = bundle.summary["protocol"]
     if bundle.train_origin is None:
-        return _release_examples(bundle, settings)
-    splits = SOURCES.get(settings["dataset"]).load(SourceOptions(
-        settings.get("data_dir"), settings.get("manual_dir"), settings.get("cache_dir"),
-        bool(settings.get("skip_bad_images")), settings.get("labels"),
-        settings.get("labels_missing", "error")))
+        return _release_examples(bundle, protocol["manual_dir"])
+    splits = SOURCES.get(bundle.name).load(SourceOptions(
+        protocol["data_dir"], protocol["manual_dir"], protocol["cache_dir"],
+        bool(protocol["skip_bad_images"]), protocol["labels"], protocol["labels_missing"]))
     origin = bundle.train_origin
     files = splits.train_files
     paths = None if files is None else [files[int(o)] for o in origin]
     return TrainingExamples(paths, splits.train_images[origin], splits.pixel_max)
 
 
-def _release_examples(bundle, settings):
+def _release_examples(bundle, manual_dir):
     """`TrainingExamples` of a streamed source (module doc of training_examples)."""
     none = TrainingExamples(None, None, 255.0)
-    if settings["dataset"] != "clothing1m" or not settings.get("manual_dir"):
+    if bundle.name != "clothing1m" or not manual_dir:
         return none
     from gdw_tf.data.sources.clothing1m_tfds import read_release
 
-    root = os.path.abspath(settings["manual_dir"])
+    root = os.path.abspath(manual_dir)
     skipped = set(bundle.summary.get("skipped_images", {}).get("keys", []))
     paths = [os.path.join(root, key) for key, _, _ in read_release(root).splits["noisy_train"]
              if key not in skipped]
@@ -357,7 +281,7 @@ def write_report(out_dir, record, class_names, examples, top=DEFAULT_TOP, signal
     return issues, detection(issues)
 
 
-def after_training(model, bundle, settings, out_dir, write=True, signal=REPORT_SIGNAL):
+def after_training(model, bundle, out_dir, write=True, signal=REPORT_SIGNAL):
     """The trainer's step after fit: the report files (if `write`), scored by `signal`, and
     the results.json entry {"label_issues": {...}}; {} for a run without a record. With
     known truth the entry also has `auc_by_signal` (signal -> ROC-AUC), which tells a
@@ -368,7 +292,7 @@ def after_training(model, bundle, settings, out_dir, write=True, signal=REPORT_S
         return {}
     if write:
         _, found = write_report(out_dir, record, bundle.class_names,
-                                training_examples(bundle, settings), signal=signal)
+                                training_examples(bundle), signal=signal)
     else:
         found = detection(label_issues(record.arrays(), signal))
     entry = {"csv": CSV_FILE, "decay": record.decay, "signal": signal}

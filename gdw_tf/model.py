@@ -5,7 +5,7 @@ import keras
 import tensorflow as tf
 
 from gdw_tf import diagnostics, keras_internals
-from gdw_tf.label_issues import DEFAULT_DECAY, ExampleRecord
+from gdw_tf.example_record import DEFAULT_DECAY, ExampleRecord
 from gdw_tf.data.pipeline import split_batch
 from gdw_tf.metrics import Histogram, WeightSeparation
 from gdw_tf.distributed import add_weight_decay, num_replicas

@@ -379,20 +379,51 @@ def _write_csv(path, history):
         f.write("\n".join(rows) + "\n")
 
 
-def results_summary(history, settings, wall_time, extra=None):
-    """The results.json payload (accuracies in %)."""
-    acc = [100.0 * a for a in history.get("val_accuracy", [])]
-    payload = {
-        "final_accuracy": float(np.mean(acc[-FINAL_EPOCHS:])) if acc else None,
-        "best_accuracy": float(np.max(acc)) if acc else None,
-        "last_accuracy": acc[-1] if acc else None,
-        "epochs_completed": len(acc),
-        "wall_time_s": wall_time,
-        "history": history,
-        "flags": settings,
-    }
-    payload.update(extra or {})
-    return payload
+def run_results(config, model, record, finished, issues, num_replicas, schedule=None):
+    """The results.json payload of a finished run of `config` (a RunConfig) trained as
+    `model` with the `record` (RunRecord) of its checkpoints: the accuracies (those of
+    `finished`, the dict or None `Method.finish` returned, win), the method's options, the
+    truth-free check of the weights, `issues` (`label_issues.after_training`'s entry), the
+    target-weight histograms and their AUC, the optimizers' iterations, the model, the
+    `num_replicas` and, with --meta_source=auto, its `schedule` and choices."""
+    from gdw_tf.diagnostics import binned_auc, weight_trust
+
+    extra = dict(finished or {})
+    extra["method_options"] = model.method.options()
+    trust = weight_trust(record.history)
+    if trust is not None:
+        extra["weight_check"] = dataclasses.asdict(trust)
+    extra.update(issues)
+    extra["target_weight_histograms"] = {
+        "edges": model.weight_histograms["clean"].edges(),
+        "by_epoch": {str(k): v for k, v in sorted(record.histograms.items())}}
+    if record.histograms:  # how well the last epoch's weights single out the noisy labels
+        last = record.histograms[max(record.histograms)]
+        extra["target_weight_auc"] = binned_auc(last["clean"], last["noisy"])
+    extra["optimizer_iterations"] = int(model.optimizer.iterations.numpy())
+    meta_optimizer = getattr(model.method, "meta_optimizer", None)
+    if meta_optimizer is not None:
+        extra["meta_optimizer_iterations"] = int(meta_optimizer.iterations.numpy())
+    extra["model"] = config.method.model
+    extra["num_replicas"] = num_replicas
+    if schedule:
+        extra["auto_meta"] = {**dataclasses.asdict(schedule), "choices": record.auto_meta}
+    acc = [100.0 * a for a in record.history.get("val_accuracy", [])]
+    return {"final_accuracy": float(np.mean(acc[-FINAL_EPOCHS:])) if acc else None,
+            "best_accuracy": float(np.max(acc)) if acc else None,
+            "last_accuracy": acc[-1] if acc else None,
+            "epochs_completed": len(acc),
+            "wall_time_s": record.wall_time_s,
+            "history": record.history,
+            "flags": config.to_flags(),
+            **extra}
+
+
+def write_run_reports(directory, results, record, model):
+    """results.json and the figures (figures/*.png) of a finished run."""
+    write_results(directory, results)
+    write_figures(os.path.join(directory, "figures"), record.history, record.histograms,
+                  model.weight_histograms["clean"].edges())
 
 
 def write_results(directory, payload):

@@ -119,13 +119,11 @@ def test_an_auto_meta_run_chooses_training_examples_and_reports_their_clean_frac
      "--meta_warmup_epochs applies to --meta_source=auto only"),
 ])
 def test_auto_meta_applies_to_the_bilevel_methods_only(settings, fragment):
-    from gdw_tf.methods.method import METHODS
-    from gdw_tf.train import _check_meta_source
+    from gdw_tf.config import RunConfig
 
-    settings = {"method": "gdw", **settings}
     with pytest.raises(ValueError, match=fragment):
-        _check_meta_source(settings, METHODS.get(settings["method"]))
-    assert _check_meta_source({"method": "mwnet", "meta_source": "auto"}, METHODS.get("mwnet"))
+        RunConfig.from_flag_values({"method": "gdw", **settings}).check()
+    RunConfig.from_flag_values({"method": "mwnet", "meta_source": "auto"}).check()
 
 
 def test_auto_meta_errors_are_one_line_before_anything_is_written(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import gdw_tf.data as data
-from gdw_tf import train as train_module
+from gdw_tf.config import RunConfig
 from gdw_tf.data.sources import folder as folder_source
 
 CLASSES = ["ant", "bee", "cat"]
@@ -116,8 +116,8 @@ def test_noise_defaults_to_none_with_meta_or_labels_and_explicit_noise_is_record
     assert not os.path.exists(f"{plain}/meta")
 
     def noise(**kw):
-        s = train_module.with_dataset_defaults(_settings(**kw))
-        return s["noise_type"], s["noise_rate"]
+        data = RunConfig.from_flag_values(_settings(**kw)).data
+        return data.noise_type, data.noise_rate
 
     assert noise(data_dir=plain) == ("uniform", 0.4)                 # the folder names are the truth
     assert noise(data_dir=root) == noise(data_dir=plain, labels="x.csv") == ("none", 0.0)

@@ -6,9 +6,8 @@ import pytest
 from absl import flags as absl_flags
 
 from gdw_tf import flags as gdw_flags
-from gdw_tf import train
+from gdw_tf.config import RunConfig
 from gdw_tf.methods import available_methods, create_method
-from gdw_tf.methods.method import METHODS
 from tests.tiny import ROOT
 
 FLAGFILES = sorted(f for f in os.listdir(os.path.join(ROOT, "flags")) if f.endswith(".flags"))
@@ -38,8 +37,8 @@ def parse(*argv):
 
 
 def settings(values):
-    """The trainer's settings dict (train.settings_from_flags) of parsed `values`."""
-    return train.with_dataset_defaults({name: values[name].value for name in values})
+    """The flag values of parsed `values`, by name."""
+    return {name: values[name].value for name in values}
 
 
 def test_every_flagfile_parses_sets_no_method_flag_and_works_with_every_method():
@@ -52,8 +51,9 @@ def test_every_flagfile_parses_sets_no_method_flag_and_works_with_every_method()
             assert values["dataset"].value in ("cifar10", "cifar100", "clothing1m"), name
             assert {"dataset", "model", "epochs", "lr"} <= present, name
             for method in available_methods():  # the trainer's check of method flags passes
-                s = {**settings(values), "method": method}
-                assert train.explicit_method_options(METHODS.get(method), s) == {}, (name, method)
+                config = RunConfig.from_flag_values({**settings(values), "method": method})
+                config.check()
+                assert config.method.options in ({}, {"outer_lr": 1000.0}), (name, method)
 
 
 @pytest.mark.parametrize("name, data, optimisation, outer_lr", [
@@ -75,9 +75,9 @@ def test_flagfiles_give_the_papers_values(name, data, optimisation, outer_lr):
     assert {k: values[k].value for k in data} == data
     assert {k: values[k].value for k in optimisation} == pytest.approx(optimisation)
     assert values["schedule"].value == "cosine"
-    s = {**settings(values), "method": "gdw"}
+    config = RunConfig.from_flag_values({**settings(values), "method": "gdw"})
     # As the trainer builds GDW (its options from the data: none).
-    gdw = {**create_method("gdw").options(), **train.method_options(METHODS.get("gdw"), None, s)}
+    gdw = {**create_method("gdw").options(), **config.method.options}
     paper = {"outer_lr": outer_lr, "clip": 0.2, "meta_learning_rate": 1e-3,
              "meta_weight_decay": 1e-4, "hidden_units": 100, "meta_interval": 1}
     assert {k: gdw[k] for k in paper} == paper

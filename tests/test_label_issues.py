@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import gdw_tf
-from gdw_tf import label_issues
+from gdw_tf import example_record, label_issues
 from gdw_tf.audit import audit
 from gdw_tf.run_dir import UserError
 from tests import tiny
@@ -26,7 +26,7 @@ def _indexed(steps, n):
 
 
 def test_record_is_the_mean_of_the_first_visits_then_a_moving_average():
-    record = label_issues.ExampleRecord(num_train=3, num_classes=2, decay=0.5)
+    record = example_record.ExampleRecord(num_train=3, num_classes=2, decay=0.5)
     batch = {"index": tf.constant([2, 0]), "label": tf.constant([1, 0]),
              "true_label": tf.constant([0, 0])}
     for weight in (1.0, 0.0, 1.0):  # rates 1, 1/2, then 1 - decay = 1/2
@@ -41,7 +41,7 @@ def test_record_is_the_mean_of_the_first_visits_then_a_moving_average():
 
 
 def test_scores_rank_suggest_and_measure_detection():
-    rows = label_issues.RecordArrays(
+    rows = example_record.RecordArrays(
         target_weight=np.array([1.0, 0.2, 0.6, 0.0, 5.0]), visits=np.array([4, 4, 4, 4, 0]),
         given_label=np.array([0, 1, 1, 0, 1]), true_label=np.array([0, 0, 1, 1, 1]),
         probabilities=np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.5, 0.5]]))
@@ -188,11 +188,14 @@ def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrit
 
     # 100 examples, one batch of 100 per epoch, the second run resumed after the first epoch:
     # two visits each only if the checkpoint kept the record.
-    from gdw_tf.train import build_data
+    from gdw_tf.audit import _restored_model
+    from gdw_tf.config import RunConfig
+    from gdw_tf.run import build_data
     with open(os.path.join(out, "flags.json")) as f:
         s = json.load(f)
-    from gdw_tf.audit import _restored_model
-    model = _restored_model(s, build_data(s), tf.train.latest_checkpoint(f"{out}/checkpoints"))
+    config = RunConfig.from_flag_values(s)
+    model = _restored_model(config, build_data(config.data),
+                            tf.train.latest_checkpoint(f"{out}/checkpoints"))
     np.testing.assert_array_equal(model.example_record.arrays().visits, np.full(100, 2))
 
     os.remove(os.path.join(out, "label_issues.csv"))
@@ -206,7 +209,7 @@ def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrit
     old = tmp_path / "old"
     old.mkdir()
     (old / "flags.json").write_text(json.dumps(s))
-    bundle = build_data(s)
+    bundle = build_data(config.data)
     without = gdw_tf.GDWModel(gdw_tf.models.build(s["model"], 10, input_shape=bundle.image_shape),
                               10, method="gdw", hidden_units=16)
     tf.train.Checkpoint(model=without).save(str(old / "checkpoints" / "ckpt"))
@@ -291,7 +294,7 @@ def test_folder_run_lists_image_paths_and_audit_exports_a_relabel_csv(tmp_path):
 
 
 def test_the_probability_signal_ranks_by_the_given_labels_probability_and_keeps_both(tmp_path):
-    rows = label_issues.RecordArrays(
+    rows = example_record.RecordArrays(
         target_weight=np.array([0.1, 0.9, 0.5]), visits=np.array([2, 2, 2]),
         given_label=np.array([0, 1, 1]), true_label=np.array([0, 0, 1]),
         probabilities=np.array([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]]))

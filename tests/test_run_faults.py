@@ -214,7 +214,8 @@ def test_no_output_of_a_run_is_written_in_place(tmp_path, monkeypatch):
     written to a temporary file and renamed: opening a final name for writing fails here."""
     import builtins
 
-    from gdw_tf import train as trainer
+    from gdw_tf import run
+    from gdw_tf.config import RunConfig
     from gdw_tf.flags import FLAGS
 
     out = str(tmp_path / "run")
@@ -229,7 +230,7 @@ def test_no_output_of_a_run_is_written_in_place(tmp_path, monkeypatch):
     FLAGS.unparse_flags()
     FLAGS(["gdw_tf.train", *FAST, "--epochs=1", f"--output_dir={out}"])
     try:
-        trainer.run(trainer.settings_from_flags())
+        run.run(RunConfig.from_flags(FLAGS))
     finally:
         FLAGS.unparse_flags()
     on_disk = {n for d, _, fs in os.walk(out) for n in fs
@@ -240,10 +241,10 @@ def test_no_output_of_a_run_is_written_in_place(tmp_path, monkeypatch):
 
 
 def test_spreadsheet_formula_cells_are_escaped_in_the_csv_reports(tmp_path):
-    from gdw_tf import label_issues
+    from gdw_tf import example_record, label_issues
     from gdw_tf.audit import write_relabel_csv
 
-    issues = label_issues.label_issues(label_issues.RecordArrays(
+    issues = label_issues.label_issues(example_record.RecordArrays(
         target_weight=np.array([0.1, 0.9]), visits=np.array([1, 1]), given_label=np.array([0, 1]),
         true_label=np.array([1, 1]), probabilities=np.array([[0.2, 0.8], [0.1, 0.9]])))
     names = ["=HYPERLINK(\"http://x\")", "-1+2"]

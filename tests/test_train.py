@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from gdw_tf.diagnostics import binned_auc
-from gdw_tf.train import DATASET_DEFAULTS, with_dataset_defaults
+from gdw_tf.config import DATASET_DEFAULTS, RunConfig
 from tests.fixtures import (fake_resnet18_state_dict, write_clothing1m_release, write_image_folder,
                             write_torch_zip)
 from tests.tiny import ROOT, subprocess_env, train, user_error_line
@@ -51,6 +51,11 @@ def test_default_command_trains_gdw_and_writes_every_report(tmp_path):
     assert os.listdir(os.path.join(out, "tensorboard"))
     summary = json.load(open(os.path.join(out, "data_summary.json")))
     assert summary["num_classes"] == 10
+
+
+def with_dataset_defaults(values):
+    """flags.json's values of a run with flag `values` (the others at their defaults)."""
+    return RunConfig.from_flag_values(values).to_flags()
 
 
 def test_unset_flags_take_their_dataset_defaults_and_set_ones_win():
@@ -106,7 +111,7 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, case):
 
 
 def test_a_run_resumed_mid_epoch_finishes_that_epoch_in_a_fit_call_of_its_own():
-    from gdw_tf.train import _segments
+    from gdw_tf.run import _segments
     assert _segments(0, 0, 3) == [(0, 0, 3)]
     assert _segments(1, 4, 3) == [(1, 4, 2), (2, 0, 3)]
     assert _segments(2, 4, 3) == [(2, 4, 3)]
@@ -427,23 +432,18 @@ def test_clothing1m_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_on
 
 
 def test_cifar100_gives_the_meta_methods_the_papers_outer_lr_unless_set():
-    from types import SimpleNamespace
+    def method_options(values):
+        return RunConfig.from_flag_values(values).method.options
 
-    from gdw_tf.methods.method import METHODS
-    from gdw_tf.train import method_options
-
-    bundle = SimpleNamespace(num_train=100, num_meta=10, steps_per_epoch=1)
     unset = {"dataset": "cifar100", "noise_type": "uniform", "noise_rate": 0.4, "epochs": 1,
              "method_option": [], "outer_lr": None, "clip": None, "meta_learning_rate": None,
              "meta_weight_decay": None, "hidden_units": None}
-    gdw, base = METHODS.get("gdw"), METHODS.get("base")
-    assert method_options(gdw, bundle, {**unset, "method": "gdw"})["outer_lr"] == 1000.0
-    assert "outer_lr" not in method_options(gdw, bundle, {**unset, "method": "gdw",
-                                                          "dataset": "cifar10"})
-    assert "outer_lr" not in method_options(base, bundle, {**unset, "method": "base"})
-    assert method_options(gdw, bundle, {**unset, "method": "gdw", "outer_lr": 5.0})["outer_lr"] == 5.0
-    assert method_options(gdw, bundle, {**unset, "method": "gdw",
-                                        "method_option": ["outer_lr=7"]})["outer_lr"] == 7
+    assert method_options({**unset, "method": "gdw"})["outer_lr"] == 1000.0
+    assert "outer_lr" not in method_options({**unset, "method": "gdw", "dataset": "cifar10"})
+    assert "outer_lr" not in method_options({**unset, "method": "base"})
+    assert method_options({**unset, "method": "gdw", "outer_lr": 5.0})["outer_lr"] == 5.0
+    assert method_options({**unset, "method": "gdw",
+                           "method_option": ["outer_lr=7"]})["outer_lr"] == 7
 
 
 def test_clothing1m_without_its_clean_split_chooses_its_meta_set_from_the_noisy_one(tmp_path):

@@ -2,7 +2,8 @@
 
 Each bench defines its absl flags on a `flags.FlagValues` of its own (the trainer's
 flags live on the global `FLAGS`, and names such as --data_dir or --epochs mean other
-things here), and its functions take one frozen config dataclass built from them.
+things here), parsed by `gdw_tf.flag_parser.parse`, and its functions take one frozen
+config dataclass built from them.
 """
 import os
 import re
@@ -11,31 +12,6 @@ import sys
 import threading
 
 from absl import flags
-
-from gdw_tf.run_dir import USER_ERROR_EXIT_CODE
-
-
-def parse(argv, flag_values, make_config, program, doc):
-    """`make_config(flag_values)` after parsing `argv` (argv[0]: the program) from the defaults.
-
-    Each call starts from the flags' defaults, so a process may parse several times.
-    --help prints `doc` and the flags and exits with 0; a bad flag, a positional
-    argument or a `flags.Error` raised by `make_config` is one line on stderr naming
-    `program`, with exit status 2 (as `python -m gdw_tf.train`).
-    """
-    if any(arg in ("--help", "-h", "--helpfull", "--helpshort") for arg in argv[1:]):
-        print(f"{doc}\nflags:\n{flag_values.get_help()}")
-        sys.exit(0)
-    flag_values.unparse_flags()
-    try:
-        rest = flag_values(argv)
-        if len(rest) > 1:
-            raise flags.Error(f"unexpected arguments: {' '.join(rest[1:])} "
-                              "(flags look like --name=value)")
-        return make_config(flag_values)
-    except flags.Error as error:
-        print(f"{program}: error: {error}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT_CODE)
 
 
 _PRINT_LOCK = threading.Lock()

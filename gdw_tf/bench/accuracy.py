@@ -40,7 +40,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from gdw_tf import bench
+from gdw_tf import bench, flag_parser
 from gdw_tf.bench import method_variant
 from gdw_tf.diagnostics import TRUSTED_FIT_AUC, binned_auc
 from gdw_tf.files import atomic_open, save_figure
@@ -478,7 +478,7 @@ def _config_from_flags(values):
 
 def parse_config(argv):
     """AccuracyConfig from command-line `argv` (argv[0]: the program); exits on bad flags."""
-    return bench.parse(argv, FLAGS, _config_from_flags, "gdw_tf.bench.accuracy", __doc__)
+    return flag_parser.parse(argv, FLAGS, _config_from_flags, "gdw_tf.bench.accuracy", __doc__)
 
 
 def _last_histogram(run):

@@ -41,7 +41,7 @@ import time
 import numpy as np
 from absl import flags
 
-from gdw_tf import bench
+from gdw_tf import bench, flag_parser
 from gdw_tf.bench import accuracy
 
 FLAGS = flags.FlagValues()
@@ -124,14 +124,16 @@ def cross_validate(config, setting, seed, out_dir):
     import keras
     import tensorflow as tf
 
-    from gdw_tf import label_issues, train
+    from gdw_tf import label_issues, run
+    from gdw_tf.config import RunConfig
     from gdw_tf.data import pipeline
     from gdw_tf.data.augment import make_augmentation
+    from gdw_tf.flags import FLAGS as TRAINER_FLAGS
 
-    train.FLAGS(["cross_validate", *accuracy.run_flags(config, setting, "base", seed)])
-    s = train.with_dataset_defaults(train.settings_from_flags())
-    bundle = train.build_data(s)
-    examples = label_issues.training_examples(bundle, s)
+    TRAINER_FLAGS(["cross_validate", *accuracy.run_flags(config, setting, "base", seed)])
+    run_config = RunConfig.from_flags(TRAINER_FLAGS)
+    bundle = run.build_data(run_config.data)
+    examples = label_issues.training_examples(bundle)
     images = tf.constant(examples.images)
     aug = make_augmentation(bundle.augment, examples.images.shape[1:], examples.pixel_max)
     labels, true_labels = bundle.train_labels, bundle.train_true_labels
@@ -150,8 +152,9 @@ def cross_validate(config, setting, seed, out_dir):
         if steps < 1:
             raise SystemExit(f"--folds={config.folds}: a fold's {rows.size} training examples "
                              f"fill no batch of {bundle.batch_size}")
-        model = train.build_model(s, dataclasses.replace(bundle, steps_per_epoch=steps))
-        model.fit(data, epochs=s["epochs"], steps_per_epoch=steps, verbose=0, shuffle=False)
+        model = run.build_model(run_config, dataclasses.replace(bundle, steps_per_epoch=steps))
+        model.fit(data, epochs=run_config.optim.epochs, steps_per_epoch=steps, verbose=0,
+                  shuffle=False)
         held = np.flatnonzero(fold == k)
         test = pipeline.array_dataset(
             images, held, {"label": labels[held]}, augmentation=aug, training=False,
@@ -272,7 +275,7 @@ def table(config, results):
 
 def main(argv):
     """`python -m gdw_tf.bench.label_issues FLAGS`: runs (or reuses) both sides, writes table.md."""
-    config = bench.parse(argv, FLAGS, Config.from_flags, "gdw_tf.bench.label_issues", __doc__)
+    config = flag_parser.parse(argv, FLAGS, Config.from_flags, "gdw_tf.bench.label_issues", __doc__)
     if FLAGS.cross_validate:
         setting, _, seed = FLAGS.cross_validate.partition(":")
         cross_validate(config, setting, int(seed),

@@ -19,7 +19,7 @@ import time
 
 from absl import flags
 
-from gdw_tf import bench
+from gdw_tf import flag_parser
 
 FLAGS = flags.FlagValues()  # the bench's own flags (the trainer's are the global FLAGS)
 flags.DEFINE_string("dataset", "folder", "Dataset name (gdw_tf.data.available_datasets()).",
@@ -56,7 +56,7 @@ class PipelineConfig:
 
 def parse_config(argv):
     """PipelineConfig from command-line `argv` (argv[0]: the program); exits on bad flags."""
-    return bench.parse(argv, FLAGS, lambda values: PipelineConfig(
+    return flag_parser.parse(argv, FLAGS, lambda values: PipelineConfig(
         **{field.name: values[field.name].value for field in dataclasses.fields(PipelineConfig)}),
         "gdw_tf.bench.pipeline", __doc__)
 

@@ -38,7 +38,7 @@ import time
 import numpy as np
 from absl import flags
 
-from gdw_tf import bench
+from gdw_tf import bench, flag_parser
 
 FLAGS = flags.FlagValues()  # the bench's own flags (the trainer's are the global FLAGS)
 flags.DEFINE_list("methods", ["base", "mwnet", "gdw"], "Method names (or NAME@key=value"
@@ -107,7 +107,7 @@ def _config_from_flags(values):
 
 def parse_config(argv):
     """SpeedConfig from command-line `argv` (argv[0]: the program); exits on bad flags."""
-    return bench.parse(argv, FLAGS, _config_from_flags, "gdw_tf.bench.speed", __doc__)
+    return flag_parser.parse(argv, FLAGS, _config_from_flags, "gdw_tf.bench.speed", __doc__)
 
 
 def _setup(config, method):
@@ -115,7 +115,7 @@ def _setup(config, method):
     import tensorflow as tf
 
     import gdw_tf
-    from gdw_tf.train import parse_method_options
+    from gdw_tf.config import parse_method_options
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)

@@ -1,0 +1,323 @@
+"""A run's configuration: made once from the flags (or a run's flags.json), frozen.
+
+`RunConfig.from_flags()` reads the trainer's flags (`gdw_tf.flags`), resolves every
+value they leave unset that depends on the dataset (`DATASET_DEFAULTS`: model, lr,
+epochs, noise, the paper's per-dataset method options); `RunConfig.check` validates
+what can be checked before any data is read (the method, its options, the meta
+source; `gdw_tf.run` calls it once the output directory is locked). Each part
+of a run takes its own slice: `data` (what `gdw_tf.data.build` reads), `method` (the
+method, its options and the backbone), `optim` (the classifier's SGD) and `run` (how
+the run is carried out and where it writes). `to_flags()` is flags.json's content:
+every flag by name, the dataset defaults resolved.
+
+Defaults not resolved here: those a source decides from its data (num_meta, augment:
+`gdw_tf.data.build`) and the method constructors' own (an option left unset).
+"""
+import ast
+import dataclasses
+import os
+
+from gdw_tf import flags as gdw_flags
+from gdw_tf.flags import FLAGS, METHOD_FLAGS
+
+# The trainer's flags (those gdw_tf.flags defines): name -> default.
+FLAG_DEFAULTS = {flag.name: flag.default for flag in FLAGS.get_flags_for_module(gdw_flags)}
+NO_INIT_WEIGHTS = "none"  # --init_weights=none: from scratch, on purpose
+SYNTHETIC_NOISE_RATE = 0.4
+_DERIVED = {"derived": True}  # field metadata: resolved from the flags, not one of them
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetDefaults:
+    """Values of the flags left unset, per --dataset.
+
+    noise_type: synthetic noise ("none" for a dataset with real noise); its rate
+    defaults to SYNTHETIC_NOISE_RATE, or 0 with "none". pretrained: the paper's
+    setting starts `model` from pretrained weights (--init_weights).
+    method_options: the paper's per-dataset values of method options, for the
+    methods that take them, where neither a method flag nor --method_option sets them.
+    """
+
+    model: str
+    lr: float
+    epochs: int
+    noise_type: str = "uniform"
+    pretrained: bool = False
+    method_options: dict = dataclasses.field(default_factory=dict)
+
+
+# digits runs 150 epochs (1,800 iterations): long enough for the weighting network to
+# learn and for plain training to memorise the noisy labels, the regime GDW is for
+# (docs/evidence.md, "The embedded default").
+DATASET_DEFAULTS = {"digits": DatasetDefaults("small_cnn", 0.05, 150),
+                    "cifar10": DatasetDefaults("resnet32", 0.1, 80),
+                    "cifar100": DatasetDefaults("resnet32", 0.1, 80,
+                                                method_options={"outer_lr": 1000.0}),
+                    "folder": DatasetDefaults("resnet32", 0.1, 30),
+                    "clothing1m": DatasetDefaults("resnet18", 1e-3, 5, noise_type="none",
+                                                  pretrained=True)}
+OTHER_DATASET_DEFAULTS = DatasetDefaults("resnet32", 0.1, 30)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The data of a run: `gdw_tf.data.build`'s parameters, named as their flags.
+
+    noise_type and noise_rate are resolved (dataset defaults); meta_warmup_epochs and
+    meta_refresh_epochs are --meta_source=auto's choice schedule (`gdw_tf.auto_meta`).
+    seed also seeds the model's initialisation.
+    """
+
+    dataset: str
+    data_dir: str | None
+    manual_dir: str | None
+    cache_dir: str | None
+    skip_bad_images: bool
+    labels: str | None
+    labels_missing: str
+    noise_type: str
+    noise_rate: float
+    imbalance_factor: float
+    num_meta: int | None
+    meta_source: str
+    meta_warmup_epochs: int | None
+    meta_refresh_epochs: int | None
+    train_per_class: int | None
+    augment: str | None
+    batch_size: int
+    meta_batch_size: int | None
+    seed: int
+
+    @property
+    def synthetic_noise_rate(self):
+        """The rate of the synthetic label noise (0 without: clean data or real noise)."""
+        return 0.0 if self.noise_type == "none" else self.noise_rate
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+    """The training method and the backbone it trains.
+
+    method, model (resolved), init_weights: their flags. outer_lr ... hidden_units and
+    method_option: the method flags as given (None: unset), kept for flags.json.
+    options: the method's constructor options of this run (RunConfig.check): the dataset's
+    defaults it takes (DatasetDefaults.method_options), overridden by the explicit ones
+    (its method flags that are set, then --method_option); those the method derives
+    from the data (`Method.options_from_data`) are under both. expects_pretrained: the
+    paper's setting starts this model from pretrained weights.
+    """
+
+    method: str
+    model: str
+    init_weights: str | None
+    outer_lr: float | None
+    clip: float | None
+    meta_learning_rate: float | None
+    meta_weight_decay: float | None
+    hidden_units: int | None
+    method_option: tuple
+    options: dict = dataclasses.field(metadata=_DERIVED)
+    expects_pretrained: bool = dataclasses.field(metadata=_DERIVED)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The classifier's SGD: epochs and lr resolved (dataset defaults); schedule
+    "cosine" (per-epoch cosine decay) or "constant"."""
+
+    epochs: int
+    lr: float
+    schedule: str
+    momentum: float
+    weight_decay: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How the run is carried out and where it writes, named as their flags.
+
+    output_dir: as given (None: unset); directory: where the run writes, output_dir or
+    runs/<dataset>_<noise>_<method>_seed<seed>.
+    """
+
+    strategy: str
+    num_cpu_devices: int
+    tpu: str | None
+    mixed_precision: bool
+    jit_compile: bool
+    output_dir: str | None
+    verbose: int
+    resume: str
+    checkpoint_steps: int
+    deterministic: bool
+    traceback: bool
+    directory: str = dataclasses.field(metadata=_DERIVED)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The whole configuration of a run (module doc)."""
+
+    data: DataConfig
+    method: MethodConfig
+    optim: OptimConfig
+    run: RunOptions
+
+    @classmethod
+    def from_flags(cls, flag_values=FLAGS):
+        """The config of the parsed trainer flags `flag_values` (not validated yet: `check`)."""
+        return cls.from_flag_values({name: flag_values[name].value for name in FLAG_DEFAULTS})
+
+    @classmethod
+    def from_flag_values(cls, values):
+        """The config of `values` (flag name -> value, as parsed or as saved in a run's
+        flags.json); a flag missing takes its default (a run made before it existed), a
+        name that is no flag is ignored. Not validated yet: `check`."""
+        given = dict(FLAG_DEFAULTS)
+        given.update((name, value) for name, value in values.items() if name in given)
+        defaults = dataset_defaults(given["dataset"], given["data_dir"], given["labels"])
+        noise_type = given["noise_type"] or defaults.noise_type
+        noise_rate = given["noise_rate"]
+        if noise_rate is None:
+            noise_rate = 0.0 if noise_type == "none" else SYNTHETIC_NOISE_RATE
+        given.update(noise_type=noise_type, noise_rate=noise_rate,
+                     method_option=tuple(given["method_option"]),
+                     **{name: getattr(defaults, name) for name in ("model", "lr", "epochs")
+                        if given[name] is None})
+        options = _method_options(given, defaults)
+        noise = "clean" if noise_type == "none" else f"{noise_type}{noise_rate:g}"
+        if given["imbalance_factor"] < 1:
+            noise += f"_lt{given['imbalance_factor']:g}"
+        directory = given["output_dir"] or os.path.join(
+            "runs", f"{given['dataset']}_{noise}_{given['method']}_seed{given['seed']}")
+        return cls(
+            data=_pick(DataConfig, given),
+            method=_pick(MethodConfig, given, options=options, expects_pretrained=(
+                defaults.pretrained and given["model"] == defaults.model)),
+            optim=_pick(OptimConfig, given),
+            run=_pick(RunOptions, given, directory=directory))
+
+    def check(self):
+        """Validates what can be checked before any data is read: --method, its options
+        (against --model too) and the meta source; a ValueError names the flag."""
+        _check_method_options(self)
+        _check_meta_source(self)
+
+    def to_flags(self):
+        """Every flag by name (dataset defaults resolved, --method_option a list): flags.json."""
+        values = {}
+        for part in (self.data, self.method, self.optim, self.run):
+            values.update((field.name, getattr(part, field.name))
+                          for field in dataclasses.fields(part) if not field.metadata)
+        return {**values, "method_option": list(values["method_option"])}
+
+
+def _pick(cls, given, **derived):
+    """A `cls` of its flags' values in `given` and its `derived` fields."""
+    return cls(**{field.name: given[field.name] for field in dataclasses.fields(cls)
+                  if not field.metadata}, **derived)
+
+
+def dataset_defaults(dataset, data_dir=None, labels=None):
+    """The `DatasetDefaults` of --dataset. A folder with labels of its own (ROOT/meta or
+    --labels) gets no synthetic noise by default: its labels are taken as they are."""
+    from gdw_tf.data.sources.folder import has_own_labels
+
+    defaults = DATASET_DEFAULTS.get(dataset, OTHER_DATASET_DEFAULTS)
+    if dataset == "folder" and has_own_labels(data_dir, labels):
+        defaults = dataclasses.replace(defaults, noise_type="none")
+    return defaults
+
+
+def parse_method_options(items):
+    """['gamma=2', 'mode=soft'] -> {'gamma': 2, 'mode': 'soft'}; a key given twice is a ValueError."""
+    options = {}
+    for key, value in _option_items(items):
+        if key in options:
+            raise ValueError(f"--method_option sets {key} twice")
+        options[key] = value
+    return options
+
+
+def _option_items(items):
+    """['gamma=2', 'mode=soft'] -> [('gamma', 2), ('mode', 'soft')] (a value that is no
+    Python literal stays text)."""
+    pairs = []
+    for item in items:
+        key, _, text = item.partition("=")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def _method_options(given, defaults):
+    """MethodConfig.options of the flag values `given` (flag name -> value) and the
+    dataset's `defaults` (`RunConfig.check` validates them)."""
+    from gdw_tf.methods.method import METHODS
+
+    method = given["method"]
+    accepted = METHODS.get(method).option_names() if method in METHODS else ()
+    return {**{k: v for k, v in defaults.method_options.items() if k in accepted},
+            **{name: given[name] for name in METHOD_FLAGS if given[name] is not None},
+            **dict(_option_items(given["method_option"]))}
+
+
+def _check_method_options(config):
+    """Raises a ValueError naming the flag or key if --method is unknown or does not take
+    it, if a flag and a --method_option both set one option, or if an option does not fit
+    --model."""
+    from gdw_tf.methods.method import METHODS, options_text
+
+    method = config.method
+    method_cls = METHODS.get(method.method)
+    accepted = method_cls.option_names()
+    flags_set = [name for name in METHOD_FLAGS if getattr(method, name) is not None]
+    for name in flags_set:
+        if name not in accepted:
+            raise ValueError(f"--{name} is not an option of --method={method.method} "
+                             f"({options_text(method_cls)})")
+    for key in parse_method_options(method.method_option):
+        if key not in accepted:
+            raise ValueError(f"--method_option={key}=...: --method={method.method} has no option "
+                             f"{key} ({options_text(method_cls)})")
+        if key in flags_set:
+            raise ValueError(f"--{key} and --method_option={key}=... both set {key}; give it once")
+    _check_virtual_scope(method.options, method.method, method.model)
+
+
+def _check_virtual_scope(options, method, model):
+    """Checks the method option that depends on the backbone (virtual_scope) against
+    --model, before any data is read: the count of layers with weights does not depend
+    on the data's classes or image size, so a stand-in build answers."""
+    from gdw_tf import models
+    from gdw_tf.methods.bilevel import check_virtual_scope, moved_variable_positions
+
+    if options.get("virtual_scope") is None:
+        return
+    scope = check_virtual_scope(options["virtual_scope"], method)
+    try:
+        moved_variable_positions(models.build(model, 2), scope)
+    except ValueError as error:
+        raise ValueError(f"--method_option=virtual_scope={scope} with --model={model}: "
+                         f"{error}") from None
+
+
+def _check_meta_source(config):
+    """--meta_source=auto applies to the bi-level methods; its schedule flags to it only."""
+    from gdw_tf.methods.bilevel import BilevelMethod
+    from gdw_tf.methods.method import METHODS
+
+    data, method = config.data, config.method.method
+    if data.meta_source != "auto":
+        for flag in ("meta_warmup_epochs", "meta_refresh_epochs"):
+            if getattr(data, flag) is not None:
+                raise ValueError(f"--{flag} applies to --meta_source=auto only")
+        return
+    method_cls = METHODS.get(method)
+    if not issubclass(method_cls, BilevelMethod):
+        raise ValueError(f"--meta_source=auto chooses a meta set during training, for the bi-level "
+                         f"methods (mwnet, gdw, l2rw, insw, soft_label, gen_label); --method="
+                         f"{method} {'needs one before training' if method_cls.needs_meta else 'uses none'}")

@@ -1,0 +1,35 @@
+"""RunConfig: made once from the trainer's flags, serialised as flags.json, read back."""
+import dataclasses
+
+import pytest
+
+from gdw_tf.config import FLAG_DEFAULTS, RunConfig
+
+
+def test_flags_json_holds_every_flag_and_reads_back_to_the_same_config():
+    config = RunConfig.from_flag_values({"method": "gdw", "method_option": ["clip=0.5"]})
+    config.check()
+    saved = config.to_flags()
+    assert set(saved) == set(FLAG_DEFAULTS)
+    assert saved["method_option"] == ["clip=0.5"] and saved["epochs"] == 150
+    assert RunConfig.from_flag_values(saved) == config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.optim.lr = 1.0
+
+
+def test_a_flags_json_of_an_older_run_takes_the_defaults_of_flags_it_lacks():
+    old = {"method": "mwnet", "dataset": "digits", "gone_flag": 1}  # no labels, meta_source, ...
+    config = RunConfig.from_flag_values(old)
+    assert (config.data.labels_missing, config.data.meta_source) == ("error", "given")
+    assert config.run.directory == "runs/digits_uniform0.4_mwnet_seed0"
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"method": "base", "outer_lr": 5.0}, "--outer_lr is not an option of --method=base"),
+    ({"method": "gdw", "method_option": ["nope=1"]}, "--method=gdw has no option nope"),
+    ({"method": "gdw", "clip": 0.1, "method_option": ["clip=0.2"]}, "both set clip"),
+    ({"method": "gwd"}, "unknown method 'gwd'"),
+])
+def test_bad_method_options_are_one_error_naming_the_flag(values, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        RunConfig.from_flag_values(values).check()
