@@ -229,26 +229,20 @@ class ImageFiles:
 def training_examples(bundle):
     """Paths and images of the training examples of `bundle`, by stable index.
 
-    In-memory sources are reloaded from where the bundle was built from (its
-    summary's protocol: data_dir, manual_dir, ...; decoded, unaugmented pixels; file
-    sources give each image's file, e.g. ROOT/train/batch_0/img_1.jpg for a folder).
-    Clothing1M takes the paths from the release's noisy_train key list (manual_dir;
-    the build's skipped images left out, as in the build) and decodes images on
-    demand; without manual_dir, or if the release no longer matches the build, it
-    gets neither.
+    In-memory sources: the bundle's own copy of the source's training split
+    (decoded, unaugmented pixels; file sources give each image's file, e.g.
+    ROOT/train/batch_0/img_1.jpg for a folder). Clothing1M takes the paths from the
+    release's noisy_train key list (manual_dir; the build's skipped images left out,
+    as in the build) and decodes images on demand; without manual_dir, or if the
+    release no longer matches the build, it gets neither.
     """
-    from gdw_tf.data.sources import SOURCES, SourceOptions
-
-    protocol = bundle.summary["protocol"]
     if bundle.train_origin is None:
-        return _release_examples(bundle, protocol["manual_dir"])
-    splits = SOURCES.get(bundle.name).load(SourceOptions(
-        protocol["data_dir"], protocol["manual_dir"], protocol["cache_dir"],
-        bool(protocol["skip_bad_images"]), protocol["labels"], protocol["labels_missing"]))
+        return _release_examples(bundle, bundle.summary["protocol"]["manual_dir"])
     origin = bundle.train_origin
-    files = splits.train_files
+    files = bundle.source_train_files
     paths = None if files is None else [files[int(o)] for o in origin]
-    return TrainingExamples(paths, splits.train_images[origin], splits.pixel_max)
+    images = tf.gather(bundle.source_train_images, origin).numpy()
+    return TrainingExamples(paths, images, bundle.pixel_max)
 
 
 def _release_examples(bundle, manual_dir):

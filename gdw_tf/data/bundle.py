@@ -86,6 +86,10 @@ class DataBundle:
                (elements as `meta`) over the training examples `indices` with their given
                labels, positioned like meta_from (batch k from `first` on is a pure function
                of seed, stage and k), for a meta set chosen from the training data.
+    source_train_images / source_train_files: in-memory sources: the source's training
+               split as loaded (uint8 [N0, H, W, C] and, for file sources, each image's
+               absolute path), addressed by train_origin; pixel values lie in
+               [0, pixel_max]. What a report shows of an example (label_issues).
     """
 
     name: str
@@ -113,6 +117,9 @@ class DataBundle:
     meta_source: str = "given"
     train_in_order: tf.data.Dataset | None = None
     meta_from_train: Callable[[np.ndarray, int, str], tf.data.Dataset] | None = None
+    source_train_images: tf.Tensor | None = None
+    source_train_files: list[str] | None = None
+    pixel_max: float = 255.0
 
     def write_summary(self, path: str) -> str:
         """Writes `summary` as JSON to `path`."""
@@ -427,7 +434,8 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         steps, list(splits.class_names), aug.name, jsonable(summary), result.labels, result.true_labels,
         result.train_origin, meta_origin, **positional,
         meta_source="auto" if auto_meta else "given", train_in_order=train_in_order,
-        meta_from_train=meta_from_train)
+        meta_from_train=meta_from_train, source_train_images=train_images,
+        source_train_files=splits.train_files, pixel_max=splits.pixel_max)
 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
