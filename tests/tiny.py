@@ -40,6 +40,22 @@ def mlp_forward(theta, x):
     return np.tanh(x @ w1 + b1) @ w2 + b2
 
 
+def central_differences(f, params, h=1e-6):
+    """d f / d params by central differences: f(list of float64 arrays) -> scalar; one
+    array per element of `params`, of its shape."""
+    grads = []
+    for k, value in enumerate(params):
+        fd = np.zeros_like(value)
+        for idx in np.ndindex(*value.shape):
+            plus = [v.copy() for v in params]
+            minus = [v.copy() for v in params]
+            plus[k][idx] += h
+            minus[k][idx] -= h
+            fd[idx] = (f(plus) - f(minus)) / (2 * h)
+        grads.append(fd)
+    return grads
+
+
 def batches(num_steps, n=6, m=5, seed=0, dtype="float64"):
     """`num_steps` (train, meta) batches as numpy arrays (train has true labels)."""
     rng = np.random.default_rng(seed)
