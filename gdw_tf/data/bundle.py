@@ -198,7 +198,8 @@ def _check_source_options(spec: SourceSpec, options: SourceOptions, **protocol):
     if spec.fixed_protocol:
         for name, (value, neutral) in protocol.items():
             if value != neutral:
-                hint = " (or meta_source='auto' to choose one from its training data)" * (name == "num_meta")
+                hint = (" (or meta_source='auto' to choose one from its training data)"
+                        if name == "num_meta" else "")
                 raise ValueError(f"{name}={value!r} is not supported: {spec.name} has "
                                  f"{spec.fixed_protocol}; leave {name} unset{hint}")
     used = spec.options if spec.options is not None else GENERAL_OPTIONS

@@ -136,10 +136,8 @@ class MWNet(BilevelMethod):
         return self.weighting_net.trainable_variables
 
     def instance_weights(self, costs, labels):
-        """V_phi applied to per-example losses [n] (and, with weight_inputs="loss+class",
-        the given int labels [n]) -> weights [n, 1]."""
-        if self.weight_inputs == "loss":
-            return self.weighting_net(costs[:, None])
+        """V_phi applied to per-example losses [n] and the given int labels [n] (which
+        only the class-aware network reads) -> weights [n, 1]."""
         return self.weighting_net(costs[:, None], labels)
 
     def apply_meta_update(self, grads):
