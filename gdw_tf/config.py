@@ -2,9 +2,10 @@
 
 `RunConfig.from_flags()` reads the trainer's flags (`gdw_tf.flags`), resolves every
 value they leave unset that depends on the dataset (`DATASET_DEFAULTS`: model, lr,
-epochs, noise, the paper's per-dataset method options); `RunConfig.check` validates
-what can be checked before any data is read (the method, its options, the meta
-source; `gdw_tf.run` calls it once the output directory is locked). Each part
+epochs, noise, the paper's per-dataset method options). A RunConfig is valid by
+construction: what can be checked before any data is read (the method, its options,
+the meta source) is checked as it is made, so a bad flag fails before the run touches
+its output directory. Each part
 of a run takes its own slice: `data` (what `gdw_tf.data.build` reads), `method` (the
 method, its options and the backbone), `optim` (the classifier's SGD) and `run` (how
 the run is carried out and where it writes). `to_flags()` is flags.json's content:
@@ -100,7 +101,7 @@ class MethodConfig:
 
     method, model (resolved), init_weights: their flags. outer_lr ... hidden_units and
     method_option: the method flags as given (None: unset), kept for flags.json.
-    options: the method's constructor options of this run (RunConfig.check): the dataset's
+    options: the method's constructor options of this run (checked): the dataset's
     defaults it takes (DatasetDefaults.method_options), overridden by the explicit ones
     (its method flags that are set, then --method_option); those the method derives
     from the data (`Method.options_from_data`) are under both. expects_pretrained: the
@@ -165,14 +166,14 @@ class RunConfig:
 
     @classmethod
     def from_flags(cls, flag_values=FLAGS):
-        """The config of the parsed trainer flags `flag_values` (not validated yet: `check`)."""
+        """The config of the parsed trainer flags `flag_values`."""
         return cls.from_flag_values({name: flag_values[name].value for name in FLAG_DEFAULTS})
 
     @classmethod
     def from_flag_values(cls, values):
         """The config of `values` (flag name -> value, as parsed or as saved in a run's
         flags.json); a flag missing takes its default (a run made before it existed), a
-        name that is no flag is ignored. Not validated yet: `check`."""
+        name that is no flag is ignored. A ValueError names a flag whose value is wrong."""
         given = dict(FLAG_DEFAULTS)
         given.update((name, value) for name, value in values.items() if name in given)
         defaults = dataset_defaults(given["dataset"], given["data_dir"], given["labels"])
@@ -197,7 +198,7 @@ class RunConfig:
             optim=_pick(OptimConfig, given),
             run=_pick(RunOptions, given, directory=directory))
 
-    def check(self):
+    def __post_init__(self):
         """Validates what can be checked before any data is read: --method, its options
         (against --model too) and the meta source; a ValueError names the flag."""
         _check_method_options(self)
@@ -255,7 +256,7 @@ def _option_items(items):
 
 def _method_options(given, defaults):
     """MethodConfig.options of the flag values `given` (flag name -> value) and the
-    dataset's `defaults` (`RunConfig.check` validates them)."""
+    dataset's `defaults` (validated as the RunConfig is made)."""
     from gdw_tf.methods.method import METHODS
 
     method = given["method"]
@@ -269,21 +270,15 @@ def _check_method_options(config):
     """Raises a ValueError naming the flag or key if --method is unknown or does not take
     it, if a flag and a --method_option both set one option, or if an option does not fit
     --model."""
-    from gdw_tf.methods.method import METHODS, options_text
+    from gdw_tf.methods.method import check_options
 
     method = config.method
-    method_cls = METHODS.get(method.method)
-    accepted = method_cls.option_names()
-    flags_set = [name for name in METHOD_FLAGS if getattr(method, name) is not None]
-    for name in flags_set:
-        if name not in accepted:
-            raise ValueError(f"--{name} is not an option of --method={method.method} "
-                             f"({options_text(method_cls)})")
-    for key in parse_method_options(method.method_option):
-        if key not in accepted:
-            raise ValueError(f"--method_option={key}=...: --method={method.method} has no option "
-                             f"{key} ({options_text(method_cls)})")
-        if key in flags_set:
+    given_as = {name: f"--{name}" for name in METHOD_FLAGS if getattr(method, name) is not None}
+    keys = parse_method_options(method.method_option)
+    check_options(method.method, [*given_as, *keys],
+                  {**given_as, **{key: f"--method_option={key}=..." for key in keys}})
+    for key in keys:
+        if key in given_as:
             raise ValueError(f"--{key} and --method_option={key}=... both set {key}; give it once")
     _check_virtual_scope(method.options, method.method, method.model)
 

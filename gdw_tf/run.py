@@ -83,7 +83,7 @@ def init_weights_file(config):
 
 
 def run(config):
-    """Trains as `config` (a RunConfig, checked here) says; returns the results dict
+    """Trains as `config` (a RunConfig) says; returns the results dict
     (results.json and output_dir). Raises `run_dir.UserError` for bad input (flags, files,
     data, a diverging run)."""
     from gdw_tf import distributed
@@ -118,7 +118,6 @@ def _run_locked(config, strategy, chief, out_dir, started):
             if differ:
                 logging.warning("--resume=force: resuming %s despite other flags: %s",
                                 out_dir, ", ".join(differ))
-        config.check()  # fails early on an unknown --method, bad options or meta source
         method_cls = METHODS.get(config.method.method)
         replicas = strategy.num_replicas_in_sync
         for flag in ("batch_size", "meta_batch_size"):

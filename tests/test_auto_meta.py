@@ -122,8 +122,8 @@ def test_auto_meta_applies_to_the_bilevel_methods_only(settings, fragment):
     from gdw_tf.config import RunConfig
 
     with pytest.raises(ValueError, match=fragment):
-        RunConfig.from_flag_values({"method": "gdw", **settings}).check()
-    RunConfig.from_flag_values({"method": "mwnet", "meta_source": "auto"}).check()
+        RunConfig.from_flag_values({"method": "gdw", **settings})
+    RunConfig.from_flag_values({"method": "mwnet", "meta_source": "auto"})
 
 
 def test_auto_meta_errors_are_one_line_before_anything_is_written(tmp_path):

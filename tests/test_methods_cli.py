@@ -11,15 +11,15 @@ from tests.tiny import train, user_error_line
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method=mwnet", "--outer_lr=1000"], "--outer_lr is not an option of --method=mwnet "
-     "(its options: hidden_units, meta_interval, meta_learning_rate, meta_optimizer, "
-     "meta_weight_decay, virtual_scope, weight_inputs)"),
-    (["--method=base", "--clip=0.9"], "--clip is not an option of --method=base (it takes no options)"),
-    (["--method=base", "--flagfile={flagfile}"], "--hidden_units is not an option of --method=base"),
+    (["--method=mwnet", "--outer_lr=1000"], "--outer_lr: method 'mwnet' has no option outer_lr; "
+     "its options: hidden_units, meta_interval, meta_learning_rate, meta_optimizer, "
+     "meta_weight_decay, virtual_scope, weight_inputs"),
+    (["--method=base", "--clip=0.9"], "--clip: method 'base' has no option clip; it takes no options"),
+    (["--method=base", "--flagfile={flagfile}"], "--hidden_units: method 'base' has no option"),
     (["--method_option=outer_lr=5", "--outer_lr=7"],
      "--outer_lr and --method_option=outer_lr=... both set outer_lr; give it once"),
     (["--method=mwnet", "--method_option=outer_lr=5"],
-     "--method_option=outer_lr=...: --method=mwnet has no option outer_lr (its options: "),
+     "--method_option=outer_lr=...: method 'mwnet' has no option outer_lr; its options: "),
     (["--method_option=clip=0.1", "--method_option=clip=0.3"], "--method_option sets clip twice"),
 ])
 def test_method_options_the_method_does_not_take_are_one_line_errors(tmp_path, args, message):

@@ -188,22 +188,33 @@ def available_methods():
 def create_method(method, **options):
     """Returns a `Method` from a registered name (or passes an instance through).
 
-    An option the method does not take is a ValueError that lists the ones it does.
+    An option the method does not take is a ValueError that lists the ones it does
+    (`check_options`).
     """
     if isinstance(method, str):
-        cls = METHODS.get(method)
-        unknown = sorted(set(options) - set(cls.option_names()))
-        if unknown:
-            raise ValueError(f"method '{method}' has no option {', '.join(unknown)}; "
-                             f"{options_text(cls)}")
-        return cls(**options)
+        check_options(method, options)
+        return METHODS.get(method)(**options)
     if options:
         raise ValueError(
             f"method options {sorted(options)} given with a method instance")
     return method
 
 
-def options_text(cls):
+def check_options(method, names, given_as=None):
+    """Raises a ValueError unless the registered `method` exists and takes every option in
+    `names`: "[how it was given: ]method 'gdw' has no option x; its options: a, b".
+    given_as: option name -> how the user gave it (a flag, say), prefixed to the message.
+    The one check of option names, for the Python API (`create_method`) and the trainer's
+    flags (`gdw_tf.config`)."""
+    cls = METHODS.get(method)
+    accepted = set(cls.option_names())
+    for name in names:
+        if name not in accepted:
+            where = f"{given_as[name]}: " if given_as and name in given_as else ""
+            raise ValueError(f"{where}method '{method}' has no option {name}; {_options_text(cls)}")
+
+
+def _options_text(cls):
     """'its options: a, b' (or 'it takes no options') for error messages."""
     names = cls.option_names()
     return f"its options: {', '.join(names)}" if names else "it takes no options"
