@@ -227,41 +227,18 @@ class ImageFiles:
 
 
 def training_examples(bundle):
-    """Paths and images of the training examples of `bundle`, by stable index.
-
-    In-memory sources: the bundle's own copy of the source's training split
-    (decoded, unaugmented pixels; file sources give each image's file, e.g.
-    ROOT/train/batch_0/img_1.jpg for a folder). Clothing1M takes the paths from the
-    release's noisy_train key list (manual_dir; the build's skipped images left out,
-    as in the build) and decodes images on demand; without manual_dir, or if the
-    release no longer matches the build, it gets neither.
+    """Paths and images of the training examples of `bundle`, by stable index, as the
+    bundle gives them (`DataBundle.train_files`; e.g. ROOT/train/batch_0/img_1.jpg for
+    a folder). In-memory sources: the bundle's own copy of the source's training split
+    (decoded, unaugmented pixels). Streamed sources (Clothing1M: paths from the release
+    under --manual_dir): images decoded from their files on demand, none without paths.
     """
+    paths = bundle.train_files() if bundle.train_files is not None else None
     if bundle.train_origin is None:
-        return _release_examples(bundle, bundle.summary["protocol"]["manual_dir"])
-    origin = bundle.train_origin
-    files = bundle.source_train_files
-    paths = None if files is None else [files[int(o)] for o in origin]
-    images = tf.gather(bundle.source_train_images, origin).numpy()
+        return TrainingExamples(paths, None if paths is None else ImageFiles(paths),
+                                bundle.pixel_max)
+    images = tf.gather(bundle.source_train_images, bundle.train_origin).numpy()
     return TrainingExamples(paths, images, bundle.pixel_max)
-
-
-def _release_examples(bundle, manual_dir):
-    """`TrainingExamples` of a streamed source (module doc of training_examples)."""
-    none = TrainingExamples(None, None, 255.0)
-    if bundle.name != "clothing1m" or not manual_dir:
-        return none
-    from gdw_tf.data.sources.clothing1m_tfds import read_release
-
-    root = os.path.abspath(manual_dir)
-    skipped = set(bundle.summary.get("skipped_images", {}).get("keys", []))
-    paths = [os.path.join(root, key) for key, _, _ in read_release(root).splits["noisy_train"]
-             if key not in skipped]
-    if len(paths) != bundle.num_train:
-        from absl import logging
-        logging.warning("%s lists %d training images, the prepared dataset %d: %s gets no "
-                        "image paths", root, len(paths), bundle.num_train, CSV_FILE)
-        return none
-    return TrainingExamples(paths, ImageFiles(paths), 255.0)
 
 
 def write_report(out_dir, record, class_names, examples, top=DEFAULT_TOP, signal=REPORT_SIGNAL):

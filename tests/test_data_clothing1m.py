@@ -325,3 +325,17 @@ def test_auto_meta_batches_of_a_stream_are_the_chosen_records_and_restart_anywhe
 def test_auto_meta_on_a_stream_needs_a_multiple_of_the_classes(bundle, data_dir, num_meta, match):
     with pytest.raises(ValueError, match=match):
         data.build("clothing1m", data_dir=data_dir, meta_source="auto", num_meta=num_meta)
+
+
+def test_train_files_are_the_release_images_by_training_index(bundle, release, data_dir, tmp_path):
+    root, info = release
+    assert bundle.train_files() == [os.path.join(os.path.abspath(root), key)
+                                    for key in info["keys"]["noisy_train"]]
+    assert data.build("clothing1m", data_dir=data_dir, batch_size=8).train_files is None
+    changed = str(tmp_path / "changed")  # a release that no longer lists what the build holds
+    shutil.copytree(root, changed)
+    key_list = os.path.join(changed, KEY_LISTS["noisy_train"])
+    lines = open(key_list).read().splitlines()
+    open(key_list, "w").write("\n".join(lines[:-1]) + "\n")
+    again = data.build("clothing1m", data_dir=data_dir, manual_dir=changed, batch_size=8)
+    assert again.num_train == 56 and again.train_files() is None

@@ -86,10 +86,12 @@ class DataBundle:
                (elements as `meta`) over the training examples `indices` with their given
                labels, positioned like meta_from (batch k from `first` on is a pure function
                of seed, stage and k), for a meta set chosen from the training data.
-    source_train_images / source_train_files: in-memory sources: the source's training
-               split as loaded (uint8 [N0, H, W, C] and, for file sources, each image's
-               absolute path), addressed by train_origin; pixel values lie in
-               [0, pixel_max]. What a report shows of an example (label_issues).
+    source_train_images: in-memory sources: the source's training split as loaded
+               (uint8 [N0, H, W, C], pixel values in [0, pixel_max]), addressed by
+               train_origin. What a report shows of an example (label_issues).
+    train_files() -> the file of each training example (absolute paths) by stable
+               index, listed on demand; None (or no train_files): not a file source,
+               or the files are not known.
     """
 
     name: str
@@ -118,7 +120,7 @@ class DataBundle:
     train_in_order: tf.data.Dataset | None = None
     meta_from_train: Callable[[np.ndarray, int, str], tf.data.Dataset] | None = None
     source_train_images: tf.Tensor | None = None
-    source_train_files: list[str] | None = None
+    train_files: Callable[[], list[str] | None] | None = None
     pixel_max: float = 255.0
 
     def write_summary(self, path: str) -> str:
@@ -436,7 +438,8 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         result.train_origin, meta_origin, **positional,
         meta_source="auto" if auto_meta else "given", train_in_order=train_in_order,
         meta_from_train=meta_from_train, source_train_images=train_images,
-        source_train_files=splits.train_files, pixel_max=splits.pixel_max)
+        train_files=_files_by_index(splits.train_files, result.train_origin),
+        pixel_max=splits.pixel_max)
 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
@@ -482,7 +485,16 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
     return DataBundle(spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c,
                       aug.output_shape, n, m, num_test, batch_size, meta_batch_size, steps,
                       list(splits.class_names), aug.name, jsonable(summary), **positional,
-                      meta_source="auto" if auto_meta else "given", **chosen)
+                      meta_source="auto" if auto_meta else "given",
+                      train_files=splits.train_files, **chosen)
+
+
+def _files_by_index(source_files, origin):
+    """DataBundle.train_files of an in-memory source whose training split has `source_files`
+    (None: not a file source) and keeps the examples `origin` (source positions)."""
+    if source_files is None:
+        return None
+    return lambda: [source_files[int(o)] for o in origin]
 
 
 def _stream_choice(splits: StreamSplits, aug, seed, batch_size, meta_batch_size) -> dict:

@@ -158,6 +158,8 @@ class StreamSplits:
       {"image": encoded image bytes (tf.string), "label", "true_label", "index": int64}
     for role in ("train", "meta", "test"). true_label is -1 where unknown.
     records(role) -> the role's RecordFiles (what the positioned pipelines read).
+    train_files() -> the file of each training image (absolute paths) by index, listed
+    on demand (what the label-issue report names), or None where unknown.
     `counts[role]` is the per-class label count; `noise` holds the realised
     noise statistics of the train split (see gdw_tf.data.bundle for the keys).
     """
@@ -172,6 +174,7 @@ class StreamSplits:
     records: Callable[[str], RecordFiles]
     pixel_max: float = 255.0
     skipped_images: list[str] = dataclasses.field(default_factory=list)  # left out by the build
+    train_files: Callable[[], list[str] | None] | None = None
 
     @property
     def num_classes(self) -> int:

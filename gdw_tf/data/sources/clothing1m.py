@@ -90,6 +90,30 @@ def load_clothing1m(options: SourceOptions) -> StreamSplits:
         "realised_rate_per_class": meta["noisy_train_noise_rate_per_class"],
         "empirical_transition_matrix": meta["noisy_train_empirical_transition"],
     }
+    skipped = list(meta.get("skipped_images", []))
+    train_files = None
+    if options.manual_dir:
+        def train_files():
+            return _release_train_files(options.manual_dir, skipped, sizes["train"])
     return StreamSplits(list(builder.info.features["label"].names), (None, None, 3), read,
-                        sizes, counts, noise, dict(ROLES), records,
-                        skipped_images=list(meta.get("skipped_images", [])))
+                        sizes, counts, noise, dict(ROLES), records, skipped_images=skipped,
+                        train_files=train_files)
+
+
+def _release_train_files(manual_dir, skipped, num_train):
+    """The file of each noisy_train image by training index: the release's key list without
+    the images the build left out (`skipped`); None, with a warning, if the release under
+    `manual_dir` no longer lists the `num_train` images the build holds."""
+    from absl import logging
+
+    from gdw_tf.data.sources.clothing1m_tfds import read_release
+
+    root = os.path.abspath(manual_dir)
+    left_out = set(skipped)
+    files = [os.path.join(root, key) for key, _, _ in read_release(root).splits["noisy_train"]
+             if key not in left_out]
+    if len(files) != num_train:
+        logging.warning("%s lists %d training images, the prepared dataset %d: no image paths "
+                        "for the label-issue report", root, len(files), num_train)
+        return None
+    return files
