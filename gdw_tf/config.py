@@ -12,7 +12,9 @@ the run is carried out and where it writes). `to_flags()` is flags.json's conten
 every flag by name, the dataset defaults resolved.
 
 Defaults not resolved here: those a source decides from its data (num_meta, augment:
-`gdw_tf.data.build`) and the method constructors' own (an option left unset).
+`gdw_tf.data.build`) and the method constructors' own (an option left unset). The
+keyword defaults of the Python API (`gdw_tf.data.build`, `GDWModel`) are the flags' own
+where they share a name (a test keeps them so).
 """
 import ast
 import dataclasses

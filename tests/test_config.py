@@ -33,3 +33,20 @@ def test_a_flags_json_of_an_older_run_takes_the_defaults_of_flags_it_lacks():
 def test_bad_method_options_are_one_error_naming_the_flag(values, fragment):
     with pytest.raises(ValueError, match=fragment):  # as the config is made
         RunConfig.from_flag_values(values)
+
+
+def test_the_python_api_defaults_are_the_flags_defaults():
+    """gdw_tf.data.build and GDWModel take some flags as keyword arguments; where a flag's
+    default is a value (not resolved per dataset), the library's default is the same."""
+    import inspect
+
+    import gdw_tf
+
+    resolved = {"noise_type", "noise_rate", "dataset"}  # per dataset: RunConfig
+    shared = 0
+    for fn in (gdw_tf.data.build, gdw_tf.GDWModel.__init__):
+        for name, p in inspect.signature(fn).parameters.items():
+            if name in FLAG_DEFAULTS and name not in resolved and p.default is not p.empty:
+                assert p.default == FLAG_DEFAULTS[name], (fn.__qualname__, name)
+                shared += 1
+    assert shared >= 10
