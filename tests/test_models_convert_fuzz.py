@@ -16,8 +16,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from gdw_tf.models import convert_torchvision
-from gdw_tf.models.convert_torchvision import ConversionError
+from gdw_tf import convert_torchvision
+from gdw_tf.convert_torchvision import ConversionError
 from tests.fixtures import TORCH_STORAGES, write_torch_zip
 from tests.tiny import ROOT, subprocess_env
 
@@ -68,12 +68,13 @@ def test_view_outside_its_storage_is_refused(tmp_path, monkeypatch, capsys, offs
 
 def test_huge_stride_is_refused_by_the_cli_not_a_segfault(tmp_path, monkeypatch):
     pth, npz = _probe(tmp_path, monkeypatch, 0, (1000,), (10**7,))
-    proc = subprocess.run([sys.executable, "-m", "gdw_tf.models.convert_torchvision", pth, npz],
+    proc = subprocess.run([sys.executable, "-m", "gdw_tf.convert_torchvision", pth, npz],
                           cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
     line = _one_error_line(proc.stderr)
     assert "tensor 'fc.weight'" in line and "stride (10000000,)" in line, line
+    assert proc.stderr == line + "\n", proc.stderr  # one line: not even TensorFlow's start-up
     assert sorted(os.listdir(tmp_path)) == ["probe.pth"]
 
 

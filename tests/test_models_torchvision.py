@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from gdw_tf import models
-from gdw_tf.models import convert_torchvision
-from gdw_tf.models.convert_torchvision import save_arrays_npz, state_dict_to_arrays
+from gdw_tf import convert_torchvision
+from gdw_tf.convert_torchvision import save_arrays_npz, state_dict_to_arrays
 from tests.fixtures import fake_resnet18_state_dict, write_torch_zip
 
 SHAPE = (64, 64, 3)  # weights do not depend on the image size; keeps the test fast

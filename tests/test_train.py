@@ -242,7 +242,7 @@ def test_clothing1m_headline_command_on_two_logical_cpus(tmp_path):
 
 
 def test_clothing1m_flagfile_with_pretrained_weights_converted_offline(tmp_path, monkeypatch):
-    from gdw_tf.models import convert_torchvision
+    from gdw_tf import convert_torchvision
     release = str(tmp_path / "release")
     write_clothing1m_release(release, C1M_PER_CLASS)
     pth, npz = str(tmp_path / "resnet18-f37072fd.pth"), str(tmp_path / "resnet18.npz")

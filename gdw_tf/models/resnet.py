@@ -111,7 +111,7 @@ def resnet18(num_classes: int = 1000, input_shape=(224, 224, 3),
 
     (N, 224, 224, 3) -> (N, num_classes) logits. ``init_weights``: optional LOCAL file,
     either a ``.weights.h5`` of this architecture or an ``.npz`` torchvision ``resnet18``
-    state_dict (see ``convert_torchvision``). A pretrained head with a different number
+    state_dict (see ``gdw_tf.convert_torchvision``). A pretrained head with a different number
     of classes (e.g. 1000 -> 14 for Clothing1M) is skipped and logged.
     """
     check_num_classes("resnet18", num_classes)

@@ -3,7 +3,7 @@
 Usage (no PyTorch needed for files written by ``torch.save`` since PyTorch 1.6,
 e.g. torchvision's ``resnet18-f37072fd.pth``)::
 
-    python -m gdw_tf.models.convert_torchvision resnet18-f37072fd.pth resnet18.npz
+    python -m gdw_tf.convert_torchvision resnet18-f37072fd.pth resnet18.npz
 
 Keys keep their torchvision names (``conv1.weight``, ``layer1.0.bn1.running_mean``, ...)
 and tensors keep the PyTorch layout; ``torchvision_weights`` converts layouts on load.
@@ -351,7 +351,7 @@ def convert(in_path: str, out_path: str) -> list[str]:
 def main(argv=None) -> int:
     """The command line: exit status 0, or USER_ERROR_EXIT_CODE with one line on stderr."""
     parser = argparse.ArgumentParser(
-        prog="python -m gdw_tf.models.convert_torchvision",
+        prog="python -m gdw_tf.convert_torchvision",
         description="Dump a torchvision state_dict (.pth) to .npz for gdw_tf init_weights.")
     parser.add_argument("input", help="state_dict file written by torch.save (.pth / .pt)")
     parser.add_argument("output", help="output .npz path")
