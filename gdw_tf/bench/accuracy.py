@@ -169,27 +169,15 @@ def method_dir_name(entry):
     return re.sub(r"[^A-Za-z0-9_.]+", "-", entry)
 
 
-def _check_same_flags(path, wanted):
-    """Raises if the finished run at `path` was made with other flags than `wanted`.
+def check_same_flags(path, stored, wanted):
+    """Raises SystemExit if `stored` (flag name -> value: the trainer's flags of what `path`
+    holds, e.g. its results.json's) are not the flags `wanted` (the bench's arguments).
 
     The flags the bench gives (not those of a --flagfile) are compared, typed as the
     trainer parses them, by `run_dir.differing_flags`; --epochs must match exactly (a
     shorter finished run is another run, not one to extend) and --method_option as a set.
     """
-    from gdw_tf.flags import FLAGS as TRAINER_FLAGS
-
-    with open(path) as f:
-        stored = json.load(f)["flags"]
-    given = {"method_option": []}  # text as given; no option given is none
-    for flag in wanted:
-        if not flag.startswith("--flagfile="):
-            name, _, value = flag[2:].partition("=")
-            if name == "method_option":
-                given[name].append(value)
-            else:
-                given[name] = value
-    current = {name: sorted(value) if name == "method_option"
-               else TRAINER_FLAGS[name].parser.parse(value) for name, value in given.items()}
+    given, current = typed_flags(wanted)
     saved = {name: stored.get(name) for name in current}
     saved["method_option"] = sorted(saved["method_option"] or [])
     differ = differing_flags(saved, current, epochs_may_grow=False)
@@ -201,6 +189,29 @@ def _check_same_flags(path, wanted):
         raise SystemExit(f"{path}: this run was made with --{name}={have}, the benchmark "
                          f"asks for --{name}={want}; pass another --output_dir (or remove "
                          "the old runs) instead of mixing protocols in one table")
+
+
+def typed_flags(argv):
+    """(as given, typed): the flags of `argv` (["--name=value", ...], a --flagfile left
+    out) by name, as text and as the trainer parses them; --method_option a list."""
+    from gdw_tf.flags import FLAGS as TRAINER_FLAGS
+
+    given = {"method_option": []}  # text as given; no option given is none
+    for flag in argv:
+        if not flag.startswith("--flagfile="):
+            name, _, value = flag[2:].partition("=")
+            if name == "method_option":
+                given[name].append(value)
+            else:
+                given[name] = value
+    typed = {name: sorted(value) if name == "method_option"
+             else TRAINER_FLAGS[name].parser.parse(value) for name, value in given.items()}
+    return given, typed
+
+
+def _results_flags(path):
+    with open(path) as f:
+        return json.load(f)["flags"]
 
 
 def run_dir(config, setting, method, seed):
@@ -222,7 +233,7 @@ def run_one(config, setting, method, seed):
     path = os.path.join(out, "results.json")
     wanted = run_flags(config, setting, method, seed)
     if os.path.exists(path):
-        _check_same_flags(path, wanted)
+        check_same_flags(path, _results_flags(path), wanted)
     else:
         if config.report_only:
             return None
@@ -534,7 +545,7 @@ def main(argv):
     for setting, method, seed in runs:  # refuse a mixed table before starting anything
         path = os.path.join(run_dir(config, setting, method, seed), "results.json")
         if os.path.exists(path):
-            _check_same_flags(path, run_flags(config, setting, method, seed))
+            check_same_flags(path, _results_flags(path), run_flags(config, setting, method, seed))
     with concurrent.futures.ThreadPoolExecutor(config.jobs) as pool:
         finished = list(pool.map(lambda run: run_one(config, *run), runs))
     results = {}

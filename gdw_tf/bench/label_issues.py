@@ -36,6 +36,7 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -166,7 +167,12 @@ def cross_validate(config, setting, seed, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     np.savez(os.path.join(out_dir, CV_FILE), probs=probs, labels=labels,
              true_labels=true_labels, wall_s=time.time() - started,
-             flags=json.dumps(accuracy.run_flags(config, setting, "base", seed)))
+             flags=json.dumps(run_config.to_flags()))
+
+
+# cleanlab's find_label_issues hands its worker processes the data through module globals
+# (cleanlab/filter.py): two calls at once in threads overwrite each other's and fail.
+_CLEANLAB = threading.Lock()
 
 
 def cleanlab_rows(cv):
@@ -176,11 +182,12 @@ def cleanlab_rows(cv):
 
     from gdw_tf.label_issues import detection_of_scores
 
-    started = time.time()
     labels, probs = cv["labels"], cv["probs"]
-    quality = get_label_quality_scores(labels, probs)
-    flagged = find_label_issues(labels, probs)
-    wall = float(cv["wall_s"]) + time.time() - started
+    with _CLEANLAB:  # the time of this call only, not of waiting for another
+        started = time.time()
+        quality = get_label_quality_scores(labels, probs)
+        flagged = find_label_issues(labels, probs)
+        wall = float(cv["wall_s"]) + time.time() - started
     noisy = labels != cv["true_labels"]
     found = detection_of_scores(1.0 - quality, noisy)
     hits = int((flagged & noisy).sum())
@@ -212,9 +219,7 @@ def run_cross_validation(config, setting, seed):
     want = accuracy.run_flags(config, setting, "base", seed)
     if os.path.exists(path):
         with np.load(path) as cv:
-            if json.loads(str(cv["flags"])) != want:
-                raise SystemExit(f"{path} was made with other flags than {want}; pass another "
-                                 "--output_dir instead of mixing protocols in one table")
+            accuracy.check_same_flags(path, _saved_flags(cv), want)
             return dict(cv)
     if config.report_only:
         return None
@@ -225,6 +230,15 @@ def run_cross_validation(config, setting, seed):
         return None
     with np.load(path) as cv:
         return dict(cv)
+
+
+def _saved_flags(cv):
+    """The trainer's flags a CV_FILE was made with (flag name -> value). Files made before
+    it held them all hold the argument list instead."""
+    saved = json.loads(str(cv["flags"]))
+    if isinstance(saved, list):
+        return accuracy.typed_flags(saved)[1]
+    return saved
 
 
 def _bench_flags(config):
