@@ -49,8 +49,11 @@ def _check_inputs(out_dir, top, export):
     if not os.path.exists(flags_path):
         _fail(f"--output_dir={out_dir}: no {run_dir.FLAGS_FILE}, so not a python -m gdw_tf.train "
               "output directory")
-    with run_dir.user_errors():
-        config = RunConfig.from_flag_values(run_dir.read_json(flags_path))
+    saved = run_dir.read_json(flags_path)
+    try:
+        config = RunConfig.from_flag_values(saved)
+    except (ValueError, OSError) as error:
+        _fail(f"{flags_path}: {error}")
     method, with_weights = config.method.method, label_issues.methods_with_weights()
     if method not in with_weights:
         _fail(f"--output_dir={out_dir} was trained with --method={method}, which learns no "

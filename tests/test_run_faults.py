@@ -301,6 +301,12 @@ def test_audit_errors_name_the_file_or_flag_and_rewrite_nothing(two_checkpoints,
     assert f"{out}/flags.json:2: not valid JSON" in lines[0]
     assert open(os.path.join(out, "label_issues.csv")).read() == report
 
+    json.dump({**flags, "method_option": ["nope=1"]}, open(os.path.join(out, "flags.json"), "w"))
+    proc = _run("gdw_tf.audit", f"--output_dir={out}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert (f"{out}/flags.json: --method_option=nope=...: method 'gdw' has no option nope"
+            in proc.stderr), proc.stderr[-2000:]
+
 
 def test_a_corrupt_flags_json_on_resume_is_one_line(two_checkpoints, tmp_path):
     out = _copy(two_checkpoints, tmp_path)
