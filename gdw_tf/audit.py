@@ -88,7 +88,9 @@ def _restored_model(config, bundle, latest):
 
     from gdw_tf.run import build_model
 
-    model = build_model(config, bundle,
+    model = build_model(config.method, config.optim, bundle,
+                        noise_rate=config.data.synthetic_noise_rate,
+                        jit_compile=config.run.jit_compile,
                         **label_issues.model_options(config.method.method, bundle.num_train))
     status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     try:

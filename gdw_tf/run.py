@@ -32,21 +32,23 @@ def build_data(data):
         labels_missing=data.labels_missing, meta_source=data.meta_source)
 
 
-def build_model(config, bundle, init_weights=None, **model_options):
-    """The compiled `GDWModel` of `config` (a RunConfig) for `bundle` (call in the
-    strategy's scope). init_weights: the backbone's weights file (None: from scratch);
-    model_options: extra GDWModel keyword arguments (e.g. the label-issue record)."""
+def build_model(method, optim, bundle, init_weights=None, noise_rate=0.0, jit_compile=False,
+                **model_options):
+    """The `GDWModel` of `method` (a MethodConfig) for `bundle`, compiled with `optim`'s SGD
+    (an OptimConfig); call in the strategy's scope. init_weights: the backbone's weights file
+    (None: from scratch); noise_rate: the synthetic noise rate (DataConfig), for the options
+    a method derives from the data; jit_compile: XLA; model_options: extra GDWModel keyword
+    arguments (e.g. the label-issue record)."""
     import keras
 
     import gdw_tf
     from gdw_tf import models
     from gdw_tf.methods.method import METHODS
 
-    method, optim = config.method, config.optim
     backbone = models.build(method.model, bundle.num_classes, input_shape=bundle.image_shape,
                             init_weights=init_weights)
     from_data = METHODS.get(method.method).options_from_data(
-        bundle, epochs=optim.epochs, noise_rate=config.data.synthetic_noise_rate)
+        bundle, epochs=optim.epochs, noise_rate=noise_rate)
     model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=method.method,
                             weight_decay=optim.weight_decay, **model_options,
                             **{**from_data, **method.options})
@@ -54,31 +56,30 @@ def build_model(config, bundle, init_weights=None, **model_options):
     if optim.schedule == "cosine":
         lr = gdw_tf.EpochCosineDecay(lr, bundle.steps_per_epoch, optim.epochs)
     model.compile(keras.optimizers.SGD(lr, momentum=optim.momentum),
-                  metrics=["accuracy"], jit_compile=config.run.jit_compile)
+                  metrics=["accuracy"], jit_compile=jit_compile)
     return model
 
 
-def init_weights_file(config):
-    """The backbone's weights file for models.build (None: from scratch), checked before
-    any data is built: it must exist and, where the dataset fixes classes and image size
-    before reading data (clothing1m), load into --model; a setting that expects
-    pretrained weights without --init_weights gets a warning."""
+def init_weights_file(method, data):
+    """The backbone's weights file of `method` (a MethodConfig) for models.build (None: from
+    scratch), checked before any data is built: it must exist and, where `data`'s dataset
+    fixes classes and image size before reading data (clothing1m), load into --model; a
+    setting that expects pretrained weights without --init_weights gets a warning."""
     import gdw_tf
     from gdw_tf import models
 
-    method = config.method
     if method.init_weights == NO_INIT_WEIGHTS:
         return None
     if method.init_weights is None:
         if method.expects_pretrained:
             logging.warning(
-                f"--dataset={config.data.dataset} without --init_weights trains {method.model} "
+                f"--dataset={data.dataset} without --init_weights trains {method.model} "
                 "from scratch, not from the paper's ImageNet-pretrained weights; pass "
                 "--init_weights=resnet18.npz (docs/clothing1m.md: Pretrained weights), or "
                 f"--init_weights={NO_INIT_WEIGHTS} to train from scratch without this warning")
         return None
     models.check_init_weights(method.model, method.init_weights,
-                              gdw_tf.data.known_input(config.data.dataset, config.data.augment))
+                              gdw_tf.data.known_input(data.dataset, data.augment))
     return method.init_weights
 
 
@@ -125,7 +126,7 @@ def _run_locked(config, strategy, chief, out_dir, started):
             if value is not None and value % replicas:
                 raise ValueError(f"--{flag}={value} is not divisible by the {replicas} replicas "
                                  f"of --strategy={config.run.strategy}")
-        init_weights = init_weights_file(config)
+        init_weights = init_weights_file(config.method, data)
         if config.run.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         keras.utils.set_random_seed(data.seed)
@@ -144,7 +145,9 @@ def _run_locked(config, strategy, chief, out_dir, started):
 
         warmup_steps = schedule.warmup_epochs * bundle.steps_per_epoch if schedule else 0
         with strategy.scope():
-            model = build_model(config, bundle, init_weights, warmup_steps=warmup_steps,
+            model = build_model(config.method, optim, bundle, init_weights,
+                                data.synthetic_noise_rate, config.run.jit_compile,
+                                warmup_steps=warmup_steps,
                                 **label_issues.model_options(config.method.method,
                                                              bundle.num_train, resume_from))
             auto_state = auto_meta.AutoMetaState(bundle.num_meta) if schedule else None

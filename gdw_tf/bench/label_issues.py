@@ -153,7 +153,9 @@ def cross_validate(config, setting, seed, out_dir):
         if steps < 1:
             raise SystemExit(f"--folds={config.folds}: a fold's {rows.size} training examples "
                              f"fill no batch of {bundle.batch_size}")
-        model = run.build_model(run_config, dataclasses.replace(bundle, steps_per_epoch=steps))
+        model = run.build_model(run_config.method, run_config.optim,
+                                dataclasses.replace(bundle, steps_per_epoch=steps),
+                                noise_rate=run_config.data.synthetic_noise_rate)
         model.fit(data, epochs=run_config.optim.epochs, steps_per_epoch=steps, verbose=0,
                   shuffle=False)
         held = np.flatnonzero(fold == k)
