@@ -5,10 +5,9 @@ value they leave unset that depends on the dataset (`DATASET_DEFAULTS`: model, l
 epochs, noise, the paper's per-dataset method options). A RunConfig is valid by
 construction: what can be checked before any data is read (the method, its options,
 the meta source) is checked as it is made, so a bad flag fails before the run touches
-its output directory. Each part
-of a run takes its own slice: `data` (what `gdw_tf.data.build` reads), `method` (the
-method, its options and the backbone), `optim` (the classifier's SGD) and `run` (how
-the run is carried out and where it writes). `to_flags()` is flags.json's content:
+its output directory. Each part of a run takes its own slice: `data` (what
+`gdw_tf.data.build` reads), `method` (the method, its options and the backbone), `optim`
+(the classifier's SGD) and `run` (how the run is carried out and where it writes). `to_flags()` is flags.json's content:
 every flag by name, the dataset defaults resolved.
 
 Defaults not resolved here: those a source decides from its data (num_meta, augment:
