@@ -479,7 +479,7 @@ def test_clothing1m_auto_meta_run_killed_mid_choice_epoch_resumes_bit_for_bit(tm
     release = str(tmp_path / "release")
     write_clothing1m_release(release, {**C1M_PER_CLASS, "noisy_train": 4})
     args = ["--dataset=clothing1m", f"--manual_dir={release}", f"--data_dir={tmp_path / 'tfds'}",
-            "--model=small_cnn", "--init_weights=none", "--epochs=3", "--batch_size=8", "--verbose=0",
+            "--model=mlp", "--init_weights=none", "--epochs=3", "--batch_size=8", "--verbose=0",
             "--meta_source=auto", "--num_meta=14", "--meta_warmup_epochs=1", "--meta_refresh_epochs=1",
             "--checkpoint_steps=5", "--deterministic", "--hidden_units=16"]
     a, b = _uninterrupted_and_killed_at_second_checkpoint(   # ckpt-2: about the first choice
