@@ -164,15 +164,9 @@ def test_meta_gradients_match_central_finite_differences():
     y = np.eye(tiny.NUM_CLASSES)[labels]
     p = softmax(forward(theta, x))
     costs = -np.log(np.sum(p * y, axis=1))
-    variables = [tf.Variable(t) for t in theta]
 
     def meta_loss(omega):
-        with tf.GradientTape() as tape:
-            logits = tf.tanh(x @ variables[0] + variables[1]) @ variables[2] + variables[3]
-        grad = tape.gradient(logits, variables, output_gradients=omega * (p - y) / len(x))
-        theta_hat = [t - LR * g.numpy() for t, g in zip(theta, grad)]
-        pm = softmax(forward(theta_hat, meta[0]))
-        return -np.mean(np.log(pm[np.arange(len(meta[1])), meta[1]]))
+        return tiny.meta_loss_after_virtual_step(theta, x, labels, meta, omega, LR)
 
     def omega_of(phi_values):
         return constrain(vnet(phi_values, costs)[0] * np.ones_like(p), p, y)

@@ -40,6 +40,24 @@ def mlp_forward(theta, x):
     return np.tanh(x @ w1 + b1) @ w2 + b2
 
 
+def meta_loss_after_virtual_step(theta, x, labels, meta, omega, lr):
+    """float64 reference of the bi-level objective for `mlp` (no batch norm): the mean
+    cross-entropy on the meta batch `meta` = (images, labels) after one SGD step of
+    learning rate `lr` from `theta` on the training batch (x, labels) whose logit
+    gradients are weighted by `omega` [n, C] (d loss / d logits = omega * (p - y) / n)."""
+    import tensorflow as tf
+
+    y = np.eye(theta[-1].shape[0])[labels]
+    p = softmax(mlp_forward(theta, x))
+    variables = [tf.Variable(t) for t in theta]
+    with tf.GradientTape() as tape:
+        logits = tf.tanh(x @ variables[0] + variables[1]) @ variables[2] + variables[3]
+    grad = tape.gradient(logits, variables, output_gradients=omega * (p - y) / len(x))
+    theta_hat = [t - lr * g.numpy() for t, g in zip(theta, grad)]
+    pm = softmax(mlp_forward(theta_hat, meta[0]))
+    return -np.mean(np.log(pm[np.arange(len(meta[1])), meta[1]]))
+
+
 def central_differences(f, params, h=1e-6):
     """d f / d params by central differences: f(list of float64 arrays) -> scalar; one
     array per element of `params`, of its shape."""
