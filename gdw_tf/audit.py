@@ -8,8 +8,10 @@ RUN is a `python -m gdw_tf.train` output directory of a method with learned
 weights (`gdw_tf.label_issues.methods_with_weights()`). The data are rebuilt
 from RUN/flags.json (same sources, seed and noise), the model from the latest
 checkpoint. --export writes the top suspects (path, given and suggested class
-names, score, rank) as a CSV for relabelling; the dataset itself is never
-touched. Bad input ends with one line on stderr and exit status 2.
+names, score, rank; paths relative to ROOT/train, as in a labels file) as a CSV for
+relabelling; the dataset itself is never touched. The data must be those the run was
+trained on (its data_fingerprint.json): a change is one line naming it, and nothing is
+rewritten. Bad input ends with one line on stderr and exit status 2.
 """
 if __name__ == "__main__":  # before anything loads TensorFlow: no start-up log lines
     from gdw_tf import tf_startup
@@ -19,10 +21,11 @@ import csv
 import os
 import sys
 
-from absl import flags
+from absl import flags, logging
 
 from gdw_tf import flag_parser, label_issues, run_dir
 from gdw_tf.config import RunConfig
+from gdw_tf.data import fingerprint
 from gdw_tf.files import atomic_open, spreadsheet_safe
 
 FLAGS = flags.FlagValues()  # the audit's own flags (the trainer's --output_dir is another)
@@ -103,11 +106,12 @@ def _restored_model(config, bundle, latest):
 
 
 def write_relabel_csv(path, issues, paths, class_names, top):
-    """The `top` suspects: path, given and suggested class names, score, rank."""
+    """The `top` suspects: path (as `paths` gives it), given and suggested class names,
+    score, rank."""
     with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("path", "given_label", "suggested_label", "score", "rank"))
-        for i in range(min(top, issues.index.size)):
+        for i in range(min(top, issues.num_ranked)):
             writer.writerow([spreadsheet_safe(paths[int(issues.index[i])]),
                              spreadsheet_safe(class_names[int(issues.given_label[i])]),
                              spreadsheet_safe(class_names[int(issues.suggested_label[i])]),
@@ -128,12 +132,18 @@ def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
             _fail(f"--output_dir={out_dir}: no checkpoint under {out_dir}/checkpoints "
                   "(the run saved none yet)")
         bundle = build_data(config.data)
+        if not fingerprint.check(out_dir, bundle.fingerprint, "rewritten"):
+            logging.warning("%s was made before runs kept a fingerprint of their data: the "
+                            "report is rewritten from the data as they are now, which cannot "
+                            "be checked against those it was trained on", out_dir)
         model = _restored_model(config, bundle, latest)
         examples = label_issues.training_examples(bundle)
         issues, found = label_issues.write_report(out_dir, model.example_record,
                                                   bundle.class_names, examples, top)
-        if export is not None:
-            write_relabel_csv(os.path.join(export, RELABEL_FILE), issues, examples.paths,
+        if export is not None:  # paths as a labels file gives them: relative to ROOT/train
+            train_dir = os.path.join(os.path.abspath(config.data.data_dir), "train")
+            paths = [os.path.relpath(p, train_dir).replace(os.sep, "/") for p in examples.paths]
+            write_relabel_csv(os.path.join(export, RELABEL_FILE), issues, paths,
                               bundle.class_names, top)
     return issues, found
 

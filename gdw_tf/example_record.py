@@ -3,7 +3,8 @@
 `ExampleRecord` keeps one row per training example (addressed by the stable
 `batch["index"]`): a moving average of the target weight the step actually used
 (weight at the given label, `diagnostics.target_weights`) and of the predicted
-class probabilities, plus the given and true labels. `gdw_tf.label_issues`
+class probabilities, plus the given and true labels (set from the data by
+`assign_labels`, and by every visit). `gdw_tf.label_issues`
 turns it into a ranking of suspected label errors after training.
 
 The average: after v visits of an example its row moves towards the new value
@@ -66,6 +67,14 @@ class ExampleRecord(keras.layers.Layer):
         true = tf.cast(batch["true_label"], tf.float32) if "true_label" in batch else -tf.ones_like(labels)
         return write_rows(self.table, index, tf.concat(
             [averaged[:, :1], visits[:, None], labels[:, None], true[:, None], averaged[:, 1:]], axis=1))
+
+    def assign_labels(self, given, true=None):
+        """Sets every row's given label int [N] and true label int [N] (-1 or None: unknown)
+        from the data, so that the rows of examples no step visits know them too."""
+        rows = np.array(self.table.numpy())
+        rows[:, _LABEL] = np.asarray(given, np.float32)
+        rows[:, _TRUE] = -1.0 if true is None else np.asarray(true, np.float32)
+        self.table.assign(rows)
 
     def arrays(self):
         """The record as `RecordArrays` (numpy)."""

@@ -35,7 +35,7 @@ from gdw_tf.files import atomic_open, save_figure, spreadsheet_safe
 CSV_FILE = "label_issues.csv"
 PNG_FILE = "label_issues.png"
 CSV_COLUMNS = ("index", "path", "given_label", "suggested_label", "score", "rank", "true_label",
-               "given_probability", "weight_score")
+               "given_probability", "weight_score", "visits")
 SIGNALS = ("weight", "probability")  # what `score` can be (module doc)
 REPORT_SIGNAL = "probability"        # what label_issues.csv's `score` is
 DEFAULT_TOP = 64  # suspects shown in label_issues.png
@@ -70,24 +70,32 @@ def model_options(method_name, num_train, resume_from=None):
 
 @dataclasses.dataclass
 class LabelIssues:
-    """One entry per training example, sorted by score (highest first).
+    """One entry per training example: those visited in training by score (highest
+    first, ties by index), then those never visited, by index.
 
-    index, given_label, suggested_label: int [N]; score: float [N] in [0, 1] (the
-    weight_score or 1 - given_probability, by `signal`); rank: int [N], 1..N;
-    true_label: int [N], or None when the truth is unknown. given_probability:
-    float [N], the averaged predicted probability of the given label; weight_score:
-    float [N], the score from the averaged target weight (module doc).
-    Examples never seen in training get score 0 and their given label as suggestion.
+    index, given_label: int [N]; visits: int [N], the training steps that saw the
+    example; score: float [N] in [0, 1] (the weight_score or 1 - given_probability, by
+    `signal`); rank: int [N], 1..V over the V visited examples; true_label: int [N], -1
+    where unknown. suggested_label (argmax of the averaged probabilities),
+    given_probability (their value at the given label) and weight_score (from the
+    averaged target weight, module doc): int / float [N]. A never-visited example is no
+    suspect: its rank is 0, suggested_label -1, the floats NaN.
     """
     index: np.ndarray
     given_label: np.ndarray
     suggested_label: np.ndarray
     score: np.ndarray
     rank: np.ndarray
-    true_label: np.ndarray | None
+    true_label: np.ndarray
     given_probability: np.ndarray
     weight_score: np.ndarray
+    visits: np.ndarray
     signal: str = REPORT_SIGNAL
+
+    @property
+    def num_ranked(self):
+        """How many examples are ranked (visited in training)."""
+        return int((self.visits > 0).sum())
 
 
 @dataclasses.dataclass
@@ -111,29 +119,32 @@ def label_issues(arrays, signal=REPORT_SIGNAL):
         raise ValueError(f"unknown signal={signal!r} (expected one of {', '.join(SIGNALS)})")
     seen = arrays.visits > 0
     weight = arrays.target_weight
-    weight_score = np.zeros(weight.shape, np.float64)
+    weight_score = np.full(weight.shape, np.nan)
     if seen.any():
         high, low = weight[seen].max(), weight[seen].min()
-        if high > low:
-            weight_score[seen] = (high - weight[seen]) / (high - low)
+        weight_score[seen] = (high - weight[seen]) / (high - low) if high > low else 0.0
     given_p = np.take_along_axis(arrays.probabilities, arrays.given_label[:, None], axis=1)[:, 0]
-    score = weight_score if signal == "weight" else np.where(seen, 1.0 - given_p, 0.0)
-    suggested = np.where(seen, arrays.probabilities.argmax(axis=1), arrays.given_label)
-    order = np.argsort(-score, kind="stable")  # ties: by index
-    known = seen.all() and (arrays.true_label >= 0).all()
+    given_p = np.where(seen, given_p, np.nan)
+    score = weight_score if signal == "weight" else 1.0 - given_p
+    suggested = np.where(seen, arrays.probabilities.argmax(axis=1), -1)
+    order = np.lexsort((np.arange(score.size), np.where(seen, -score, 0.0), ~seen))
+    rank = np.zeros(score.size, np.int64)
+    rank[:int(seen.sum())] = np.arange(1, int(seen.sum()) + 1)
     return LabelIssues(index=order, given_label=arrays.given_label[order],
-                       suggested_label=suggested[order], score=score[order],
-                       rank=np.arange(1, order.size + 1),
-                       true_label=arrays.true_label[order] if known else None,
-                       given_probability=given_p[order], weight_score=weight_score[order],
+                       suggested_label=suggested[order], score=score[order], rank=rank,
+                       true_label=arrays.true_label[order], given_probability=given_p[order],
+                       weight_score=weight_score[order], visits=arrays.visits[order],
                        signal=signal)
 
 
 def detection(issues):
-    """`Detection` of `LabelIssues`, or None without true labels or without noise."""
-    if issues.true_label is None:
+    """`Detection` of `LabelIssues` over the ranked examples whose truth is known, or None
+    without any, or without noise among them."""
+    known = (issues.visits > 0) & (issues.true_label >= 0)
+    if not known.any():
         return None
-    return detection_of_scores(issues.score, issues.given_label != issues.true_label)
+    return detection_of_scores(issues.score[known],
+                               issues.given_label[known] != issues.true_label[known])
 
 
 def detection_of_scores(score, noisy):
@@ -156,17 +167,22 @@ def detection_of_scores(score, noisy):
 
 
 def write_csv(path, issues, paths=None):
-    """label_issues.csv: CSV_COLUMNS (true_label empty when unknown, path when not a file source)."""
+    """label_issues.csv: CSV_COLUMNS, one row per example in the order of `issues`; a cell
+    is empty where its value is unknown (true_label), not defined (a never-visited
+    example's suggestion, scores and rank) or not a file source (path)."""
+    def cell(value, form="d"):
+        return "" if value < 0 or value != value else format(value, form)  # -1 / NaN: empty
+
     with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         for i in range(issues.index.size):
             index = int(issues.index[i])
             writer.writerow([index, "" if paths is None else spreadsheet_safe(paths[index]),
-                             int(issues.given_label[i]), int(issues.suggested_label[i]),
-                             f"{issues.score[i]:.6f}", int(issues.rank[i]),
-                             "" if issues.true_label is None else int(issues.true_label[i]),
-                             f"{issues.given_probability[i]:.6f}", f"{issues.weight_score[i]:.6f}"])
+                             int(issues.given_label[i]), cell(int(issues.suggested_label[i])),
+                             cell(issues.score[i], ".6f"), cell(int(issues.rank[i]) or -1),
+                             cell(int(issues.true_label[i])), cell(issues.given_probability[i], ".6f"),
+                             cell(issues.weight_score[i], ".6f"), int(issues.visits[i])])
     return path
 
 
@@ -179,7 +195,9 @@ def write_png(path, issues, images, class_names, top=DEFAULT_TOP, pixel_max=255.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    count = min(top, issues.index.size)
+    count = min(top, issues.num_ranked)
+    if not count:
+        return None
     cols = min(8, count)
     rows = -(-count // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.0 * rows + 0.4), squeeze=False,

@@ -52,6 +52,8 @@ def build_model(method, optim, bundle, init_weights=None, noise_rate=0.0, jit_co
     model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=method.method,
                             weight_decay=optim.weight_decay, **model_options,
                             **{**from_data, **method.options})
+    if model.example_record is not None and bundle.train_origin is not None:
+        model.example_record.assign_labels(bundle.train_labels, bundle.train_true_labels)
     lr = optim.lr
     if optim.schedule == "cosine":
         lr = gdw_tf.EpochCosineDecay(lr, bundle.steps_per_epoch, optim.epochs)
@@ -132,6 +134,7 @@ def _run_locked(config, strategy, chief, out_dir, started):
         keras.utils.set_random_seed(data.seed)
 
         bundle = build_data(data)
+        _bind_data(out_dir, bundle.fingerprint, resume_from, write=chief)
         schedule = None
         if data.meta_source == "auto":
             schedule = auto_meta.AutoMetaSchedule.resolve(
@@ -192,6 +195,20 @@ def _run_locked(config, strategy, chief, out_dir, started):
     if chief:
         reporting.write_run_reports(out_dir, results, checkpoint.record, model)
     return results
+
+
+def _bind_data(out_dir, fingerprint, resume_from, write):
+    """A run resumed (or re-run) on the data it was trained on, else a DataChanged naming
+    the difference before anything is written; a fresh run saves its data's fingerprint
+    (gdw_tf.data.fingerprint)."""
+    from gdw_tf.data import fingerprint as data_fingerprint
+
+    if resume_from and not data_fingerprint.check(out_dir, fingerprint, "resumed or rewritten"):
+        logging.warning("%s was made before runs kept a fingerprint of their data: resuming "
+                        "it on the data as they are now, which cannot be checked against "
+                        "those it was trained on", out_dir)
+    if write:
+        fingerprint.save(os.path.join(out_dir, data_fingerprint.FILE))
 
 
 def _segments(start, step, epochs, cuts=()):

@@ -375,8 +375,9 @@ def test_train_on_a_noisy_cifar_folder_with_labels_from_a_csv(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(export, "relabel.csv")) as f:
         relabel = list(csv.DictReader(f))
-    assert [r["path"] for r in relabel] == [r["path"] for r in issues[:20]]
-    assert all(r["path"].startswith(f"{root}/train/batch_") for r in relabel)
+    # Paths as the labels file has them (relative to ROOT/train), so the two can be merged.
+    assert [f"{root}/train/{r['path']}" for r in relabel] == [r["path"] for r in issues[:20]]
+    assert {r["path"] for r in relabel} <= {r["path"] for r in rows}
 
 
 def test_an_unknown_true_label_counts_as_neither_clean_nor_noisy():
@@ -409,8 +410,12 @@ def test_labels_without_a_meta_folder_hold_the_meta_set_out_of_train_with_a_warn
     root, rels, given, _ = flat
     shutil.rmtree(f"{root}/meta")
     path = write_csv(tmp_path / "l.csv", ["path", "label"], [(r, CLASSES[g]) for r, g in zip(rels, given)])
-    with caplog.at_level(logging.WARNING, logger=folder_source.__name__):
+    with caplog.at_level(logging.WARNING, logger="gdw_tf.data.bundle"):
         bundle = build(root, tmp_path / "cache", labels=path, num_meta=3)
     assert bundle.summary["protocol"]["meta_source"] == "held out of the training split before corruption"
     assert bundle.num_meta == 3 and bundle.num_train == 9
-    assert any(f"labels={path} without {root}/meta" in r.getMessage() for r in caplog.records)
+    assert any(f"labels={path} without a meta/ folder" in r.getMessage() for r in caplog.records)
+    caplog.clear()  # meta_source=auto holds nothing out: no such warning
+    with caplog.at_level(logging.WARNING, logger="gdw_tf.data.bundle"):
+        bundle = build(root, tmp_path / "cache", labels=path, num_meta=3, meta_source="auto")
+    assert bundle.num_train == 12 and not caplog.records

@@ -46,14 +46,17 @@ def test_scores_rank_suggest_and_measure_detection():
         given_label=np.array([0, 1, 1, 0, 1]), true_label=np.array([0, 0, 1, 1, 1]),
         probabilities=np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.5, 0.5]]))
     issues = label_issues.label_issues(rows, "weight")
-    np.testing.assert_array_equal(issues.index, [3, 1, 2, 0, 4])  # unseen example 4: score 0, last
-    np.testing.assert_allclose(issues.score, [1.0, 0.8, 0.4, 0.0, 0.0])
-    np.testing.assert_array_equal(issues.suggested_label, [1, 0, 1, 0, 1])
-    np.testing.assert_array_equal(issues.rank, [1, 2, 3, 4, 5])
-    assert issues.true_label is None  # an unseen example's truth is not recorded
-    rows.visits[4] = 1
-    found = label_issues.detection(label_issues.label_issues(rows, "weight"))
+    np.testing.assert_array_equal(issues.index, [3, 1, 2, 0, 4])  # never visited: last, unranked
+    np.testing.assert_allclose(issues.score, [1.0, 0.8, 0.4, 0.0, np.nan])
+    np.testing.assert_array_equal(issues.suggested_label, [1, 0, 1, 0, -1])
+    np.testing.assert_array_equal(issues.rank, [1, 2, 3, 4, 0])
+    np.testing.assert_array_equal(issues.true_label, [1, 0, 1, 0, 1])  # from the data, visited or not
+    assert issues.num_ranked == 4
+    found = label_issues.detection(issues)  # over the visited examples only
     assert found.auc == 1.0 and found.noisy == found.flagged == 2
+    rows.visits[4], rows.target_weight[4] = 1, -1.0  # example 4 (clean, lowest weight) now first
+    found = label_issues.detection(label_issues.label_issues(rows, "weight"))
+    assert found.auc == pytest.approx(2 / 3) and found.noisy == found.flagged == 2
     assert found.precision == found.recall == found.f1 == 1.0
     rows.true_label[:] = -1  # unknown truth (clothing1m): no detection numbers
     assert label_issues.detection(label_issues.label_issues(rows)) is None
@@ -288,7 +291,7 @@ def test_folder_run_lists_image_paths_and_audit_exports_a_relabel_csv(tmp_path):
     proc = _run("gdw_tf.audit", f"--output_dir={out}", "--top=5", f"--export={export}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     relabel = _read(export / "relabel.csv")
-    assert [r["path"] for r in relabel] == [r["path"] for r in rows[:5]]
+    assert [str(data / "train" / r["path"]) for r in relabel] == [r["path"] for r in rows[:5]]
     assert {r["given_label"] for r in relabel} <= {"cat", "dog", "owl"}
     assert sorted(p for p in data.rglob("*")) == before  # the dataset is untouched
 

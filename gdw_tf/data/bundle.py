@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 from typing import Callable, Literal
@@ -35,7 +36,8 @@ from typing import Callable, Literal
 import numpy as np
 import tensorflow as tf
 
-from gdw_tf.data import pipeline
+from gdw_tf.data import fingerprint, pipeline
+from gdw_tf.data.fingerprint import DataFingerprint
 from gdw_tf.files import atomic_open
 from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
 from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empirical_transition,
@@ -43,6 +45,8 @@ from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empiric
                                   sample_given_meta)
 from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec, StreamSplits
 from gdw_tf.data.sources.base import GENERAL_OPTIONS
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATASET = "digits"
 META_SOURCES = ("given", "auto")
@@ -92,6 +96,7 @@ class DataBundle:
     train_files() -> the file of each training example (absolute paths) by stable
                index, listed on demand; None (or no train_files): not a file source,
                or the files are not known.
+    fingerprint: the source's data as a run binds them (`gdw_tf.data.fingerprint`).
     """
 
     name: str
@@ -122,6 +127,7 @@ class DataBundle:
     source_train_images: tf.Tensor | None = None
     train_files: Callable[[], list[str] | None] | None = None
     pixel_max: float = 255.0
+    fingerprint: DataFingerprint | None = None
 
     def write_summary(self, path: str) -> str:
         """Writes `summary` as JSON to `path`."""
@@ -341,6 +347,10 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
             raise ValueError(f"num_meta={num_meta} is not divisible by the number of classes ({c}); "
                              "meta_source='auto' chooses num_meta / C examples of each class")
         config = dataclasses.replace(config, num_meta=0 if auto_meta else num_meta)
+        if splits.labels_file is not None and num_meta and not auto_meta:
+            log.warning("labels=%s without a meta/ folder: the meta set is held out of the "
+                        "training images with the file's labels, which may be noisy; put clean "
+                        "images in ROOT/meta/<class>/", splits.labels_file.path)
         result = apply_protocol(splits.train_labels, c, config, features, splits.train_true_labels)
         meta_images, meta_origin = train_images, result.meta_origin
         meta_labels = splits.train_labels[meta_origin]
@@ -439,7 +449,8 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         meta_source="auto" if auto_meta else "given", train_in_order=train_in_order,
         meta_from_train=meta_from_train, source_train_images=train_images,
         train_files=_files_by_index(splits.train_files, result.train_origin),
-        pixel_max=splits.pixel_max)
+        pixel_max=splits.pixel_max,
+        fingerprint=fingerprint.of_arrays(spec.name, splits, options.data_dir))
 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
@@ -486,7 +497,8 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
                       aug.output_shape, n, m, num_test, batch_size, meta_batch_size, steps,
                       list(splits.class_names), aug.name, jsonable(summary), **positional,
                       meta_source="auto" if auto_meta else "given",
-                      train_files=splits.train_files, **chosen)
+                      train_files=splits.train_files, fingerprint=fingerprint.of_stream(spec.name, splits),
+                      **chosen)
 
 
 def _files_by_index(source_files, origin):

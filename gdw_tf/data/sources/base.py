@@ -73,8 +73,11 @@ class ArraySplits:
     the bundle then uses it as is instead of holding one out of train, and
     meta_dir (its folder, one sub-folder per class) names it in errors and in
     data_summary.json.
-    train_files: the file of each training image (absolute paths), for file sources.
+    train_files: the file of each training image (absolute paths), for file sources;
+    test_files / meta_files: the same for the test and meta splits.
     labels_file: the file that gave the training labels, if any.
+    provenance: what identifies the data beyond its arrays (e.g. a TFDS dataset's name,
+    version and splits), recorded in the run's data fingerprint (gdw_tf.data.fingerprint).
     """
 
     class_names: list[str]
@@ -89,6 +92,10 @@ class ArraySplits:
     meta_dir: str | None = None
     train_files: list[str] | None = None
     labels_file: LabelsFile | None = None
+    provenance: dict | None = None
+    test_files: list[str] | None = None
+    meta_files: list[str] | None = None
+    _digests: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         c = len(self.class_names)
@@ -119,9 +126,19 @@ class ArraySplits:
         if self.train_true_labels.size and (self.train_true_labels.min() < -1
                                             or self.train_true_labels.max() >= c):
             raise ValueError(f"train split: true labels outside [-1, {c - 1}]")
-        if self.train_files is not None and len(self.train_files) != len(self.train_labels):
-            raise ValueError(f"train split: {len(self.train_files)} files for "
-                             f"{len(self.train_labels)} images")
+        for split in splits:
+            files = getattr(self, f"{split}_files")
+            if files is not None and len(files) != len(getattr(self, f"{split}_labels")):
+                raise ValueError(f"{split} split: {len(files)} files for "
+                                 f"{len(getattr(self, f'{split}_labels'))} images")
+
+    def digests(self, split: str) -> list[str]:
+        """The pixel digest of every image of `split` ("train", "test", "meta"), computed
+        once (`gdw_tf.data.fingerprint.image_digests`)."""
+        if split not in self._digests:
+            from gdw_tf.data.fingerprint import image_digests
+            self._digests[split] = image_digests(getattr(self, f"{split}_images"))
+        return self._digests[split]
 
     @property
     def num_classes(self) -> int:

@@ -3,8 +3,11 @@
 Classes. Without --labels they are the sub-folders of ROOT/train sorted by name
 (label = position), and the class folders of ROOT/test and ROOT/meta must be
 among them. With --labels=FILE.csv they are the class folders of ROOT/test and
-ROOT/meta (their union, sorted by name; an empty folder declares a class with
-no images), and every class needs at least one training image labelled with it.
+ROOT/meta (their union, sorted by name), and every class needs at least one
+training image labelled with it. Every class needs test images, and meta images
+when ROOT/meta exists (a class folder missing or empty there is an error naming it).
+An image of ROOT/meta or ROOT/test that is also a training image (the same file,
+a copy or a link: equal pixels) is an error naming the first pair and the count.
 
 Labels file (--labels=FILE.csv). A header row `path,label` or
 `path,label,true_label`, then one row per training image. path: relative to
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import logging
 import os
 import posixpath
@@ -136,11 +140,17 @@ def _scan_class(class_dir: str) -> list[tuple[str, int, int]]:
 
 
 def _scan_tree(top: str) -> list[tuple[str, int, int]]:
-    """[(path relative to `top` (posix), size, mtime_ns)] of the images anywhere under `top`, sorted."""
-    files, skipped, hidden = [], [], []
-    for folder, dirs, names in os.walk(top):
+    """[(path relative to `top` (posix), size, mtime_ns)] of the images anywhere under `top`,
+    sorted; symbolic links to folders are followed (a folder reached twice is read once)."""
+    files, skipped, hidden, seen = [], [], [], set()
+    for folder, dirs, names in os.walk(top, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or two links to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
         hidden += [os.path.join(folder, d) for d in dirs if d.startswith(".")]
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
             if name.startswith("."):
                 continue
@@ -162,7 +172,7 @@ def _split_files(root: str, split: str, classes: list[str], truth: bool) -> list
     for label, name in enumerate(classes):
         class_dir = os.path.join(root, split, name)
         if not os.path.isdir(class_dir):
-            continue  # a class may be absent from test and meta
+            continue  # an absent class folder is reported by list_image_folder
         entries += [ImageFile(f"{split}/{name}/{f}", label, size, mtime, label if truth else UNKNOWN)
                     for f, size, mtime in _scan_class(class_dir)]
     return entries
@@ -219,13 +229,12 @@ def list_image_folder(root: str, labels: str | None = None,
                                  f"in {labels_file.path} (every class needs one)")
     for split in splits[1:]:
         files[split] = _split_files(root, split, classes, truth=True)
-    if META in files and not files[META]:
-        raise ValueError(f"meta split {os.path.join(root, META)} contains no images "
-                         f"({', '.join(IMAGE_EXTENSIONS)})")
-    if labels is not None and META not in files:
-        log.warning("labels=%s without %s: the meta set is held out of the training images with "
-                    "the file's labels, which may be noisy; put clean images in %s/<class>/",
-                    labels, os.path.join(root, META), os.path.join(root, META))
+        present = {f.label for f in files[split]}
+        empty = [name for label, name in enumerate(classes) if label not in present]
+        if empty:
+            raise ValueError(f"class folder {os.path.join(root, split, empty[0])} has no images "
+                             f"({', '.join(IMAGE_EXTENSIONS)}): every class needs {split} images"
+                             f"{f' ({len(empty)} classes have none)' if len(empty) > 1 else ''}")
     return FolderListing(root, classes, files, labels_file)
 
 
@@ -268,28 +277,46 @@ def _labelled_train(root: str, labels: str, missing: str,
 
 def _read_labels(path: str, classes: dict[str, int]) -> list[tuple[int, str, int, int | None]]:
     """[(line, path relative to ROOT/train, label, true label or None)] of the labels file."""
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is dropped
-        reader = csv.reader(f)
-        header = [c.strip() for c in next(reader, [])]
-        wanted = "path,label[,true_label]"
-        if not header or set(LABEL_COLUMNS) - set(header):
-            raise ValueError(f"{path}:1: the header must name the columns {wanted}, got {','.join(header)!r}")
-        extra = [c for c in header if c not in (*LABEL_COLUMNS, TRUE_COLUMN)]
-        if extra or len(set(header)) != len(header):
-            raise ValueError(f"{path}:1: unexpected column {(extra or header)[0]!r} (columns: {wanted})")
-        column = {name: header.index(name) for name in header}
-        rows = []
-        for row in reader:
-            line = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue  # a blank line
-            if len(row) != len(header):
-                raise ValueError(f"{path}:{line}: {len(row)} field(s), the header has {len(header)}")
-            cells = {name: row[i].strip() for name, i in column.items()}
-            where = f"{path}:{line}"
-            rows.append((line, _train_path(cells["path"], where), _class(cells["label"], classes, where),
-                         _class(cells[TRUE_COLUMN], classes, where) if TRUE_COLUMN in cells else None))
+    reader = csv.reader(_text_lines(path))
+    header = [c.strip() for c in next(reader, [])]
+    wanted = "path,label[,true_label]"
+    if not header or set(LABEL_COLUMNS) - set(header):
+        raise ValueError(f"{path}:1: the header must name the columns {wanted}, got {','.join(header)!r}")
+    twice = [c for i, c in enumerate(header) if c in header[:i]]
+    if twice:
+        raise ValueError(f"{path}:1: column {twice[0]!r} appears twice (columns: {wanted})")
+    extra = [c for c in header if c not in (*LABEL_COLUMNS, TRUE_COLUMN)]
+    if extra:
+        raise ValueError(f"{path}:1: unexpected column {extra[0]!r} (columns: {wanted})")
+    column = {name: header.index(name) for name in header}
+    rows = []
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue  # a blank line
+        if len(row) != len(header):
+            raise ValueError(f"{path}:{line}: {len(row)} field(s), the header has {len(header)}")
+        cells = {name: row[i].strip() for name, i in column.items()}
+        where = f"{path}:{line}"
+        for name in (n for n in header if n != "path" and not cells[n]):
+            raise ValueError(f"{where}: the {name} cell is empty (a class name or index)")
+        rows.append((line, _train_path(cells["path"], where), _class(cells["label"], classes, where),
+                     _class(cells[TRUE_COLUMN], classes, where) if TRUE_COLUMN in cells else None))
     return rows
+
+
+def _text_lines(path: str) -> io.StringIO:
+    """The UTF-8 text file `path` (a BOM dropped, line ends as they are, for csv); bytes
+    that are not UTF-8 are a ValueError naming FILE:line."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{path}:{line}: byte 0x{data[error.start]:02x} is not UTF-8 text; save "
+                         "the file as UTF-8") from None
+    return io.StringIO(text, newline="")
 
 
 def _train_path(text: str, where: str) -> str:
@@ -400,15 +427,35 @@ def load_image_folder(root: str, cache_dir: str | None = None, labels: str | Non
     def labels_of(split, field="label"):
         return np.array([getattr(f, field) for f in files[split]], np.int64)
 
+    def paths(split):
+        return [os.path.join(root, f.rel) for f in files[split]] if split in files else None
+
     meta = META in files
-    return ArraySplits(listing.classes, arrays["train_images"], labels_of("train"),
-                       arrays["test_images"], labels_of("test"),
-                       train_true_labels=labels_of("train", "true_label"),
-                       meta_images=arrays["meta_images"] if meta else None,
-                       meta_labels=labels_of(META) if meta else None,
-                       meta_dir=os.path.join(root, META) if meta else None,
-                       train_files=[os.path.join(root, f.rel) for f in files["train"]],
-                       labels_file=listing.labels_file)
+    splits = ArraySplits(listing.classes, arrays["train_images"], labels_of("train"),
+                         arrays["test_images"], labels_of("test"),
+                         train_true_labels=labels_of("train", "true_label"),
+                         meta_images=arrays["meta_images"] if meta else None,
+                         meta_labels=labels_of(META) if meta else None,
+                         meta_dir=os.path.join(root, META) if meta else None,
+                         train_files=paths("train"), test_files=paths("test"),
+                         meta_files=paths(META), labels_file=listing.labels_file)
+    for split in (META, "test") if meta else ("test",):
+        _check_apart_from_train(splits, split)
+    return splits
+
+
+def _check_apart_from_train(splits: ArraySplits, split: str) -> None:
+    """A ValueError naming the first image of `split` ("meta" or "test") that is also a
+    training image (the same file, a copy or a link: equal pixels), and how many are."""
+    train = {digest: i for i, digest in enumerate(splits.digests("train"))}
+    shared = [(i, train[d]) for i, d in enumerate(splits.digests(split)) if d in train]
+    if shared:
+        i, j = shared[0]
+        role = "the clean meta set" if split == META else "the test set"
+        raise ValueError(f"{getattr(splits, f'{split}_files')[i]} and {splits.train_files[j]} hold "
+                         f"the same image ({len(shared)} of the {split} images are also training "
+                         f"images): {role} must be kept apart from the training images; remove "
+                         f"them from one of the two folders")
 
 
 def _default_augment(image_shape: tuple) -> str:

@@ -51,7 +51,8 @@ def load_tfds_arrays(tfds_name: str, data_dir: str | None, cache_dir: str | None
 
     arrays = cached_arrays(cache_dir, f"tfds-{tfds_name}", key, compute)
     return ArraySplits(list(builder.info.features["label"].names), arrays["train_images"],
-                       arrays["train_labels"], arrays["test_images"], arrays["test_labels"])
+                       arrays["train_labels"], arrays["test_images"], arrays["test_labels"],
+                       provenance={"tfds": tfds_name, "version": str(builder.info.version)})
 
 
 @register_source("cifar10", default_num_meta=1000, default_augment="cifar")
