@@ -54,10 +54,11 @@ def test_scores_rank_suggest_and_measure_detection():
     assert issues.num_ranked == 4
     found = label_issues.detection(issues)  # over the visited examples only
     assert found.auc == 1.0 and found.noisy == found.flagged == 2
+    assert found.precision == found.recall == found.f1 == 1.0
     rows.visits[4], rows.target_weight[4] = 1, -1.0  # example 4 (clean, lowest weight) now first
     found = label_issues.detection(label_issues.label_issues(rows, "weight"))
     assert found.auc == pytest.approx(2 / 3) and found.noisy == found.flagged == 2
-    assert found.precision == found.recall == found.f1 == 1.0
+    assert found.precision == found.recall == found.f1 == 0.5
     rows.true_label[:] = -1  # unknown truth (clothing1m): no detection numbers
     assert label_issues.detection(label_issues.label_issues(rows)) is None
 
