@@ -17,7 +17,13 @@ from gdw_tf.methods.method import finite_guarded, guarded
 
 
 def _checked_labels(labels, num_classes, what):
-    """int32 labels that no op can consume unless all are in [0, num_classes)."""
+    """int32 labels that no op can consume unless all are in [0, num_classes) (float
+    labels must hold whole numbers: class indices, never truncated)."""
+    if labels.dtype.is_floating:
+        labels = guarded(labels, tf.reduce_all(tf.equal(labels, tf.round(labels))),
+                         f"gdw_tf: {what} is not a whole number (labels are class indices); "
+                         "one of them:", labels[tf.argmax(tf.cast(
+                             tf.not_equal(labels, tf.round(labels)), tf.int32))])
     labels = tf.cast(labels, tf.int32)
     return guarded(labels, tf.reduce_all((labels >= 0) & (labels < num_classes)),
                    f"gdw_tf: {what} outside [0, num_classes={num_classes}); min and max:",
@@ -69,6 +75,11 @@ class GDWModel(keras_internals.PrebuiltModel):
         self.warmup_steps = int(warmup_steps)
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
+        elif not backbone.built:
+            raise ValueError(
+                f"backbone '{backbone.name}' is not built, so it has no weights yet: give it an "
+                "input (keras.Input(shape=...) as its first layer) or call "
+                "backbone.build((None, *input_shape)) before GDWModel")
         self.backbone = backbone
         self.num_classes = int(num_classes)
         self.weight_decay = float(weight_decay)

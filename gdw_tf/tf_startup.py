@@ -12,7 +12,8 @@ So `quiet()`, which each tool calls before anything imports TensorFlow, sets
 TF_CPP_MIN_LOG_LEVEL=1 (TensorFlow's later INFO lines are dropped; warnings and errors
 stay), then imports TensorFlow and lists its devices with file descriptor 2 sent to a
 temporary file, restores it and writes back to stderr every captured line that is not a
-start-up line. If the user set TF_CPP_MIN_LOG_LEVEL, nothing is changed or filtered.
+start-up line. A level the user set is kept as it is; the start-up lines are filtered at
+every level but 0, which shows TensorFlow's logging as it is.
 """
 import os
 import re
@@ -44,11 +45,12 @@ def startup_lines_removed(text):
 
 
 def quiet():
-    """Loads TensorFlow without its start-up lines, unless TF_CPP_MIN_LOG_LEVEL is the user's."""
+    """Loads TensorFlow without its start-up lines, unless the user set TF_CPP_MIN_LOG_LEVEL=0."""
     level = os.environ.get(LEVEL)
-    if level is not None and os.environ.get(_SET_BY_GDW_TF) != level:
+    if level is None or os.environ.get(_SET_BY_GDW_TF) == level:
+        os.environ[LEVEL] = os.environ[_SET_BY_GDW_TF] = QUIET_LEVEL
+    elif level.strip() == "0":
         return
-    os.environ[LEVEL] = os.environ[_SET_BY_GDW_TF] = QUIET_LEVEL
     with tempfile.TemporaryFile() as captured:
         sys.stderr.flush()
         stderr_fd = os.dup(2)

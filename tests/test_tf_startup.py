@@ -34,6 +34,10 @@ def test_errors_still_show_and_the_users_level_is_left_alone():
     proc = _run(["gdw_tf.train", "--no_such_flag"])
     assert proc.returncode == 2
     assert proc.stderr == "gdw_tf.train: error: Unknown command line flag 'no_such_flag'\n"
+    for level in ("1", "3"):  # the levels users set to silence TensorFlow: no start-up lines
+        proc = _run(["gdw_tf.audit", "--no_such_flag"], TF_CPP_MIN_LOG_LEVEL=level)
+        assert proc.returncode == 2
+        assert proc.stderr == "gdw_tf.audit: error: Unknown command line flag 'no_such_flag'\n", level
     proc = _run(["gdw_tf.audit", "--no_such_flag"], TF_CPP_MIN_LOG_LEVEL="0")
     assert proc.returncode == 2
     assert "absl::InitializeLog" in proc.stderr and "cpu_feature_guard" in proc.stderr

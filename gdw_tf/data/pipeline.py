@@ -374,6 +374,11 @@ def with_meta(train_ds, meta_ds):
     """
     _check_batched(train_ds, "with_meta(train_ds)")
     _check_batched(meta_ds, "with_meta(meta_ds)")
+    spec = meta_ds.element_spec
+    if isinstance(spec, (tuple, list)) and len(spec) != 2:
+        raise ValueError(f"with_meta(meta_ds): expected (image, label) pairs, got {len(spec)} "
+                         "elements; the meta loss is the plain mean over the clean meta batch, so "
+                         "sample weights have no place in it: drop them")
     if not isinstance(train_ds.element_spec, dict):
         train_ds = train_ds.map(lambda *e: _as_dict(e, "train_ds"))
     if isinstance(meta_ds.element_spec, dict):

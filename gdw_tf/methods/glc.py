@@ -111,7 +111,8 @@ class GLC(Method):
         estimator = plain_trainer(model, fresh_copy(model.backbone, "glc"),
                                   lambda: optimizer_like(model.optimizer, epochs),
                                   name="glc_estimator")
-        estimator.fit(bundle.train, epochs=epochs, verbose=verbose)
+        estimator.fit(bundle.train, epochs=epochs, verbose=verbose,
+                      shuffle=False)  # tf.data shuffles (Keras would warn)
         probs, labels = [], []
         for element in bundle.meta_once:
             images, true = _images_and_labels(element)
