@@ -30,9 +30,12 @@ flags.DEFINE_float("noise_rate", None, "Label noise ratio r in [0, 1]. Default p
                    "synthetic noise, 0 for clothing1m.")
 flags.DEFINE_float("imbalance_factor", 1.0, "Long-tail factor mu in (0, 1]: smallest / largest class.")
 flags.DEFINE_integer("num_meta", None, "Clean meta examples (class-balanced). Default per dataset.")
-flags.DEFINE_enum("meta_source", "given", ["given", "auto"], "Where the meta set comes from. given: "
-                  "the dataset's clean meta set (held out of the training split before any noise, or "
-                  "the release's clean split). auto: no clean set; after a warm-up of plain training "
+flags.DEFINE_enum("meta_source", "given", ["given", "truth", "auto"], "Where the meta set comes from. "
+                  "given: the dataset's clean meta set (held out of the training split before any noise, or "
+                  "the release's clean split). truth: hold out a clean meta set of --num_meta training "
+                  "images chosen by their TRUE label (a --labels file's true_label column), class-"
+                  "balanced, labelled with it; images whose truth is unknown are never chosen, and "
+                  "--train_per_class then caps the rest per given label. auto: no clean set; after a warm-up of plain training "
                   "the --num_meta / C smallest-loss training examples of each class are the meta set, "
                   "chosen again every --meta_refresh_epochs (bi-level methods, every dataset; a "
                   "release's own clean split is then not used; gdw_tf.auto_meta).")

@@ -10,8 +10,9 @@ noise {type, rate, truth (in-memory sources: what the true labels are, the label
 synthetic noise, a labels file's true_label column, or unknown), expected_rate, realised_rate,
 realised_rate_per_class (by clean class), transition_matrix, empirical_transition_matrix},
 imbalance {factor, img_max, target_counts, shortfall},
-protocol {order, seed, num_meta, meta_source (held out of train, the source's own
-meta split, e.g. a folder's ROOT/meta, or auto: chosen from train by the trainer),
+protocol {order, seed, num_meta, meta_source (held out of train: by label before corruption,
+or by true label (--meta_source=truth); the source's own meta split, e.g. a folder's ROOT/meta;
+or auto: chosen from train by the trainer), meta_by_truth (the meta set was drawn by true label),
 train_per_class, augment, batch_size, meta_batch_size, data_dir, manual_dir, cache_dir,
 skip_bad_images, labels, labels_missing}.
 Unknown / undefined numbers (e.g. a class with no examples, the noise of labels
@@ -28,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 from typing import Callable, Literal
@@ -45,8 +47,10 @@ from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec,
 from gdw_tf.data.sources.base import GENERAL_OPTIONS
 
 DEFAULT_DATASET = "digits"
-META_SOURCES = ("given", "auto")
+META_SOURCES = ("given", "auto", "truth")
 STREAM_SHUFFLE_BUFFER = 4096  # encoded images held for shuffling streamed splits
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -157,6 +161,10 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     the protocol then applies to train only. labels / labels_missing: a file of
     training labels and what to do with images it lacks (folder only, see
     gdw_tf.data.sources.folder).
+    meta_source="truth" (in-memory sources whose training labels have a known truth, e.g. a
+    labels file with a true_label column): the meta set of num_meta / C examples per class
+    is held out of train by TRUE label (an example of unknown truth is never chosen) and
+    labelled with it; train_per_class then caps the rest per given label (protocol.split_meta).
     meta_source="auto" (every source): no meta set is held out and a source's own meta split
     is not used; every training example stays noisy training data and num_meta is how
     many of them the trainer chooses as its meta set (DataBundle.meta_from_train;
@@ -169,10 +177,13 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     spec = SOURCES.get(name)
     if meta_source not in META_SOURCES:
         raise ValueError(f"unknown meta_source={meta_source!r} (expected one of {', '.join(META_SOURCES)})")
+    if meta_source == "truth" and spec.fixed_protocol:
+        raise ValueError(f"meta_source=truth holds a clean meta set out of the training split by "
+                         f"true label, but {spec.name} has {spec.fixed_protocol}; leave meta_source unset")
     options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images), labels, labels_missing)
     _check_source_options(spec, options, noise_type=(noise_type, "none"), noise_rate=(noise_rate, 0.0),
                           imbalance_factor=(imbalance_factor, 1.0),
-                          num_meta=(num_meta if meta_source == "given" else None, None),
+                          num_meta=(num_meta if meta_source != "auto" else None, None),
                           train_per_class=(train_per_class, None))  # first: what this source cannot take
     config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0 if num_meta is None else num_meta,
                             seed, train_per_class)
@@ -186,7 +197,7 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     splits = spec.load(options)
     assemble = _ASSEMBLERS[type(splits)]
     return assemble(spec, splits, config, num_meta=num_meta, batch_size=batch_size,
-                    auto_meta=meta_source == "auto",
+                    auto_meta=meta_source == "auto", meta_by_truth=meta_source == "truth",
                     meta_batch_size=meta_batch_size, augment=augment, options=options,
                     check_meta_batch=meta_batch_given and num_meta is None)
 
@@ -244,9 +255,11 @@ def _steps(num_train: int, batch_size: int) -> int:
     return num_train // batch_size
 
 
-def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options, meta_source):
+def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options, meta_source,
+                     meta_by_truth=False):
     return {
         "order": list(ORDER), "seed": config.seed, "num_meta": num_meta, "meta_source": meta_source,
+        "meta_by_truth": meta_by_truth,
         "train_per_class": config.train_per_class,
         "augment": aug.name, "batch_size": batch_size, "meta_batch_size": meta_batch_size,
         "data_dir": options.data_dir, "manual_dir": options.manual_dir, "cache_dir": options.cache_dir,
@@ -328,8 +341,15 @@ class _Pipelines:
 
 def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, *, num_meta,
                  batch_size, meta_batch_size, augment, options, check_meta_batch,
-                 auto_meta=False) -> DataBundle:
+                 auto_meta=False, meta_by_truth=False) -> DataBundle:
     c = splits.num_classes
+    truth = _truth_text(splits)
+    if meta_by_truth and splits.meta_images is not None:
+        raise ValueError(f"meta_source=truth holds a clean meta set out of the training split, but "
+                         f"{splits.meta_dir} is a clean meta set: drop meta_source=truth to use it")
+    if meta_by_truth and not (splits.train_true_labels >= 0).any():
+        raise ValueError(f"meta_source=truth draws the meta set by true label, but the training labels "
+                         f"of {spec.name} have no known truth (a labels file needs a true_label column)")
     aug = _augmentation(spec, splits, augment)
     train_images = tf.constant(splits.train_images)
     features = pixel_features(splits.train_images, splits.pixel_max)
@@ -341,12 +361,19 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
             raise ValueError(f"num_meta={num_meta} is not divisible by the number of classes ({c}); "
                              "meta_source='auto' chooses num_meta / C examples of each class")
         config = dataclasses.replace(config, num_meta=0 if auto_meta else num_meta)
-        result = apply_protocol(splits.train_labels, c, config, features, splits.train_true_labels)
-        meta_images, meta_origin = train_images, result.meta_origin
-        meta_labels = splits.train_labels[meta_origin]
+        result = apply_protocol(splits.train_labels, c, config, features, splits.train_true_labels,
+                                meta_by_truth=meta_by_truth)
+        meta_images, meta_origin, meta_labels = train_images, result.meta_origin, result.meta_labels
         meta_source = ("auto: the smallest-loss training examples of each class, chosen by the "
                        "trainer during training (they stay training data)" if auto_meta else
+                       f"held out of the training split by true label ({truth})" if meta_by_truth else
                        "held out of the training split before corruption")
+        if splits.labels_file is not None and not (auto_meta or meta_by_truth):
+            log.warning("labels=%s without a meta split: the meta set is held out of the training "
+                        "images with the file's labels, which may be noisy; put clean images in "
+                        "ROOT/meta/<class>/%s", splits.labels_file.path,
+                        " or pass meta_source=truth (drawn by the file's true_label column)"
+                        if splits.labels_file.true_label else "")
     else:  # the source's own meta split, as is or subsampled per class; never mixed with train
         if auto_meta:
             raise ValueError(f"meta_source='auto' chooses a meta set from noisy training data, but "
@@ -397,9 +424,7 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         "labels_file": None if labels_file is None else dataclasses.asdict(labels_file),
         "noise": {
             "type": config.noise_type, "rate": float(config.noise_rate),
-            "truth": ("the labels before synthetic noise" if known.all() and labels_file is None
-                      else f"the true_label column of {labels_file.path}" if known.all()
-                      else "unknown (the source's own labels, without their truth)"),
+            "truth": truth,
             "expected_rate": expected_noise_rate(
                 result.transition, np.bincount(splits.train_labels[result.train_origin], minlength=c)),
             "realised_rate": rate, "realised_rate_per_class": per_class,
@@ -413,7 +438,7 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
             "shortfall": {c_: list(v) for c_, v in result.shortfall.items()},
         },
         "protocol": _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options,
-                                     meta_source),
+                                     meta_source, meta_by_truth),
     }
     train_rows, given = result.train_origin, {"label": result.labels}
 
@@ -444,7 +469,7 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
                  batch_size, meta_batch_size, augment, options, check_meta_batch,
-                 auto_meta=False) -> DataBundle:
+                 auto_meta=False, meta_by_truth=False) -> DataBundle:
     aug = _augmentation(spec, splits, augment)
     seed, c = config.seed, splits.num_classes
     n, m, num_test = splits.sizes["train"], splits.sizes["meta"], splits.sizes["test"]
@@ -487,6 +512,18 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
                       list(splits.class_names), aug.name, jsonable(summary), **positional,
                       meta_source="auto" if auto_meta else "given",
                       train_files=splits.train_files, **chosen)
+
+
+def _truth_text(splits: ArraySplits) -> str:
+    """What the true labels of an in-memory source's training split are (data_summary.json's
+    noise.truth)."""
+    known = splits.train_true_labels >= 0
+    if not known.all():
+        return ("unknown (the source's own labels, without their truth)" if not known.any() else
+                f"known for {int(known.sum())} of {known.size} training examples")
+    if splits.labels_file is not None:
+        return f"the true_label column of {splits.labels_file.path}"
+    return "the labels before synthetic noise"
 
 
 def _files_by_index(source_files, origin):

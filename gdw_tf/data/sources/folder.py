@@ -21,7 +21,8 @@ twice, a missing column; a training image without a row is one too, unless
 Meta split. ROOT/meta/<class>/<image>, when present, is the meta set as is,
 labelled by its folders and taken as clean; it is never mixed with train
 (--num_meta, if given, subsamples it per class). Without it the meta set is held
-out of train as for the other datasets.
+out of train as for the other datasets: by the file's labels (a warning says they may
+be noisy), or, with --meta_source=truth, by its true_label column (gdw_tf.data.bundle).
 
 Truth. The folder's own labels (a labels file or a meta split, `has_own_labels`)
 are the user's, possibly noisy, so synthetic noise defaults to none and the truth
@@ -222,10 +223,6 @@ def list_image_folder(root: str, labels: str | None = None,
     if META in files and not files[META]:
         raise ValueError(f"meta split {os.path.join(root, META)} contains no images "
                          f"({', '.join(IMAGE_EXTENSIONS)})")
-    if labels is not None and META not in files:
-        log.warning("labels=%s without %s: the meta set is held out of the training images with "
-                    "the file's labels, which may be noisy; put clean images in %s/<class>/",
-                    labels, os.path.join(root, META), os.path.join(root, META))
     return FolderListing(root, classes, files, labels_file)
 
 
