@@ -14,7 +14,9 @@ protocol {order, seed, num_meta, meta_source (held out of train: by label before
 or by true label (--meta_source=truth); the source's own meta split, e.g. a folder's ROOT/meta;
 or auto: chosen from train by the trainer), meta_by_truth (the meta set was drawn by true label),
 train_per_class, augment, batch_size, meta_batch_size, data_dir, manual_dir, cache_dir,
-skip_bad_images, labels, labels_missing}.
+skip_bad_images, labels, labels_missing, label_key, true_label_key, train_split, test_split,
+image_size}, provenance (in-memory sources: ArraySplits.provenance, e.g. a TFDS dataset's name,
+config, version, splits and label keys; null where the arrays say it all).
 Unknown / undefined numbers (e.g. a class with no examples, the noise of labels
 whose truth is unknown) are null.
 For instance noise, noise.transition_matrix is the expected transition (row c: the
@@ -43,8 +45,8 @@ from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
 from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empirical_transition,
                                   expected_noise_rate, pixel_features, realised_noise,
                                   sample_given_meta)
-from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec, StreamSplits
-from gdw_tf.data.sources.base import GENERAL_OPTIONS
+from gdw_tf.data.sources import ArraySplits, SourceOptions, SourceSpec, StreamSplits, get_source
+from gdw_tf.data.sources.base import GENERAL_OPTIONS, IMAGE_SIZE_OPTION, resize_images
 
 DEFAULT_DATASET = "digits"
 META_SOURCES = ("given", "auto", "truth")
@@ -144,7 +146,9 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
           meta_batch_size: int | None = None, augment: str | None = None,
           cache_dir: str | None = None, train_per_class: int | None = None,
           skip_bad_images: bool = False, labels: str | None = None,
-          labels_missing: str = "error", meta_source: str = "given") -> DataBundle:
+          labels_missing: str = "error", meta_source: str = "given", label_key: str = "label",
+          true_label_key: str | None = None, train_split: str = "train", test_split: str = "test",
+          image_size: int | None = None) -> DataBundle:
     """Loads dataset `name` (see available_datasets()), applies the protocol, builds pipelines.
 
     Protocol (in-memory sources): hold out num_meta clean examples (num_meta / C
@@ -170,17 +174,26 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     many of them the trainer chooses as its meta set (DataBundle.meta_from_train;
     streamed sources: default the release's meta split size, rounded down to a multiple
     of the classes). A folder with ROOT/meta is refused: it has a clean meta set.
+    label_key, true_label_key, train_split, test_split: a TFDS dataset's (name
+    "tfds:NAME[/CONFIG]", gdw_tf.data.sources.tfds_any) training label feature, true label
+    feature (with it, meta_source="given" holds the meta set out by true label, as "truth";
+    without it no meta set is held out: num_meta 0) and splits.
+    image_size: in-memory sources: every image (train, meta, test) resized to image_size x
+    image_size when loaded (bilinear, antialiased); None: as stored.
     Every parameter is checked here, once, before any data is read (the protocol's
     by ProtocolConfig; only the num_meta checks that need the class sizes come
     later); errors name the parameter and value.
     """
-    spec = SOURCES.get(name)
+    spec = get_source(name)
     if meta_source not in META_SOURCES:
         raise ValueError(f"unknown meta_source={meta_source!r} (expected one of {', '.join(META_SOURCES)})")
     if meta_source == "truth" and spec.fixed_protocol:
         raise ValueError(f"meta_source=truth holds a clean meta set out of the training split by "
                          f"true label, but {spec.name} has {spec.fixed_protocol}; leave meta_source unset")
-    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images), labels, labels_missing)
+    if image_size is not None:
+        _check_batch("image_size", image_size)
+    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images), labels, labels_missing,
+                            label_key, true_label_key, train_split, test_split, image_size)
     _check_source_options(spec, options, noise_type=(noise_type, "none"), noise_rate=(noise_rate, 0.0),
                           imbalance_factor=(imbalance_factor, 1.0),
                           num_meta=(num_meta if meta_source != "auto" else None, None),
@@ -195,6 +208,8 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     if augment is not None:
         AUGMENTATIONS.get(augment)  # fail before reading any data
     splits = spec.load(options)
+    if isinstance(splits, ArraySplits) and image_size is not None:
+        splits = _resized(splits, image_size)
     assemble = _ASSEMBLERS[type(splits)]
     return assemble(spec, splits, config, num_meta=num_meta, batch_size=batch_size,
                     auto_meta=meta_source == "auto", meta_by_truth=meta_source == "truth",
@@ -215,7 +230,8 @@ def _check_source_options(spec: SourceSpec, options: SourceOptions, **protocol):
                         if name == "num_meta" else "")
                 raise ValueError(f"{name}={value!r} is not supported: {spec.name} has "
                                  f"{spec.fixed_protocol}; leave {name} unset{hint}")
-    used = spec.options if spec.options is not None else GENERAL_OPTIONS
+    used = (*(spec.options if spec.options is not None else GENERAL_OPTIONS),
+            *(() if spec.fixed_protocol else (IMAGE_SIZE_OPTION,)))
     for field in dataclasses.fields(SourceOptions):
         value = getattr(options, field.name)
         if value != field.default and field.name not in used:
@@ -223,12 +239,14 @@ def _check_source_options(spec: SourceSpec, options: SourceOptions, **protocol):
                              f"(it reads {', '.join(used) or 'no files'})")
 
 
-def known_input(name: str, augment: str | None = None) -> tuple[int, tuple] | None:
+def known_input(name: str, augment: str | None = None,
+                image_size: int | None = None) -> tuple[int, tuple] | None:
     """(num_classes, model input shape) of dataset `name`, when known without reading data."""
-    spec = SOURCES.get(name)
+    spec = get_source(name)
     if spec.num_classes is None or spec.stored_shape is None:
         return None
-    aug = make_augmentation(augment or spec.default_augment(spec.stored_shape), spec.stored_shape, 255.0)
+    stored = spec.stored_shape if image_size is None else (image_size, image_size, spec.stored_shape[-1])
+    aug = make_augmentation(augment or spec.default_augment(stored), stored, 255.0)
     return None if None in aug.output_shape else (spec.num_classes, tuple(aug.output_shape))
 
 
@@ -241,6 +259,20 @@ def _augmentation(spec: SourceSpec, splits, augment: str | None) -> Augmentation
             f"{splits.image_shape}; batching needs one size (e.g. augment=imagenet)"
         )
     return aug
+
+
+def _resized(splits: ArraySplits, size: int) -> ArraySplits:
+    """`splits` with every image resized to size x size (resize_images; a no-op for images of
+    that size already, e.g. resized by the source while decoding)."""
+    def resized(images):
+        if images is None or images.shape[1:3] == (size, size):
+            return images
+        return np.concatenate([resize_images(images[i:i + 1024], size).numpy()
+                               for i in range(0, len(images), 1024)] or [images[:0, :size, :size]])
+
+    return dataclasses.replace(splits, train_images=resized(splits.train_images),
+                               test_images=resized(splits.test_images),
+                               meta_images=resized(splits.meta_images))
 
 
 def _check_meta_batch(meta_batch_size: int, num_meta: int) -> None:
@@ -264,7 +296,9 @@ def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, o
         "augment": aug.name, "batch_size": batch_size, "meta_batch_size": meta_batch_size,
         "data_dir": options.data_dir, "manual_dir": options.manual_dir, "cache_dir": options.cache_dir,
         "skip_bad_images": options.skip_bad_images, "labels": options.labels,
-        "labels_missing": options.labels_missing,
+        "labels_missing": options.labels_missing, "label_key": options.label_key,
+        "true_label_key": options.true_label_key, "train_split": options.train_split,
+        "test_split": options.test_split, "image_size": options.image_size,
     }
 
 
@@ -349,12 +383,19 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
                          f"{splits.meta_dir} is a clean meta set: drop meta_source=truth to use it")
     if meta_by_truth and not (splits.train_true_labels >= 0).any():
         raise ValueError(f"meta_source=truth draws the meta set by true label, but the training labels "
-                         f"of {spec.name} have no known truth (a labels file needs a true_label column)")
+                         f"of {spec.name} have no known truth (a labels file needs a true_label column; "
+                         f"a tfds: dataset --true_label_key)")
+    no_clean_meta = splits.given_meta == "none" and not (auto_meta or meta_by_truth)
+    if no_clean_meta and num_meta:
+        raise ValueError(f"num_meta={num_meta}: {spec.name}'s labels may be noisy and their truth is "
+                         f"unknown, so no clean meta set can be held out: pass --true_label_key=FEATURE "
+                         f"(a clean label feature) or --meta_source=auto")
+    meta_by_truth = meta_by_truth or (splits.given_meta == "truth" and not auto_meta)
     aug = _augmentation(spec, splits, augment)
     train_images = tf.constant(splits.train_images)
     features = pixel_features(splits.train_images, splits.pixel_max)
     if splits.meta_images is None:  # the meta set is held out of train (auto: none is)
-        num_meta = spec.default_num_meta(c) if num_meta is None else num_meta
+        num_meta = (0 if no_clean_meta else spec.default_num_meta(c)) if num_meta is None else num_meta
         if check_meta_batch:
             _check_meta_batch(meta_batch_size, num_meta)
         if auto_meta and num_meta % c:
@@ -367,6 +408,7 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         meta_source = ("auto: the smallest-loss training examples of each class, chosen by the "
                        "trainer during training (they stay training data)" if auto_meta else
                        f"held out of the training split by true label ({truth})" if meta_by_truth else
+                       "none: the labels' truth is unknown" if no_clean_meta else
                        "held out of the training split before corruption")
         if splits.labels_file is not None and not (auto_meta or meta_by_truth):
             log.warning("labels=%s without a meta split: the meta set is held out of the training "
@@ -439,6 +481,7 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         },
         "protocol": _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options,
                                      meta_source, meta_by_truth),
+        "provenance": splits.provenance,
     }
     train_rows, given = result.train_origin, {"label": result.labels}
 
@@ -523,6 +566,8 @@ def _truth_text(splits: ArraySplits) -> str:
                 f"known for {int(known.sum())} of {known.size} training examples")
     if splits.labels_file is not None:
         return f"the true_label column of {splits.labels_file.path}"
+    if (splits.provenance or {}).get("true_label_key"):
+        return f"the {splits.provenance['true_label_key']} feature of tfds {splits.provenance['tfds']}"
     return "the labels before synthetic noise"
 
 
