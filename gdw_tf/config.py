@@ -231,13 +231,15 @@ def _pick(cls, given, **derived):
 
 def dataset_defaults(dataset, data_dir=None, labels=None):
     """The `DatasetDefaults` of --dataset. A folder with labels of its own (ROOT/meta or
-    --labels) and a tfds:NAME dataset get no synthetic noise by default: their labels are
-    taken as they are."""
+    --labels) and a tfds:NAME[/CONFIG] dataset get no synthetic noise by default: their labels
+    are taken as they are; tfds:NAME otherwise takes the defaults of dataset NAME, if any
+    (tfds:cifar100 those of cifar100)."""
     from gdw_tf.data.sources.base import TFDS_PREFIX
     from gdw_tf.data.sources.folder import has_own_labels
 
-    defaults = DATASET_DEFAULTS.get(dataset, OTHER_DATASET_DEFAULTS)
-    if (dataset == "folder" and has_own_labels(data_dir, labels)) or dataset.startswith(TFDS_PREFIX):
+    tfds_name = dataset[len(TFDS_PREFIX):].partition("/")[0] if dataset.startswith(TFDS_PREFIX) else None
+    defaults = DATASET_DEFAULTS.get(tfds_name or dataset, OTHER_DATASET_DEFAULTS)
+    if (dataset == "folder" and has_own_labels(data_dir, labels)) or tfds_name is not None:
         defaults = dataclasses.replace(defaults, noise_type="none")
     return defaults
 

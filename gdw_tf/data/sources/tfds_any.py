@@ -57,20 +57,21 @@ def _builder(dataset: str, name: str, data_dir: str | None):
                          f"under --data_dir={data_dir or '~/tensorflow_datasets'}") from None
     except ValueError as error:
         configs = [c.name for c in getattr(tfds.builder_cls(base), "BUILDER_CONFIGS", [])]
-        if config and configs and config not in configs:
-            raise ValueError(f"--dataset={dataset}: {base} has no config {config!r} (configs: "
-                             f"{', '.join(configs)})") from None
+        if config and config not in configs:
+            listed = f"configs: {', '.join(configs)}" if configs else f"it has none: --dataset={TFDS_PREFIX}{base}"
+            raise ValueError(f"--dataset={dataset}: {base} has no config {config!r} ({listed})") from None
         raise ValueError(f"--dataset={dataset}: {_one_line(error)}") from None
     if not builder.is_prepared():
         manual = _one_line(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) or "")
-        how = (f" with its manual files in --manual_dir (TFDS: {manual})" if manual else "")
         configs = [c.name for c in getattr(builder, "BUILDER_CONFIGS", [])]
-        hint = f" (configs: {', '.join(configs)}; pick one as {TFDS_PREFIX}{base}/CONFIG)" \
-            if configs and not config else ""
+        hint = (f" (configs: {', '.join(configs)}; pick one as {TFDS_PREFIX}{base}/CONFIG)"
+                if configs and not config else "")
         raise FileNotFoundError(
             f"--dataset={dataset} is not prepared under --data_dir={data_dir or '~/tensorflow_datasets'} "
             f"(looked in {builder.data_dir}); nothing is downloaded here: prepare it with `tfds build "
-            f"{name} --data_dir=DIR`{how} on a machine with internet, then pass --data_dir=DIR{hint}")
+            f"{name} --data_dir=DIR{' --manual_dir=MANUAL' if manual else ''}` on a machine with "
+            f"internet, then pass --data_dir=DIR{hint}"
+            + (f"; MANUAL must hold the files TFDS asks for: {manual}" if manual else ""))
     return builder
 
 
