@@ -395,7 +395,7 @@ def load_image_folder(root: str, cache_dir: str | None = None, labels: str | Non
 
     def compute():
         log.info("decoding %d images under %s (cached afterwards)", sum(map(len, files.values())), root)
-        train = decode_images([os.path.join(root, f.rel) for f in files["train"]], size=image_size)
+        train = decode_images([os.path.join(root, f.rel) for f in files["train"]], None, image_size)
         return {f"{s}_images": train if s == "train" else
                 decode_images([os.path.join(root, f.rel) for f in entries], train.shape[1:], image_size)
                 for s, entries in files.items()}
