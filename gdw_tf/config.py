@@ -59,6 +59,8 @@ DATASET_DEFAULTS = {"digits": DatasetDefaults("small_cnn", 0.05, 150),
                     "folder": DatasetDefaults("resnet32", 0.1, 30),
                     "clothing1m": DatasetDefaults("resnet18", 1e-3, 5, noise_type="none",
                                                   pretrained=True)}
+# --dataset=tfds:NAME takes the defaults of dataset NAME, or of the dataset of the same images:
+TFDS_SAME_IMAGES = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}  # CIFAR-N: CIFAR's images
 OTHER_DATASET_DEFAULTS = DatasetDefaults("resnet32", 0.1, 30)
 
 
@@ -233,12 +235,14 @@ def dataset_defaults(dataset, data_dir=None, labels=None):
     """The `DatasetDefaults` of --dataset. A folder with labels of its own (ROOT/meta or
     --labels) and a tfds:NAME[/CONFIG] dataset get no synthetic noise by default: their labels
     are taken as they are; tfds:NAME otherwise takes the defaults of dataset NAME, if any
-    (tfds:cifar100 those of cifar100)."""
+    (tfds:cifar100 those of cifar100), or of the dataset of the same images (TFDS_SAME_IMAGES:
+    tfds:cifar100_n those of cifar100)."""
     from gdw_tf.data.sources.base import TFDS_PREFIX
     from gdw_tf.data.sources.folder import has_own_labels
 
     tfds_name = dataset[len(TFDS_PREFIX):].partition("/")[0] if dataset.startswith(TFDS_PREFIX) else None
-    defaults = DATASET_DEFAULTS.get(tfds_name or dataset, OTHER_DATASET_DEFAULTS)
+    name = TFDS_SAME_IMAGES.get(tfds_name, tfds_name) if tfds_name is not None else dataset
+    defaults = DATASET_DEFAULTS.get(name, OTHER_DATASET_DEFAULTS)
     if (dataset == "folder" and has_own_labels(data_dir, labels)) or tfds_name is not None:
         defaults = dataclasses.replace(defaults, noise_type="none")
     return defaults
