@@ -12,8 +12,7 @@ import pytest
 import gdw_tf.data as data
 from gdw_tf.config import RunConfig
 from tests.fixtures import write_tfds_cifar10_n, write_tfds_images
-from tests.test_train import _uninterrupted_and_killed_at_second_checkpoint
-from tests.tiny import train, user_error_line
+from tests.tiny import train, uninterrupted_and_killed_at_second_checkpoint, user_error_line
 
 TRAIN_PER_CLASS, FLIPPED = 20, 8  # per class: 8 of 20 worse_labels wrong (40%)
 C10N = ["--dataset=tfds:cifar10_n", "--label_key=worse_label", "--true_label_key=label"]
@@ -70,7 +69,7 @@ def test_trains_from_the_command_line_with_the_truth_diagnostics_and_resumes_bit
     data_dir, _ = cifar10_n
     args = [*C10N, f"--data_dir={data_dir}", *FAST, "--epochs=2", "--checkpoint_steps=2",
             "--deterministic", f"--cache_dir={tmp_path / 'c'}"]
-    a, b = _uninterrupted_and_killed_at_second_checkpoint(tmp_path, args, r"at epoch 0 of 2, step [468] of 9")
+    a, b = uninterrupted_and_killed_at_second_checkpoint(tmp_path, args, r"at epoch 0 of 2, step [468] of 9")
     assert a["optimizer_iterations"] == b["optimizer_iterations"] == 18
     out = str(tmp_path / "whole")
     summary = _read(f"{out}/data_summary.json")
