@@ -27,7 +27,7 @@ flags.DEFINE_integer("image_size", None, "Resize every image (train, meta, test)
                      "datasets whose images vary in size. Default: as stored.")
 flags.DEFINE_string("manual_dir", None, "Clothing1M release directory (key lists, label files, images/).")
 flags.DEFINE_string("cache_dir", None, "Where decoded images are cached (default ~/.cache/gdw_tf; "
-                    "folder and cifar datasets).")
+                    "folder, cifar and tfds: datasets).")
 flags.DEFINE_bool("skip_bad_images", False, "clothing1m: leave images that cannot be decoded out of the "
                   "prepared dataset (counted and listed in data_summary.json) instead of failing.")
 flags.DEFINE_string("labels", None, "folder: CSV of training labels, header path,label[,true_label], "
