@@ -18,6 +18,7 @@ where they share a name (a test keeps them so).
 import ast
 import dataclasses
 import os
+import re
 
 from gdw_tf import flags as gdw_flags
 from gdw_tf.flags import FLAGS, METHOD_FLAGS
@@ -58,6 +59,8 @@ DATASET_DEFAULTS = {"digits": DatasetDefaults("small_cnn", 0.05, 150),
                     "folder": DatasetDefaults("resnet32", 0.1, 30),
                     "clothing1m": DatasetDefaults("resnet18", 1e-3, 5, noise_type="none",
                                                   pretrained=True)}
+# --dataset=tfds:NAME takes the defaults of dataset NAME, or of the dataset of the same images:
+TFDS_SAME_IMAGES = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}  # CIFAR-N: CIFAR's images
 OTHER_DATASET_DEFAULTS = DatasetDefaults("resnet32", 0.1, 30)
 
 
@@ -65,6 +68,8 @@ OTHER_DATASET_DEFAULTS = DatasetDefaults("resnet32", 0.1, 30)
 class DataConfig:
     """The data of a run: `gdw_tf.data.build`'s parameters, named as their flags.
 
+    image_size: every image resized to image_size x image_size when loaded (None: as stored),
+    so the model's input is image_size x image_size (or the augmentation's crop of it).
     noise_type and noise_rate are resolved (dataset defaults); meta_warmup_epochs and
     meta_refresh_epochs are --meta_source=auto's choice schedule (`gdw_tf.auto_meta`).
     seed also seeds the model's initialisation.
@@ -77,6 +82,10 @@ class DataConfig:
     skip_bad_images: bool
     labels: str | None
     labels_missing: str
+    label_key: str
+    true_label_key: str | None
+    train_split: str
+    test_split: str
     noise_type: str
     noise_rate: float
     imbalance_factor: float
@@ -86,6 +95,7 @@ class DataConfig:
     meta_refresh_epochs: int | None
     train_per_class: int | None
     augment: str | None
+    image_size: int | None
     batch_size: int
     meta_batch_size: int | None
     seed: int
@@ -190,8 +200,9 @@ class RunConfig:
         noise = "clean" if noise_type == "none" else f"{noise_type}{noise_rate:g}"
         if given["imbalance_factor"] < 1:
             noise += f"_lt{given['imbalance_factor']:g}"
+        dataset_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", given["dataset"])  # tfds:a/b -> tfds-a-b
         directory = given["output_dir"] or os.path.join(
-            "runs", f"{given['dataset']}_{noise}_{given['method']}_seed{given['seed']}")
+            "runs", f"{dataset_name}_{noise}_{given['method']}_seed{given['seed']}")
         return cls(
             data=_pick(DataConfig, given),
             method=_pick(MethodConfig, given, options=options, expects_pretrained=(
@@ -222,11 +233,17 @@ def _pick(cls, given, **derived):
 
 def dataset_defaults(dataset, data_dir=None, labels=None):
     """The `DatasetDefaults` of --dataset. A folder with labels of its own (ROOT/meta or
-    --labels) gets no synthetic noise by default: its labels are taken as they are."""
+    --labels) and a tfds:NAME[/CONFIG] dataset get no synthetic noise by default: their labels
+    are taken as they are; tfds:NAME otherwise takes the defaults of dataset NAME, if any
+    (tfds:cifar100 those of cifar100), or of the dataset of the same images (TFDS_SAME_IMAGES:
+    tfds:cifar100_n those of cifar100)."""
+    from gdw_tf.data.sources.base import TFDS_PREFIX
     from gdw_tf.data.sources.folder import has_own_labels
 
-    defaults = DATASET_DEFAULTS.get(dataset, OTHER_DATASET_DEFAULTS)
-    if dataset == "folder" and has_own_labels(data_dir, labels):
+    tfds_name = dataset[len(TFDS_PREFIX):].partition("/")[0] if dataset.startswith(TFDS_PREFIX) else None
+    name = TFDS_SAME_IMAGES.get(tfds_name, tfds_name) if tfds_name is not None else dataset
+    defaults = DATASET_DEFAULTS.get(name, OTHER_DATASET_DEFAULTS)
+    if (dataset == "folder" and has_own_labels(data_dir, labels)) or tfds_name is not None:
         defaults = dataclasses.replace(defaults, noise_type="none")
     return defaults
 
@@ -302,11 +319,19 @@ def _check_virtual_scope(options, method, model):
 
 
 def _check_meta_source(config):
-    """--meta_source=auto applies to the bi-level methods; its schedule flags to it only."""
+    """--meta_source=auto applies to the bi-level methods; its schedule flags to it only. A
+    tfds: dataset without --true_label_key has no clean meta set: a method that needs one
+    needs --true_label_key or --meta_source=auto."""
+    from gdw_tf.data.sources.base import TFDS_PREFIX
     from gdw_tf.methods.bilevel import BilevelMethod
     from gdw_tf.methods.method import METHODS
 
     data, method = config.data, config.method.method
+    if (data.dataset.startswith(TFDS_PREFIX) and data.true_label_key is None
+            and data.meta_source == "given" and method in METHODS and METHODS.get(method).needs_meta):
+        raise ValueError(f"--method={method} needs a clean meta set, and --dataset={data.dataset} has "
+                         "none without its true labels: pass --true_label_key=FEATURE (held out by "
+                         "it) or --meta_source=auto (chosen from the noisy training data)")
     if data.meta_source != "auto":
         for flag in ("meta_warmup_epochs", "meta_refresh_epochs"):
             if getattr(data, flag) is not None:

@@ -6,11 +6,28 @@ from gdw_tf.data.protocol import NOISE_TYPES
 FLAGS = flags.FLAGS
 
 # Data (gdw_tf.data.build).
-flags.DEFINE_string("dataset", "digits", "Dataset name: digits, folder, cifar10, cifar100, clothing1m.")
+flags.DEFINE_string("dataset", "digits", "Dataset name: digits, folder, cifar10, cifar100, clothing1m, "
+                    "or tfds:NAME[/CONFIG] for any prepared TFDS image-classification dataset (e.g. "
+                    "tfds:cifar10_n, tfds:controlled_noisy_web_labels/mini_imagenet_red).")
 flags.DEFINE_string("data_dir", None, "Prepared TFDS directory, or ROOT of an image folder (--dataset=folder).")
+flags.DEFINE_string("label_key", "label", "tfds: datasets: the ClassLabel feature to train on (e.g. "
+                    "worse_label for tfds:cifar10_n).")
+flags.DEFINE_string("true_label_key", None, "tfds: datasets: a ClassLabel feature holding the clean "
+                    "label (e.g. label for tfds:cifar10_n): the truth of every diagnostic, the test "
+                    "split's labels, and the feature the clean meta set is held out by (--meta_source="
+                    "given means truth then). Unset: the truth is unknown, the test labels are "
+                    "--label_key's and no clean meta set exists (--meta_source=auto, or a method "
+                    "without a meta set).")
+flags.DEFINE_string("train_split", "train", "tfds: datasets: the training split (e.g. train_40 for "
+                    "controlled_noisy_web_labels).")
+flags.DEFINE_string("test_split", "test", "tfds: datasets: the test split (e.g. validation for "
+                    "controlled_noisy_web_labels).")
+flags.DEFINE_integer("image_size", None, "Resize every image (train, meta, test) to N x N when the "
+                     "data is loaded (in-memory datasets: digits, folder, cifar, tfds:); needed for "
+                     "datasets whose images vary in size. Default: as stored.")
 flags.DEFINE_string("manual_dir", None, "Clothing1M release directory (key lists, label files, images/).")
 flags.DEFINE_string("cache_dir", None, "Where decoded images are cached (default ~/.cache/gdw_tf; "
-                    "folder and cifar datasets).")
+                    "folder, cifar and tfds: datasets).")
 flags.DEFINE_bool("skip_bad_images", False, "clothing1m: leave images that cannot be decoded out of the "
                   "prepared dataset (counted and listed in data_summary.json) instead of failing.")
 flags.DEFINE_string("labels", None, "folder: CSV of training labels, header path,label[,true_label], "
@@ -23,16 +40,20 @@ flags.DEFINE_enum("labels_missing", "error", ["error", "skip"], "folder with --l
 flags.DEFINE_enum("noise_type", None, list(NOISE_TYPES), "Synthetic label noise: uniform (redrawn "
                   "uniformly), flip (to one fixed other class per class), instance (Xia et al. 2020: "
                   "per-image flip rate ~ N(noise_rate, 0.1^2) truncated to [0, 1], target chosen from the "
-                  "image). Default per dataset: uniform (digits, folder, cifar), none (clothing1m: real "
-                  "noise, no synthetic noise; folder with "
+                  "image). Default per dataset: uniform (digits, folder, cifar), none (clothing1m and "
+                  "tfds: datasets: real noise, no synthetic noise; folder with "
                   "ROOT/meta or --labels: the labels are taken as they are).")
 flags.DEFINE_float("noise_rate", None, "Label noise ratio r in [0, 1]. Default per dataset: 0.4 with "
                    "synthetic noise, 0 for clothing1m.")
 flags.DEFINE_float("imbalance_factor", 1.0, "Long-tail factor mu in (0, 1]: smallest / largest class.")
 flags.DEFINE_integer("num_meta", None, "Clean meta examples (class-balanced). Default per dataset.")
-flags.DEFINE_enum("meta_source", "given", ["given", "auto"], "Where the meta set comes from. given: "
-                  "the dataset's clean meta set (held out of the training split before any noise, or "
-                  "the release's clean split). auto: no clean set; after a warm-up of plain training "
+flags.DEFINE_enum("meta_source", "given", ["given", "truth", "auto"], "Where the meta set comes from. "
+                  "given: the dataset's clean meta set (held out of the training split before any noise, or "
+                  "the release's clean split). truth: hold out a clean meta set of --num_meta training "
+                  "images chosen by their TRUE label (a --labels file's true_label column, a tfds: dataset's "
+                  "--true_label_key), class-"
+                  "balanced, labelled with it; images whose truth is unknown are never chosen, and "
+                  "--train_per_class then caps the rest per given label. auto: no clean set; after a warm-up of plain training "
                   "the --num_meta / C smallest-loss training examples of each class are the meta set, "
                   "chosen again every --meta_refresh_epochs (bi-level methods, every dataset; a "
                   "release's own clean split is then not used; gdw_tf.auto_meta).")
@@ -106,6 +127,7 @@ def _check(name, predicate, requirement):
 _check("noise_rate", lambda v: v is None or 0.0 <= v <= 1.0, "must be in [0, 1]")
 _check("imbalance_factor", lambda v: 0.0 < v <= 1.0, "must be in (0, 1]")
 _check("num_meta", lambda v: v is None or v >= 0, "must be >= 0")
+_check("image_size", lambda v: v is None or v >= 1, "must be >= 1")
 _check("epochs", lambda v: v is None or v >= 1, "must be >= 1")
 _check("verbose", lambda v: v in (0, 1, 2), "must be 0, 1 or 2")
 _check("batch_size", lambda v: v >= 1, "must be >= 1")

@@ -29,7 +29,9 @@ def build_data(data):
         batch_size=data.batch_size, meta_batch_size=data.meta_batch_size,
         augment=data.augment, cache_dir=data.cache_dir, train_per_class=data.train_per_class,
         skip_bad_images=data.skip_bad_images, labels=data.labels,
-        labels_missing=data.labels_missing, meta_source=data.meta_source)
+        labels_missing=data.labels_missing, meta_source=data.meta_source, label_key=data.label_key,
+        true_label_key=data.true_label_key, train_split=data.train_split, test_split=data.test_split,
+        image_size=data.image_size)
 
 
 def build_model(method, optim, bundle, init_weights=None, noise_rate=0.0, jit_compile=False,
@@ -81,7 +83,7 @@ def init_weights_file(method, data):
                 f"--init_weights={NO_INIT_WEIGHTS} to train from scratch without this warning")
         return None
     models.check_init_weights(method.model, method.init_weights,
-                              gdw_tf.data.known_input(data.dataset, data.augment))
+                              gdw_tf.data.known_input(data.dataset, data.augment, data.image_size))
     return method.init_weights
 
 

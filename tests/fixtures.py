@@ -4,6 +4,9 @@
 - write_clothing1m_release: a miniature Clothing1M release with the official file names
 - write_cifar_binary: CIFAR-10/100 binary batches as the TFDS cifar builders read them
 - fake_resnet18_state_dict, write_torch_zip: torchvision's resnet18 weights as torch.save writes them
+- write_tfds_cifar10_n, write_tfds_images: miniature prepared TFDS datasets (TFDS's own
+  format, written by tfds.dataset_builders.store_as_tfds_dataset; cifar10_n with the real
+  builder's features)
 Pixel content and weights are random; only the formats are real.
 """
 from __future__ import annotations
@@ -234,3 +237,62 @@ def write_torch_zip(path, tensors, monkeypatch, extra=None, views=None):
             z.writestr(f"archive/data/{s.key}", s.flat.tobytes())
     monkeypatch.setitem(sys.modules, "torch", None)  # from here on: torch not installed
     monkeypatch.delitem(sys.modules, "torch._utils")
+
+
+CIFAR_N_NOISY_KEYS = ("worse_label", "aggre_label", "random_label1", "random_label2", "random_label3")
+
+
+def write_tfds_cifar10_n(data_dir: str, train_per_class: int = 20, test_per_class: int = 5,
+                         flipped_per_class: int = 8, seed: int = 0) -> list[tuple[int, int]]:
+    """A prepared miniature of TFDS's cifar10_n under data_dir, with the real builder's features
+    (`tfds.builder("cifar10_n").info.features`) and version.
+
+    Train: train_per_class images of each class; in each class the first flipped_per_class
+    have worse_label = (label + 1) % 10, the others worse_label = label; aggre_label and
+    random_label1..3 are the label. Test: as CIFAR-N's, -1 in every noisy-label feature.
+    Images: 32x32 RGB, a class-dependent grey level plus noise (learnable). Returns the
+    training split's (worse_label, label) pairs, in writing order (TFDS stores them shuffled).
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("cifar10_n")
+    rng = np.random.default_rng(seed)
+    pairs = []
+
+    def examples(split, per_class):
+        for i in range(per_class * 10):
+            label, rank = i % 10, i // 10
+            image = np.clip(label * 25 + rng.integers(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+            worse = (label + 1) % 10 if rank < flipped_per_class else label
+            noisy = dict.fromkeys(CIFAR_N_NOISY_KEYS, label) | {"worse_label": worse}
+            if split == "test":
+                noisy = dict.fromkeys(CIFAR_N_NOISY_KEYS, -1)
+            else:
+                pairs.append((worse, label))
+            yield i, {"id": f"{split}_{i:05d}", "image": image, "label": label, **noisy,
+                      **{f"worker{k}_id": k for k in (1, 2, 3)},
+                      **{f"worker{k}_time": 1.0 for k in (1, 2, 3)}}
+
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="cifar10_n", version=str(builder.version), features=builder.info.features,
+        split_datasets={"train": list(examples("train", train_per_class)),
+                        "test": list(examples("test", test_per_class))}, data_dir=data_dir)
+    return pairs
+
+
+def write_tfds_images(data_dir: str, name: str, sizes: list[tuple[int, int]], num_classes: int = 3,
+                      seed: int = 0) -> None:
+    """A prepared TFDS dataset `name` (not one TFDS knows) of RGB images of the given sizes
+    (feature image of shape (None, None, 3), label a ClassLabel): splits train and test,
+    each with one image per size, labelled in turn."""
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(seed)
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(None, None, 3)),
+        "label": tfds.features.ClassLabel(num_classes=num_classes)})
+    split = [(i, {"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "label": i % num_classes})
+             for i, (h, w) in enumerate(sizes)]
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name=name, version="1.0.0", features=features, split_datasets={"train": split, "test": split},
+        data_dir=data_dir)

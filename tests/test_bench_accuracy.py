@@ -125,7 +125,7 @@ def test_binned_auc_is_the_probability_that_a_clean_weight_ranks_above_a_noisy_o
 
 def test_cpu_protocol_gives_every_setting_its_iterations():
     args = parse()
-    assert args.settings == tuple(accuracy.SETTINGS)
+    assert args.settings == tuple(accuracy.SYNTHETIC_SETTINGS)
     from gdw_tf.data.protocol import long_tail_counts
 
     for setting in accuracy.SETTINGS:
@@ -272,3 +272,23 @@ def test_a_launched_child_that_fails_is_reported_with_its_stderr(capsys):
     printed = capsys.readouterr()
     assert printed.out.startswith("running: -m gdw_tf.no_such_module")
     assert "FAILED (somewhere):" in printed.err and "No module named" in printed.err
+
+
+def test_cifar10n_settings_train_on_the_human_labels_with_a_clean_meta_set_by_truth():
+    args = parse("--settings=cifar10n_worst,cifar10n_random1_meta2pct,cifar10n_aggre_auto",
+                 "--cifar10n_dir=labels")
+    flags = {s: dict(f[2:].partition("=")[::2] for f in accuracy.protocol_flags(args, s))
+             for s in args.settings}
+    worst, random1, aggre = (flags[s] for s in args.settings)
+    assert worst["labels"] == os.path.join("labels", "labels_worst.csv")
+    assert random1["labels"] == os.path.join("labels", "labels_random1.csv")
+    assert aggre["labels"] == os.path.join("labels", "labels_aggre.csv")
+    assert worst["meta_source"] == random1["meta_source"] == "truth" and aggre["meta_source"] == "auto"
+    assert worst["num_meta"] == aggre["num_meta"] == "1000" and random1["num_meta"] == "200"
+    for f in flags.values():
+        assert "noise_type" not in f and f["train_per_class"] == "1000" and f["epochs"] == "40"
+        assert f["model"] == "strided_cnn" and f["dataset"] == "folder"
+    assert "labels" not in dict(f[2:].partition("=")[::2] for f in accuracy.protocol_flags(args, "uniform40"))
+    assert not set(parse().settings) & set(flags)          # on request only
+    memorise = parse("--protocol=cpu_memorise", "--settings=cifar10n_worst")
+    assert "--augment=none" in accuracy.protocol_flags(memorise, "cifar10n_worst")

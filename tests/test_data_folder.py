@@ -64,7 +64,7 @@ def test_second_load_comes_from_cache_and_changes_invalidate_it(monkeypatch, tmp
     first = folder_source.load_image_folder(root, cache)
     assert [f for f in os.listdir(cache) if f.endswith(".npz")]
 
-    def no_decode(paths):
+    def no_decode(*args):
         raise AssertionError("decoded although cached")
 
     monkeypatch.setattr(folder_source, "decode_images", no_decode)

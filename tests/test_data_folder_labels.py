@@ -410,12 +410,82 @@ def test_labels_without_a_meta_folder_hold_the_meta_set_out_of_train_with_a_warn
     root, rels, given, _ = flat
     shutil.rmtree(f"{root}/meta")
     path = write_csv(tmp_path / "l.csv", ["path", "label"], [(r, CLASSES[g]) for r, g in zip(rels, given)])
-    with caplog.at_level(logging.WARNING, logger="gdw_tf.data.bundle"):
+    with caplog.at_level(logging.WARNING, logger=data.bundle.__name__):
         bundle = build(root, tmp_path / "cache", labels=path, num_meta=3)
     assert bundle.summary["protocol"]["meta_source"] == "held out of the training split before corruption"
     assert bundle.num_meta == 3 and bundle.num_train == 9
-    assert any(f"labels={path} without a meta/ folder" in r.getMessage() for r in caplog.records)
+    assert any(f"labels={path} without a meta split" in r.getMessage() for r in caplog.records)
     caplog.clear()  # meta_source=auto holds nothing out: no such warning
-    with caplog.at_level(logging.WARNING, logger="gdw_tf.data.bundle"):
+    with caplog.at_level(logging.WARNING, logger=data.bundle.__name__):
         bundle = build(root, tmp_path / "cache", labels=path, num_meta=3, meta_source="auto")
     assert bundle.num_train == 12 and not caplog.records
+
+
+# ----- --meta_source=truth --------------------------------------------------------------------
+
+def test_meta_source_truth_holds_out_a_balanced_clean_meta_set_by_true_label(tmp_path):
+    import shutil
+
+    root, rels = flat_folder(tmp_path / "imgs", n=60)
+    shutil.rmtree(f"{root}/meta")
+    rng = np.random.default_rng(3)
+    true = rng.permutation(np.arange(60) % 3)
+    given = np.where(rng.random(60) < 0.5, (true + 1) % 3, true)      # half the labels wrong
+    path = write_csv(tmp_path / "l.csv", ["path", "label", "true_label"],
+                     [(r, CLASSES[g], CLASSES[t]) for r, g, t in zip(rels, given, true)])
+    bundle = build(root, tmp_path / "cache", labels=path, num_meta=12, meta_source="truth",
+                   train_per_class=10)
+    order = np.argsort(rels)                                          # source position -> CSV row
+    t_src, g_src = true[order], given[order]
+    meta = bundle.meta_origin
+    assert meta.size == 12 and not set(meta) & set(bundle.train_origin)   # held out of train
+    np.testing.assert_array_equal(np.bincount(t_src[meta], minlength=3), [4, 4, 4])  # balanced by truth
+    assert (g_src[meta] != t_src[meta]).any()                         # not drawn by the given labels
+    meta_labels = np.concatenate([y.numpy() for _, y in bundle.meta_once])
+    meta_pixels = _images(bundle.meta_once)
+    train_images = np.asarray(bundle.source_train_images)
+    by_pixels = {train_images[o].tobytes(): t_src[o] for o in meta}
+    assert sorted(meta_pixels) == sorted(by_pixels)                   # exactly the chosen images
+    assert sorted(meta_labels) == sorted(t_src[meta])                 # labelled by their true label
+    # train_per_class caps the rest per given label, as training sees them
+    assert bundle.summary["counts"]["train"] == [10, 10, 10]
+    s = bundle.summary
+    assert s["counts"]["meta"] == [4, 4, 4] and s["protocol"]["meta_by_truth"] is True
+    assert s["protocol"]["meta_source"] == f"held out of the training split by true label " \
+                                           f"(the true_label column of {path})"
+    # by the given labels (the default), the meta set differs
+    plain = build(root, tmp_path / "cache", labels=path, num_meta=12, train_per_class=10)
+    assert plain.summary["protocol"]["meta_by_truth"] is False
+    np.testing.assert_array_equal(np.bincount(g_src[plain.meta_origin], minlength=3), [4, 4, 4])
+
+
+def test_meta_source_truth_never_chooses_an_example_of_unknown_truth():
+    from gdw_tf.data.protocol import ProtocolConfig, apply_protocol
+
+    given = np.array([0, 1, 2] * 6)
+    truth = np.array([0, 1, 2] * 6)
+    truth[:9] = -1                                                    # unknown for the first 9
+    for seed in range(5):
+        r = apply_protocol(given, 3, ProtocolConfig(num_meta=9, seed=seed), true_labels=truth,
+                           meta_by_truth=True)
+        np.testing.assert_array_equal(np.sort(r.meta_origin), np.arange(9, 18))  # all 9 known ones
+        np.testing.assert_array_equal(r.meta_labels, truth[r.meta_origin])
+    with pytest.raises(ValueError, match="num_meta=12 asks 4 meta examples per class, drawn by true "
+                                         "label, but class 0 has only 3 training examples whose true "
+                                         "label is known"):
+        apply_protocol(given, 3, ProtocolConfig(num_meta=12), true_labels=truth, meta_by_truth=True)
+
+
+def test_meta_source_truth_errors_name_the_flag(tmp_path, flat):
+    root, rels, given, true = flat
+    no_truth = write_csv(tmp_path / "n.csv", ["path", "label"], [(r, CLASSES[g]) for r, g in zip(rels, given)])
+    import shutil
+    shutil.copytree(root, tmp_path / "nometa")
+    shutil.rmtree(tmp_path / "nometa" / "meta")
+    with pytest.raises(ValueError, match="meta_source=truth draws the meta set by true label, but the "
+                                         "training labels of folder have no known truth"):
+        build(str(tmp_path / "nometa"), tmp_path / "cache", labels=no_truth, num_meta=3, meta_source="truth")
+    with_truth = write_csv(tmp_path / "t.csv", ["path", "label", "true_label"],
+                           [(r, CLASSES[g], CLASSES[t]) for r, g, t in zip(rels, given, true)])
+    with pytest.raises(ValueError, match=f"but {root}/meta is a clean meta set: drop meta_source=truth"):
+        build(root, tmp_path / "cache", labels=with_truth, meta_source="truth")

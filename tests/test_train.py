@@ -2,7 +2,6 @@
 import csv
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -17,14 +16,10 @@ from gdw_tf.diagnostics import binned_auc
 from gdw_tf.config import DATASET_DEFAULTS, RunConfig
 from tests.fixtures import (fake_resnet18_state_dict, write_clothing1m_release, write_image_folder,
                             write_torch_zip)
-from tests.tiny import ROOT, subprocess_env, train, user_error_line
+from tests.tiny import (ROOT, checkpoint_tensors, results, subprocess_env, train,
+                        uninterrupted_and_killed_at_second_checkpoint, user_error_line)
 
 FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16"]
-
-
-def results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
 
 
 def test_default_command_trains_gdw_and_writes_every_report(tmp_path):
@@ -294,12 +289,6 @@ def test_clothing1m_mistakes_fail_before_any_build_work(tmp_path, case):
     assert not run.exists() or os.listdir(run) == [".lock"]
 
 
-def _checkpoint_tensors(out):
-    reader = tf.train.load_checkpoint(os.path.join(out, "checkpoints"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
-
-
 def test_second_process_on_the_same_output_dir_is_refused(tmp_path):
     out = str(tmp_path / "run")
     first = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *FAST, "--epochs=100",
@@ -353,7 +342,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, xla, lr):
     out = str(tmp_path / "run")
     args = [*FAST, "--train_per_class=20", f"--jit_compile={xla}", f"--output_dir={out}"]
     train(*args, "--epochs=1")
-    good = _checkpoint_tensors(out)
+    good = checkpoint_tensors(out)
     proc = train(*args, "--epochs=3", f"--lr={lr}", "--resume=force", check=False)
     line = user_error_line(proc)
     assert "training diverged: non-finite" in line
@@ -361,7 +350,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, xla, lr):
         assert "ckpt-1" in line
     else:  # the step's own guard
         assert "non-finite gradient; no weights were updated" in line
-    kept = _checkpoint_tensors(out)
+    kept = checkpoint_tensors(out)
     assert os.path.basename(tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))) == "ckpt-1"
     assert kept.keys() == good.keys()
     for name, value in kept.items():
@@ -372,7 +361,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, xla, lr):
 
 def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
     args = [*FAST, "--train_per_class=100", "--epochs=3", "--checkpoint_steps=3", "--deterministic"]
-    a, b = _uninterrupted_and_killed_at_second_checkpoint(
+    a, b = uninterrupted_and_killed_at_second_checkpoint(
         tmp_path, args, r"at epoch 0 of 3, step [369] of 10")  # ckpt-2: epoch 0, step 6 of 10
     assert a["target_weight_histograms"] == b["target_weight_histograms"]
     assert a["optimizer_iterations"] == b["optimizer_iterations"] == 30
@@ -384,38 +373,9 @@ def test_auto_meta_run_killed_after_its_warm_up_ends_bit_for_bit_as_an_uninterru
     args = [*FAST, "--train_per_class=100", "--epochs=3", "--checkpoint_steps=5", "--deterministic",
             "--meta_source=auto", "--meta_warmup_epochs=1", "--meta_refresh_epochs=1",
             "--num_meta=50", "--noise_type=instance"]
-    a, b = _uninterrupted_and_killed_at_second_checkpoint(   # ckpt-2: the end of the warm-up
+    a, b = uninterrupted_and_killed_at_second_checkpoint(   # ckpt-2: the end of the warm-up
         tmp_path, args, r"at epoch [12] of 3")
     assert a["auto_meta"] == b["auto_meta"] and len(a["auto_meta"]["choices"]) == 2
-
-
-def _uninterrupted_and_killed_at_second_checkpoint(tmp_path, args, resumed_at):
-    """Trains `args` once whole and once killed with SIGKILL as soon as its second
-    checkpoint exists, then resumed (the resume line must match `resumed_at`); asserts
-    equal histories and checkpoint tensors; returns both results.json."""
-    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
-    train(*args, f"--output_dir={whole}")
-    proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args, f"--output_dir={cut}"],
-                            cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    second = os.path.join(cut, "checkpoints", "ckpt-2.index")
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not os.path.exists(second):
-        time.sleep(0.01)
-    assert proc.poll() is None, "training ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    again = train(*args, f"--output_dir={cut}")
-    assert re.search(resumed_at, again.stdout), again.stdout  # mid-epoch
-    assert "unrestored values" not in again.stderr and "could not be found" not in again.stderr
-    a, b = results(whole), results(cut)
-    assert a["history"] == b["history"]
-    tensors_a, tensors_b = _checkpoint_tensors(whole), _checkpoint_tensors(cut)
-    assert tensors_a.keys() == tensors_b.keys()
-    for name in tensors_a:
-        if not name.startswith("run_record"):  # holds the wall time
-            np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
-    return a, b
 
 
 def test_clothing1m_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
@@ -426,7 +386,7 @@ def test_clothing1m_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_on
             "--model=mlp", "--init_weights=none", "--batch_size=4", "--epochs=2",
             "--checkpoint_steps=2", "--deterministic", "--hidden_units=8", "--verbose=0"]
     # The uninterrupted run builds the TFDS dataset; the killed one reuses it.
-    a, b = _uninterrupted_and_killed_at_second_checkpoint(
+    a, b = uninterrupted_and_killed_at_second_checkpoint(
         tmp_path, args, r"at epoch 0 of 2, step [246] of 7")  # ckpt-2: epoch 0, step 4 of 7
     assert a["optimizer_iterations"] == b["optimizer_iterations"] == 14
 
@@ -482,6 +442,6 @@ def test_clothing1m_auto_meta_run_killed_mid_choice_epoch_resumes_bit_for_bit(tm
             "--model=mlp", "--init_weights=none", "--epochs=3", "--batch_size=8", "--verbose=0",
             "--meta_source=auto", "--num_meta=14", "--meta_warmup_epochs=1", "--meta_refresh_epochs=1",
             "--checkpoint_steps=5", "--deterministic", "--hidden_units=16"]
-    a, b = _uninterrupted_and_killed_at_second_checkpoint(   # ckpt-2: about the first choice
+    a, b = uninterrupted_and_killed_at_second_checkpoint(   # ckpt-2: about the first choice
         tmp_path, args, r"at epoch [12] of 3")
     assert a["auto_meta"] == b["auto_meta"] and len(a["auto_meta"]["choices"]) == 2

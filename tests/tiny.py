@@ -1,10 +1,15 @@
 """Helpers shared by the tests: tiny models and data, and `python -m gdw_tf.train` as a process.
 
-(Files in real formats: tests/fixtures.py. Test modules import these two, never each other.)
+(Files in real formats: tests/fixtures.py. Test modules import these two, never each other;
+hence the kill-and-resume comparison lives here.)
 """
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -157,3 +162,45 @@ def user_error_line(proc):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("gdw_tf.train: error:")]
     assert len(lines) == 1, proc.stderr[-3000:]
     return lines[0]
+
+
+def results(out):
+    """The results.json of run directory `out`."""
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f)
+
+
+def checkpoint_tensors(out):
+    """Every tensor of the latest checkpoint of run directory `out`, by name."""
+    reader = tf.train.load_checkpoint(os.path.join(out, "checkpoints"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+def uninterrupted_and_killed_at_second_checkpoint(tmp_path, args, resumed_at):
+    """Trains `args` once whole and once killed with SIGKILL as soon as its second
+    checkpoint exists, then resumed (the resume line must match `resumed_at`); asserts
+    equal histories and checkpoint tensors; returns both results.json."""
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    train(*args, f"--output_dir={whole}")
+    proc = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *args, f"--output_dir={cut}"],
+                            cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    second = os.path.join(cut, "checkpoints", "ckpt-2.index")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not os.path.exists(second):
+        time.sleep(0.01)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = train(*args, f"--output_dir={cut}")
+    assert re.search(resumed_at, again.stdout), again.stdout  # mid-epoch
+    assert "unrestored values" not in again.stderr and "could not be found" not in again.stderr
+    a, b = results(whole), results(cut)
+    assert a["history"] == b["history"]
+    tensors_a, tensors_b = checkpoint_tensors(whole), checkpoint_tensors(cut)
+    assert tensors_a.keys() == tensors_b.keys()
+    for name in tensors_a:
+        if not name.startswith("run_record"):  # holds the wall time
+            np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
+    return a, b

@@ -5,6 +5,8 @@
                                                                # the default job (python -m gdw_tf.train)
   python -m gdw_tf.bench.accuracy --protocol=paper --data_dir=~/tensorflow_datasets   # GPUs
   python -m gdw_tf.bench.accuracy --methods=gdw,gdw@meta_interval=4   # a method with options
+  python -m gdw_tf.bench.accuracy --settings=cifar10n_worst,cifar10n_worst_meta2pct,cifar10n_worst_auto
+                                                               # CIFAR-10N's human labels (--cifar10n_dir)
 
 Each run is `python -m gdw_tf.train` in its own process with its own output
 directory under --output_dir; finished runs are reused (after checking they were
@@ -76,6 +78,17 @@ SETTINGS = {  # flags shared by both protocols
     # The paper's meta proportion (1,000 of 50,000 = 2%): 200 clean images beside 10,000.
     "uniform40_meta2pct": ["--noise_type=uniform", "--noise_rate=0.4", "--num_meta=200"],
 }
+SYNTHETIC_SETTINGS = list(SETTINGS)  # what the cpu protocol runs by default
+# Real human noise: CIFAR-10N's labels of the same images (--labels=<--cifar10n_dir>/labels_<set>.csv,
+# columns path,label,true_label; no synthetic noise). The clean meta set is drawn by the TRUE label
+# and held out of the training images (--meta_source=truth): 1,000, or 200 (the paper's 2%); _auto:
+# no clean image at all, the meta set is chosen from the noisy training data.
+CIFAR10N_LABELS = {"worst": "labels_worst.csv", "random1": "labels_random1.csv",
+                   "aggre": "labels_aggre.csv"}
+for _name in CIFAR10N_LABELS:
+    SETTINGS[f"cifar10n_{_name}"] = ["--meta_source=truth"]
+    SETTINGS[f"cifar10n_{_name}_meta2pct"] = ["--meta_source=truth", "--num_meta=200"]
+    SETTINGS[f"cifar10n_{_name}_auto"] = ["--meta_source=auto"]
 PAPER_FLAGFILES = {"uniform40": "cifar10_uniform40", "uniform60": "cifar10_uniform60",
                    "flip40": "cifar10_flip40", "longtail001": "cifar10_longtail001",
                    "instance40": "cifar10_instance40", "instance20": "cifar10_instance20"}
@@ -91,6 +104,14 @@ def _setting_value(setting, flag, default):
         if item.startswith(f"--{flag}="):
             return float(item.partition("=")[2])
     return default
+
+
+def cifar10n_labels(config, setting):
+    """The labels file of a CIFAR-10N setting (None for a synthetic-noise setting)."""
+    for name, file in CIFAR10N_LABELS.items():
+        if setting == f"cifar10n_{name}" or setting.startswith(f"cifar10n_{name}_"):
+            return os.path.join(config.cifar10n_dir, file)
+    return None
 
 
 def cpu_train_per_class(config, setting):
@@ -120,7 +141,8 @@ def cpu_epochs(config, setting):
 # uniform40) and its test accuracy falls from its best epoch; the cpu protocol itself
 # underfits (base ends at ~41% on the given labels).
 MEMORISE_PER_CLASS = 500
-PROTOCOL_SETTINGS = {"cpu": list(SETTINGS), "cpu_memorise": ["uniform40", "flip40", "instance40"],
+PROTOCOL_SETTINGS = {"cpu": list(SETTINGS),
+                     "cpu_memorise": ["uniform40", "flip40", "instance40", "cifar10n_worst"],
                      "paper": list(PAPER_FLAGFILES),
                      "digits": ["uniform40", "uniform60", "flip40"]}
 
@@ -129,12 +151,13 @@ PROTOCOL_SETTINGS = {"cpu": list(SETTINGS), "cpu_memorise": ["uniform40", "flip4
 class AccuracyConfig:
     """The benchmark's flags, checked (see the FLAGS definitions for their meaning).
 
-    protocol_flags, run_one and run_dir read only protocol, data_dir, train_per_class,
-    iterations, epochs, output_dir, report_only and jobs; the tables also read methods
+    protocol_flags, run_one and run_dir read only protocol, data_dir, cifar10n_dir,
+    train_per_class, iterations, epochs, output_dir, report_only and jobs; the tables also read methods
     (entries NAME[@key=value...]), settings and seeds.
     """
     protocol: str
     data_dir: str
+    cifar10n_dir: str
     methods: tuple[str, ...]
     settings: tuple[str, ...]
     seeds: tuple[int, ...]
@@ -156,7 +179,9 @@ def protocol_flags(config, setting):
                 *([f"--epochs={config.epochs}"] if config.epochs else [])]
     cap = cpu_train_per_class(config, setting)
     augment = "none" if config.protocol == "cpu_memorise" else "cifar"
-    return ["--dataset=folder", f"--data_dir={config.data_dir}", "--model=strided_cnn",
+    labels = cifar10n_labels(config, setting)
+    return ["--dataset=folder", f"--data_dir={config.data_dir}", *([f"--labels={labels}"] if labels else []),
+            "--model=strided_cnn",
             f"--augment={augment}", *([f"--train_per_class={cap}"] if cap else []),
             *([] if _setting_value(setting, "num_meta", None) else [f"--num_meta={NUM_META}"]),
             f"--batch_size={BATCH}",
@@ -440,11 +465,16 @@ flags.DEFINE_enum("protocol", "cpu", list(PROTOCOL_SETTINGS), "cpu: CIFAR-10 JPE
                   flag_values=FLAGS)
 flags.DEFINE_string("data_dir", "../shared/data/cifar10-jpeg", "Image folder (cpu protocol) or "
                     "prepared TFDS directory (paper).", flag_values=FLAGS)
+flags.DEFINE_string("cifar10n_dir", "../shared/data/cifar10n", "cpu protocols: folder of CIFAR-10N's "
+                    "labels files for --data_dir's images (labels_worst.csv, labels_random1.csv, "
+                    "labels_aggre.csv; header path,label,true_label), read by the cifar10n_* settings.",
+                    flag_values=FLAGS)
 flags.DEFINE_list("methods", ["base", "mwnet", "gdw"], "Methods, each NAME or NAME@key=value"
                   "[@key=value...] (runs --method=NAME --method_option=key=value ...).",
                   flag_values=FLAGS)
 flags.DEFINE_list("settings", None, "Settings (default: every setting of the protocol; "
-                  "digits: uniform40 only).", flag_values=FLAGS)
+                  "digits: uniform40 only; the cifar10n_* ones, CIFAR-10N's human labels from "
+                  "--cifar10n_dir, on request only).", flag_values=FLAGS)
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.", flag_values=FLAGS)
 flags.DEFINE_integer("epochs", None, "Override the protocol's epochs.", lower_bound=1,
                      flag_values=FLAGS)
@@ -466,7 +496,8 @@ def _config_from_flags(values):
     """AccuracyConfig from the parsed FLAGS; flags.ValidationError names a bad entry."""
     protocol = values.protocol
     known = PROTOCOL_SETTINGS[protocol]
-    settings = values.settings or (["uniform40"] if protocol == "digits" else known)
+    settings = values.settings or (["uniform40"] if protocol == "digits" else
+                                   [s for s in known if s in SYNTHETIC_SETTINGS])
     for setting in settings:
         if setting not in known:
             raise flags.ValidationError(f"--settings: unknown setting {setting!r} for "
@@ -479,7 +510,8 @@ def _config_from_flags(values):
             raise flags.ValidationError(f"--methods: {other!r} and {entry!r} would share the "
                                         f"run directory {method_dir_name(entry)!r}")
     return AccuracyConfig(
-        protocol=protocol, data_dir=values.data_dir, methods=tuple(values.methods),
+        protocol=protocol, data_dir=values.data_dir, cifar10n_dir=values.cifar10n_dir,
+        methods=tuple(values.methods),
         settings=tuple(settings), seeds=bench.int_list(values, "seeds"), epochs=values.epochs,
         train_per_class=values.train_per_class or (
             MEMORISE_PER_CLASS if protocol == "cpu_memorise" else 1000),

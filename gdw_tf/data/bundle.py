@@ -10,10 +10,13 @@ noise {type, rate, truth (in-memory sources: what the true labels are, the label
 synthetic noise, a labels file's true_label column, or unknown), expected_rate, realised_rate,
 realised_rate_per_class (by clean class), transition_matrix, empirical_transition_matrix},
 imbalance {factor, img_max, target_counts, shortfall},
-protocol {order, seed, num_meta, meta_source (held out of train, the source's own
-meta split, e.g. a folder's ROOT/meta, or auto: chosen from train by the trainer),
+protocol {order, seed, num_meta, meta_source (held out of train: by label before corruption,
+or by true label (--meta_source=truth); the source's own meta split, e.g. a folder's ROOT/meta;
+or auto: chosen from train by the trainer), meta_by_truth (the meta set was drawn by true label),
 train_per_class, augment, batch_size, meta_batch_size, data_dir, manual_dir, cache_dir,
-skip_bad_images, labels, labels_missing}.
+skip_bad_images, labels, labels_missing, label_key, true_label_key, train_split, test_split,
+image_size}, provenance (in-memory sources: ArraySplits.provenance, e.g. a TFDS dataset's name,
+config, version, splits and label keys; null where the arrays say it all).
 Unknown / undefined numbers (e.g. a class with no examples, the noise of labels
 whose truth is unknown) are null.
 For instance noise, noise.transition_matrix is the expected transition (row c: the
@@ -43,14 +46,14 @@ from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
 from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empirical_transition,
                                   expected_noise_rate, pixel_features, realised_noise,
                                   sample_given_meta)
-from gdw_tf.data.sources import SOURCES, ArraySplits, SourceOptions, SourceSpec, StreamSplits
-from gdw_tf.data.sources.base import GENERAL_OPTIONS
-
-log = logging.getLogger(__name__)
+from gdw_tf.data.sources import ArraySplits, SourceOptions, SourceSpec, StreamSplits, get_source
+from gdw_tf.data.sources.base import GENERAL_OPTIONS, IMAGE_SIZE_OPTION, resize_images
 
 DEFAULT_DATASET = "digits"
-META_SOURCES = ("given", "auto")
+META_SOURCES = ("given", "auto", "truth")
 STREAM_SHUFFLE_BUFFER = 4096  # encoded images held for shuffling streamed splits
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -146,7 +149,9 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
           meta_batch_size: int | None = None, augment: str | None = None,
           cache_dir: str | None = None, train_per_class: int | None = None,
           skip_bad_images: bool = False, labels: str | None = None,
-          labels_missing: str = "error", meta_source: str = "given") -> DataBundle:
+          labels_missing: str = "error", meta_source: str = "given", label_key: str = "label",
+          true_label_key: str | None = None, train_split: str = "train", test_split: str = "test",
+          image_size: int | None = None) -> DataBundle:
     """Loads dataset `name` (see available_datasets()), applies the protocol, builds pipelines.
 
     Protocol (in-memory sources): hold out num_meta clean examples (num_meta / C
@@ -163,22 +168,38 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     the protocol then applies to train only. labels / labels_missing: a file of
     training labels and what to do with images it lacks (folder only, see
     gdw_tf.data.sources.folder).
+    meta_source="truth" (in-memory sources whose training labels have a known truth, e.g. a
+    labels file with a true_label column): the meta set of num_meta / C examples per class
+    is held out of train by TRUE label (an example of unknown truth is never chosen) and
+    labelled with it; train_per_class then caps the rest per given label (protocol.split_meta).
     meta_source="auto" (every source): no meta set is held out and a source's own meta split
     is not used; every training example stays noisy training data and num_meta is how
     many of them the trainer chooses as its meta set (DataBundle.meta_from_train;
     streamed sources: default the release's meta split size, rounded down to a multiple
     of the classes). A folder with ROOT/meta is refused: it has a clean meta set.
+    label_key, true_label_key, train_split, test_split: a TFDS dataset's (name
+    "tfds:NAME[/CONFIG]", gdw_tf.data.sources.tfds_any) training label feature, true label
+    feature (with it, meta_source="given" holds the meta set out by true label, as "truth";
+    without it no meta set is held out: num_meta 0) and splits.
+    image_size: in-memory sources: every image (train, meta, test) resized to image_size x
+    image_size when loaded (bilinear, antialiased); None: as stored.
     Every parameter is checked here, once, before any data is read (the protocol's
     by ProtocolConfig; only the num_meta checks that need the class sizes come
     later); errors name the parameter and value.
     """
-    spec = SOURCES.get(name)
+    spec = get_source(name)
     if meta_source not in META_SOURCES:
         raise ValueError(f"unknown meta_source={meta_source!r} (expected one of {', '.join(META_SOURCES)})")
-    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images), labels, labels_missing)
+    if meta_source == "truth" and spec.fixed_protocol:
+        raise ValueError(f"meta_source=truth holds a clean meta set out of the training split by "
+                         f"true label, but {spec.name} has {spec.fixed_protocol}; leave meta_source unset")
+    if image_size is not None:
+        _check_batch("image_size", image_size)
+    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images), labels, labels_missing,
+                            label_key, true_label_key, train_split, test_split, image_size)
     _check_source_options(spec, options, noise_type=(noise_type, "none"), noise_rate=(noise_rate, 0.0),
                           imbalance_factor=(imbalance_factor, 1.0),
-                          num_meta=(num_meta if meta_source == "given" else None, None),
+                          num_meta=(num_meta if meta_source != "auto" else None, None),
                           train_per_class=(train_per_class, None))  # first: what this source cannot take
     config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0 if num_meta is None else num_meta,
                             seed, train_per_class)
@@ -190,9 +211,11 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     if augment is not None:
         AUGMENTATIONS.get(augment)  # fail before reading any data
     splits = spec.load(options)
+    if isinstance(splits, ArraySplits) and image_size is not None:
+        splits = _resized(splits, image_size)
     assemble = _ASSEMBLERS[type(splits)]
     return assemble(spec, splits, config, num_meta=num_meta, batch_size=batch_size,
-                    auto_meta=meta_source == "auto",
+                    auto_meta=meta_source == "auto", meta_by_truth=meta_source == "truth",
                     meta_batch_size=meta_batch_size, augment=augment, options=options,
                     check_meta_batch=meta_batch_given and num_meta is None)
 
@@ -210,7 +233,8 @@ def _check_source_options(spec: SourceSpec, options: SourceOptions, **protocol):
                         if name == "num_meta" else "")
                 raise ValueError(f"{name}={value!r} is not supported: {spec.name} has "
                                  f"{spec.fixed_protocol}; leave {name} unset{hint}")
-    used = spec.options if spec.options is not None else GENERAL_OPTIONS
+    used = (*(spec.options if spec.options is not None else GENERAL_OPTIONS),
+            *(() if spec.fixed_protocol else (IMAGE_SIZE_OPTION,)))
     for field in dataclasses.fields(SourceOptions):
         value = getattr(options, field.name)
         if value != field.default and field.name not in used:
@@ -218,12 +242,14 @@ def _check_source_options(spec: SourceSpec, options: SourceOptions, **protocol):
                              f"(it reads {', '.join(used) or 'no files'})")
 
 
-def known_input(name: str, augment: str | None = None) -> tuple[int, tuple] | None:
+def known_input(name: str, augment: str | None = None,
+                image_size: int | None = None) -> tuple[int, tuple] | None:
     """(num_classes, model input shape) of dataset `name`, when known without reading data."""
-    spec = SOURCES.get(name)
+    spec = get_source(name)
     if spec.num_classes is None or spec.stored_shape is None:
         return None
-    aug = make_augmentation(augment or spec.default_augment(spec.stored_shape), spec.stored_shape, 255.0)
+    stored = spec.stored_shape if image_size is None else (image_size, image_size, spec.stored_shape[-1])
+    aug = make_augmentation(augment or spec.default_augment(stored), stored, 255.0)
     return None if None in aug.output_shape else (spec.num_classes, tuple(aug.output_shape))
 
 
@@ -238,6 +264,20 @@ def _augmentation(spec: SourceSpec, splits, augment: str | None) -> Augmentation
     return aug
 
 
+def _resized(splits: ArraySplits, size: int) -> ArraySplits:
+    """`splits` with every image resized to size x size (resize_images; a no-op for images of
+    that size already, e.g. resized by the source while decoding)."""
+    def resized(images):
+        if images is None or images.shape[1:3] == (size, size):
+            return images
+        return np.concatenate([resize_images(images[i:i + 1024], size).numpy()
+                               for i in range(0, len(images), 1024)] or [images[:0, :size, :size]])
+
+    return dataclasses.replace(splits, train_images=resized(splits.train_images),
+                               test_images=resized(splits.test_images),
+                               meta_images=resized(splits.meta_images))
+
+
 def _check_meta_batch(meta_batch_size: int, num_meta: int) -> None:
     """A meta batch set explicitly must fit in the meta set (a default one may repeat examples)."""
     if num_meta and meta_batch_size > num_meta:
@@ -250,14 +290,18 @@ def _steps(num_train: int, batch_size: int) -> int:
     return num_train // batch_size
 
 
-def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options, meta_source):
+def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options, meta_source,
+                     meta_by_truth=False):
     return {
         "order": list(ORDER), "seed": config.seed, "num_meta": num_meta, "meta_source": meta_source,
+        "meta_by_truth": meta_by_truth,
         "train_per_class": config.train_per_class,
         "augment": aug.name, "batch_size": batch_size, "meta_batch_size": meta_batch_size,
         "data_dir": options.data_dir, "manual_dir": options.manual_dir, "cache_dir": options.cache_dir,
         "skip_bad_images": options.skip_bad_images, "labels": options.labels,
-        "labels_missing": options.labels_missing,
+        "labels_missing": options.labels_missing, "label_key": options.label_key,
+        "true_label_key": options.true_label_key, "train_split": options.train_split,
+        "test_split": options.test_split, "image_size": options.image_size,
     }
 
 
@@ -334,29 +378,47 @@ class _Pipelines:
 
 def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, *, num_meta,
                  batch_size, meta_batch_size, augment, options, check_meta_batch,
-                 auto_meta=False) -> DataBundle:
+                 auto_meta=False, meta_by_truth=False) -> DataBundle:
     c = splits.num_classes
+    truth = _truth_text(splits)
+    if meta_by_truth and splits.meta_images is not None:
+        raise ValueError(f"meta_source=truth holds a clean meta set out of the training split, but "
+                         f"{splits.meta_dir} is a clean meta set: drop meta_source=truth to use it")
+    if meta_by_truth and not (splits.train_true_labels >= 0).any():
+        raise ValueError(f"meta_source=truth draws the meta set by true label, but the training labels "
+                         f"of {spec.name} have no known truth (a labels file needs a true_label column; "
+                         f"a tfds: dataset --true_label_key)")
+    no_clean_meta = splits.given_meta == "none" and not (auto_meta or meta_by_truth)
+    if no_clean_meta and num_meta:
+        raise ValueError(f"num_meta={num_meta}: {spec.name}'s labels may be noisy and their truth is "
+                         f"unknown, so no clean meta set can be held out: pass --true_label_key=FEATURE "
+                         f"(a clean label feature) or --meta_source=auto")
+    meta_by_truth = meta_by_truth or (splits.given_meta == "truth" and not auto_meta)
     aug = _augmentation(spec, splits, augment)
     train_images = tf.constant(splits.train_images)
     features = pixel_features(splits.train_images, splits.pixel_max)
     if splits.meta_images is None:  # the meta set is held out of train (auto: none is)
-        num_meta = spec.default_num_meta(c) if num_meta is None else num_meta
+        num_meta = (0 if no_clean_meta else spec.default_num_meta(c)) if num_meta is None else num_meta
         if check_meta_batch:
             _check_meta_batch(meta_batch_size, num_meta)
         if auto_meta and num_meta % c:
             raise ValueError(f"num_meta={num_meta} is not divisible by the number of classes ({c}); "
                              "meta_source='auto' chooses num_meta / C examples of each class")
         config = dataclasses.replace(config, num_meta=0 if auto_meta else num_meta)
-        if splits.labels_file is not None and num_meta and not auto_meta:
-            log.warning("labels=%s without a meta/ folder: the meta set is held out of the "
-                        "training images with the file's labels, which may be noisy; put clean "
-                        "images in ROOT/meta/<class>/", splits.labels_file.path)
-        result = apply_protocol(splits.train_labels, c, config, features, splits.train_true_labels)
-        meta_images, meta_origin = train_images, result.meta_origin
-        meta_labels = splits.train_labels[meta_origin]
+        result = apply_protocol(splits.train_labels, c, config, features, splits.train_true_labels,
+                                meta_by_truth=meta_by_truth)
+        meta_images, meta_origin, meta_labels = train_images, result.meta_origin, result.meta_labels
         meta_source = ("auto: the smallest-loss training examples of each class, chosen by the "
                        "trainer during training (they stay training data)" if auto_meta else
+                       f"held out of the training split by true label ({truth})" if meta_by_truth else
+                       "none: the labels' truth is unknown" if no_clean_meta else
                        "held out of the training split before corruption")
+        if splits.labels_file is not None and not (auto_meta or meta_by_truth):
+            log.warning("labels=%s without a meta split: the meta set is held out of the training "
+                        "images with the file's labels, which may be noisy; put clean images in "
+                        "ROOT/meta/<class>/%s", splits.labels_file.path,
+                        " or pass meta_source=truth (drawn by the file's true_label column)"
+                        if splits.labels_file.true_label else "")
     else:  # the source's own meta split, as is or subsampled per class; never mixed with train
         if auto_meta:
             raise ValueError(f"meta_source='auto' chooses a meta set from noisy training data, but "
@@ -407,9 +469,7 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         "labels_file": None if labels_file is None else dataclasses.asdict(labels_file),
         "noise": {
             "type": config.noise_type, "rate": float(config.noise_rate),
-            "truth": ("the labels before synthetic noise" if known.all() and labels_file is None
-                      else f"the true_label column of {labels_file.path}" if known.all()
-                      else "unknown (the source's own labels, without their truth)"),
+            "truth": truth,
             "expected_rate": expected_noise_rate(
                 result.transition, np.bincount(splits.train_labels[result.train_origin], minlength=c)),
             "realised_rate": rate, "realised_rate_per_class": per_class,
@@ -423,7 +483,8 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
             "shortfall": {c_: list(v) for c_, v in result.shortfall.items()},
         },
         "protocol": _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options,
-                                     meta_source),
+                                     meta_source, meta_by_truth),
+        "provenance": splits.provenance,
     }
     train_rows, given = result.train_origin, {"label": result.labels}
 
@@ -455,7 +516,7 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
 
 def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig, *, num_meta,
                  batch_size, meta_batch_size, augment, options, check_meta_batch,
-                 auto_meta=False) -> DataBundle:
+                 auto_meta=False, meta_by_truth=False) -> DataBundle:
     aug = _augmentation(spec, splits, augment)
     seed, c = config.seed, splits.num_classes
     n, m, num_test = splits.sizes["train"], splits.sizes["meta"], splits.sizes["test"]
@@ -499,6 +560,20 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
                       meta_source="auto" if auto_meta else "given",
                       train_files=splits.train_files, fingerprint=fingerprint.of_stream(spec.name, splits),
                       **chosen)
+
+
+def _truth_text(splits: ArraySplits) -> str:
+    """What the true labels of an in-memory source's training split are (data_summary.json's
+    noise.truth)."""
+    known = splits.train_true_labels >= 0
+    if not known.all():
+        return ("unknown (the source's own labels, without their truth)" if not known.any() else
+                f"known for {int(known.sum())} of {known.size} training examples")
+    if splits.labels_file is not None:
+        return f"the true_label column of {splits.labels_file.path}"
+    if (splits.provenance or {}).get("true_label_key"):
+        return f"the {splits.provenance['true_label_key']} feature of tfds {splits.provenance['tfds']}"
+    return "the labels before synthetic noise"
 
 
 def _files_by_index(source_files, origin):

@@ -9,6 +9,12 @@ long-tailed) training set.
 A source that gives its own clean meta split (a folder's ROOT/meta) skips step 1:
 `sample_given_meta` takes that split as is or per class, and steps 1b-3 apply to
 its training split.
+Meta set by truth (`meta_by_truth`, --meta_source=truth): when the training labels are
+the source's own, possibly noisy ones and their truth is known (a labels file's
+true_label column, a TFDS true-label feature), step 1 draws the meta set by the TRUE
+label, among the examples whose truth is known (never one with truth -1), and labels it
+with its true labels; steps 1b-3 then select by the given labels, as training sees them
+(so train_per_class caps the examples per given label).
 
 Seeding: each stage (meta split, long tail, flip targets, instance noise's rates
 and projections, label noise, and the pipelines' shuffling and augmentation) draws
@@ -119,20 +125,30 @@ def tf_seed_for(seed: int, stage: str) -> int:
 
 
 # Meta split: the clean, class-balanced meta set, held out before any corruption.
-def split_meta(labels, num_classes: int, config: ProtocolConfig) -> tuple[np.ndarray, np.ndarray]:
+def split_meta(labels, num_classes: int, config: ProtocolConfig,
+               by_truth: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Splits example indices into (meta, rest), both int64 and sorted ascending.
 
     The meta set holds config.num_meta / C randomly chosen examples of each class
     (drawn from the seed's "meta_split" stream); `rest` is everything else.
     `labels` must be the clean labels: call this before any corruption.
+    by_truth: `labels` are true labels, -1 where unknown (meta_source=truth): an example
+    of unknown truth is never chosen, and a class needs num_meta / C known examples
+    (the training set is selected afterwards by the given labels).
     num_meta must be divisible by C so the meta set is exactly balanced; it is
     an error otherwise rather than a silently unbalanced set. 0: no meta set.
     """
     labels = np.asarray(labels)
     num_meta = config.num_meta
     per_class = _meta_per_class(num_meta, num_classes)
-    sizes = np.bincount(labels, minlength=num_classes)
-    if per_class > 0 and (sizes <= per_class).any():
+    sizes = np.bincount(labels[labels >= 0], minlength=num_classes)
+    if by_truth and per_class > 0 and (sizes < per_class).any():
+        c = int(sizes.argmin())
+        raise ValueError(
+            f"num_meta={num_meta} asks {per_class} meta examples per class, drawn by true label, but "
+            f"class {c} has only {int(sizes[c])} training examples whose true label is known"
+        )
+    if not by_truth and per_class > 0 and (sizes <= per_class).any():
         c = int(sizes.argmin())
         raise ValueError(
             f"num_meta={num_meta} asks {per_class} meta examples per class, but class {c} "
@@ -402,6 +418,7 @@ class ProtocolResult:
     """
 
     meta_origin: np.ndarray    # int64 [M]: source positions of the meta set (sorted)
+    meta_labels: np.ndarray    # int64 [M]: their labels (clean; by truth: the true labels)
     train_origin: np.ndarray   # int64 [N]: source positions of the training set (sorted)
     labels: np.ndarray         # int64 [N]: corrupted labels
     true_labels: np.ndarray    # int64 [N]: clean labels (-1 unknown)
@@ -413,19 +430,21 @@ class ProtocolResult:
 
 
 def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig,
-                   features: Features | None = None, true_labels=None) -> ProtocolResult:
+                   features: Features | None = None, true_labels=None,
+                   meta_by_truth: bool = False) -> ProtocolResult:
     """Meta split, then long tail, then label noise (see module docstring).
 
     clean_labels: int [N0], the labels before corruption (every stage selects by
-    them). true_labels: int [N0], the truth when it is not clean_labels (a source's
-    own labels, possibly noisy: its truth, -1 where unknown).
+    them, except the meta split with meta_by_truth). true_labels: int [N0], the truth
+    when it is not clean_labels (a source's own labels, possibly noisy: its truth, -1
+    where unknown). meta_by_truth: draw the meta set by true_labels (split_meta's by_truth).
     features(rows) -> float [len(rows), d] in [0, 1]: the flattened images of the
     training split's examples at source positions `rows` (pixel_features). Needed
     by noise_type="instance" only, and read only for the training examples.
     """
     clean = np.asarray(clean_labels, dtype=np.int64)
     truth = clean if true_labels is None else np.asarray(true_labels, dtype=np.int64)
-    meta, rest = split_meta(clean, num_classes, config)
+    meta, rest = split_meta(truth if meta_by_truth else clean, num_classes, config, by_truth=meta_by_truth)
 
     if config.train_per_class is not None:
         rng = rng_for(config.seed, "train_subset")
@@ -457,4 +476,5 @@ def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig,
     else:
         t = transition_matrix(config, num_classes)
         noisy = corrupt_labels(true, t, config.seed)
-    return ProtocolResult(meta, train, noisy, truth[train], t, img_max, targets, shortfall)
+    return ProtocolResult(meta, (truth if meta_by_truth else clean)[meta], train, noisy, truth[train], t,
+                          img_max, targets, shortfall)

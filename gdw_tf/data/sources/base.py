@@ -33,12 +33,18 @@ from gdw_tf.registry import Registry
 log = logging.getLogger(__name__)
 
 
+TFDS_PREFIX = "tfds:"  # --dataset=tfds:NAME[/CONFIG]: any prepared TFDS dataset (tfds_any)
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceOptions:
     """Where a source reads and caches data (--data_dir, --manual_dir, --cache_dir),
-    whether a release build leaves undecodable images out (--skip_bad_images), and a
+    whether a release build leaves undecodable images out (--skip_bad_images), a
     file of training labels (--labels) with what to do with images it lacks
-    (--labels_missing: "error" or "skip"). A field at its default is unset."""
+    (--labels_missing: "error" or "skip"), a TFDS dataset's label features and splits
+    (--label_key, --true_label_key, --train_split, --test_split), and the side images
+    are resized to (--image_size; every in-memory source, see IMAGE_SIZE_OPTION). A field
+    at its default is unset."""
 
     data_dir: str | None = None
     manual_dir: str | None = None
@@ -46,6 +52,26 @@ class SourceOptions:
     skip_bad_images: bool = False
     labels: str | None = None
     labels_missing: str = "error"
+    label_key: str = "label"
+    true_label_key: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    image_size: int | None = None
+
+
+# Every in-memory source takes it: a source that decodes files resizes while decoding (and
+# keys its cache on it), the bundle resizes what any other returns (resize_images).
+IMAGE_SIZE_OPTION = "image_size"
+
+
+def resize_images(images, size: int):
+    """uint8 images [N, H, W, C] (array or tensor) -> uint8 tf.Tensor [N, size, size, C]:
+    bilinear, antialiased (a weighted mean of the pixels, so values stay in their range),
+    rounded."""
+    import tensorflow as tf
+
+    x = tf.image.resize(tf.cast(images, tf.float32), (size, size), method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +102,14 @@ class ArraySplits:
     train_files: the file of each training image (absolute paths), for file sources;
     test_files / meta_files: the same for the test and meta splits.
     labels_file: the file that gave the training labels, if any.
-    provenance: what identifies the data beyond its arrays (e.g. a TFDS dataset's name,
-    version and splits), recorded in the run's data fingerprint (gdw_tf.data.fingerprint).
+    given_meta: what meta_source="given" holds out of train when the source gives no meta
+    split: "labels" (by the labels, before synthetic noise), "truth" (by the true labels,
+    as meta_source="truth": the labels may be noisy and their truth is known) or "none"
+    (the labels may be noisy and their truth is unknown: no clean set to hold out).
+    provenance: what identifies the data beyond its arrays, e.g. {"tfds": name, "config":
+    ..., "version": str, "splits": {"train": name, "test": name}, "label_key": ...,
+    "true_label_key": ...}; None where the arrays (and the source's name) say it all.
+    It is part of the run's data fingerprint (gdw_tf.data.fingerprint).
     """
 
     class_names: list[str]
@@ -92,6 +124,7 @@ class ArraySplits:
     meta_dir: str | None = None
     train_files: list[str] | None = None
     labels_file: LabelsFile | None = None
+    given_meta: str = "labels"
     provenance: dict | None = None
     test_files: list[str] | None = None
     meta_files: list[str] | None = None
@@ -126,6 +159,8 @@ class ArraySplits:
         if self.train_true_labels.size and (self.train_true_labels.min() < -1
                                             or self.train_true_labels.max() >= c):
             raise ValueError(f"train split: true labels outside [-1, {c - 1}]")
+        if self.given_meta not in ("labels", "truth", "none"):
+            raise ValueError(f"given_meta must be labels, truth or none, got {self.given_meta!r}")
         for split in splits:
             files = getattr(self, f"{split}_files")
             if files is not None and len(files) != len(getattr(self, f"{split}_labels")):

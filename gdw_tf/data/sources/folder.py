@@ -24,7 +24,8 @@ twice, a missing column; a training image without a row is one too, unless
 Meta split. ROOT/meta/<class>/<image>, when present, is the meta set as is,
 labelled by its folders and taken as clean; it is never mixed with train
 (--num_meta, if given, subsamples it per class). Without it the meta set is held
-out of train as for the other datasets.
+out of train as for the other datasets: by the file's labels (a warning says they may
+be noisy), or, with --meta_source=truth, by its true_label column (gdw_tf.data.bundle).
 
 Truth. The folder's own labels (a labels file or a meta split, `has_own_labels`)
 are the user's, possibly noisy, so synthetic noise defaults to none and the truth
@@ -36,10 +37,10 @@ Hidden entries. A file or folder whose name starts with "." (.ipynb_checkpoints,
 .git, .DS_Store, ._img.jpg) is no data: it is skipped, and a skipped folder is
 named in a warning (so ROOT/train/..cats is never read, and says so).
 
-Decoding. All images must decode to one shape; they are decoded to RGB uint8
-once and cached as .npz under --cache_dir, keyed by the root path and every
-decoded file's relative path, size and modification time (any change triggers a
-re-decode). Labels are not cached: the folders and the labels file are read
+Decoding. All images must decode to one shape, unless --image_size=N resizes each to
+N x N as it is decoded; they are decoded to RGB uint8 once and cached as .npz under
+--cache_dir, keyed by the root path, --image_size and every decoded file's relative
+path, size and modification time (any change triggers a re-decode). Labels are not cached: the folders and the labels file are read
 again at every load, so an edited labels file always takes effect.
 """
 from __future__ import annotations
@@ -57,7 +58,7 @@ import numpy as np
 import tensorflow as tf
 
 from gdw_tf.data.sources.base import (ArraySplits, LabelsFile, SourceOptions, cached_arrays,
-                                      register_source)
+                                      register_source, resize_images)
 
 log = logging.getLogger(__name__)
 
@@ -363,12 +364,15 @@ def _decode_file(path: str) -> np.ndarray:
         raise ValueError(f"cannot decode image file {path}: {getattr(e, 'message', e)}") from None
 
 
-def decode_images(paths: list[str], shape: tuple | None = None) -> np.ndarray:
+def decode_images(paths: list[str], shape: tuple | None = None, size: int | None = None) -> np.ndarray:
     """Decodes image files to RGB uint8 [N, H, W, 3], in parallel TF ops.
 
-    All images must have `shape` (default: the first image's). A file that
-    cannot be read or decoded, or has another shape, raises ValueError naming it.
+    All images must have `shape` (default: the first image's), or, with `size`, are
+    each resized to size x size (resize_images). A file that cannot be read or decoded,
+    or has another shape, raises ValueError naming it.
     """
+    if size is not None:
+        shape = (size, size, 3)
     if shape is None:
         if not paths:
             raise ValueError("decode_images needs a shape when there are no paths")
@@ -378,6 +382,8 @@ def decode_images(paths: list[str], shape: tuple | None = None) -> np.ndarray:
 
     def decode(i, path):  # a wrong shape gives zeros and ok=False (reported below)
         image = _decode_bytes(tf.io.read_file(path))
+        if size is not None:
+            image = resize_images(image[None], size)[0]
         ok = tf.reduce_all(tf.equal(tf.shape(image), expected))
         image = tf.cond(ok, lambda: image, lambda: tf.zeros(shape, tf.uint8))
         return i, tf.ensure_shape(image, shape), ok
@@ -399,27 +405,30 @@ def decode_images(paths: list[str], shape: tuple | None = None) -> np.ndarray:
         bad = paths[int(np.flatnonzero(~oks)[0])]
         raise ValueError(
             f"image file {bad} has shape {_decode_file(bad).shape}, but the folder's images have "
-            f"shape {shape} (that of {paths[0]}); the folder source needs images of one size"
+            f"shape {shape} (that of {paths[0]}); the folder source needs images of one size: "
+            f"pass --image_size=N to resize them to N x N"
         )
     return np.concatenate(images)
 
 
 def load_image_folder(root: str, cache_dir: str | None = None, labels: str | None = None,
-                      labels_missing: str = "error") -> ArraySplits:
-    """Reads the image folder at `root` (module doc); images from the cache when unchanged."""
+                      labels_missing: str = "error", image_size: int | None = None) -> ArraySplits:
+    """Reads the image folder at `root` (module doc); images from the cache when unchanged.
+    image_size: each image resized to image_size x image_size as it is decoded."""
     listing = list_image_folder(root, labels, labels_missing)
     root, files = listing.root, listing.files
     key = {
         "format": CACHE_FORMAT,
         "root": root,
+        **({"image_size": image_size} if image_size is not None else {}),  # old entries stay valid
         "files": {s: [[f.rel, f.size, f.mtime] for f in entries] for s, entries in files.items()},
     }
 
     def compute():
         log.info("decoding %d images under %s (cached afterwards)", sum(map(len, files.values())), root)
-        train = decode_images([os.path.join(root, f.rel) for f in files["train"]])
+        train = decode_images([os.path.join(root, f.rel) for f in files["train"]], None, image_size)
         return {f"{s}_images": train if s == "train" else
-                decode_images([os.path.join(root, f.rel) for f in entries], train.shape[1:])
+                decode_images([os.path.join(root, f.rel) for f in entries], train.shape[1:], image_size)
                 for s, entries in files.items()}
 
     arrays = cached_arrays(cache_dir, f"folder-{os.path.basename(root)}", key, compute)
@@ -472,4 +481,5 @@ def load_folder(options: SourceOptions) -> ArraySplits:
 
     Default num_meta: all of ROOT/meta, else the largest multiple of C <= 1000 held out of train.
     """
-    return load_image_folder(options.data_dir, options.cache_dir, options.labels, options.labels_missing)
+    return load_image_folder(options.data_dir, options.cache_dir, options.labels, options.labels_missing,
+                             options.image_size)
