@@ -6,6 +6,7 @@ Public API:
   methods                  registry of training methods (--method=NAME)
   data                     datasets, label corruption, with_meta pairing
   models                   backbones: resnet32, resnet18, small_cnn, ... (registry)
+  write_label_issues       the mislabelled-example report of a model trained with record_examples
   WeightingNetwork, EpochCosineDecay
 
 Everything loads on first use (`gdw_tf.GDWModel`, `gdw_tf.data`, any submodule), so
@@ -22,8 +23,9 @@ _DEFINED_IN = {
     "GDWModel": "gdw_tf.model",
     "EpochCosineDecay": "gdw_tf.schedules",
     "WeightingNetwork": "gdw_tf.methods.gdw",
+    "write_label_issues": "gdw_tf.label_issues",
 }
-__all__ = ["GDWModel", "EpochCosineDecay", "WeightingNetwork",
+__all__ = ["GDWModel", "EpochCosineDecay", "WeightingNetwork", "write_label_issues",
            "data", "diagnostics", "losses", "methods", "metrics", "models"]
 
 

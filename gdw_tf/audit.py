@@ -4,8 +4,7 @@
   python -m gdw_tf.audit --output_dir=RUN --top=100       # the 100 top suspects in the .png
   python -m gdw_tf.audit --output_dir=RUN --export=DIR    # folder datasets: DIR/relabel.csv
 
-RUN is a `python -m gdw_tf.train` output directory of a method with learned
-weights (`gdw_tf.label_issues.methods_with_weights()`). The data are rebuilt
+RUN is a `python -m gdw_tf.train` output directory (of any method). The data are rebuilt
 from RUN/flags.json (same sources, seed and noise), the model from the latest
 checkpoint. --export writes the top suspects (path, given and suggested class
 names, score, rank; paths relative to ROOT/train, as in a labels file) as a CSV for
@@ -57,11 +56,6 @@ def _check_inputs(out_dir, top, export):
         config = RunConfig.from_flag_values(saved)
     except (ValueError, OSError) as error:
         _fail(f"{flags_path}: {error}")
-    method, with_weights = config.method.method, label_issues.methods_with_weights()
-    if method not in with_weights:
-        _fail(f"--output_dir={out_dir} was trained with --method={method}, which learns no "
-              f"per-example weights; label issues come from the methods that do: "
-              f"{', '.join(with_weights)}")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         _fail(f"--top must be a positive integer, got {top!r}")
     if export is not None:
@@ -94,7 +88,7 @@ def _restored_model(config, bundle, latest):
     model = build_model(config.method, config.optim, bundle,
                         noise_rate=config.data.synthetic_noise_rate,
                         jit_compile=config.run.jit_compile,
-                        **label_issues.model_options(config.method.method, bundle.num_train))
+                        **label_issues.model_options(bundle.num_train))
     status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     try:
         status.assert_existing_objects_matched()
@@ -137,12 +131,10 @@ def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
                             "report is rewritten from the data as they are now, which cannot "
                             "be checked against those it was trained on", out_dir)
         model = _restored_model(config, bundle, latest)
-        examples = label_issues.training_examples(bundle)
-        issues, found = label_issues.write_report(out_dir, model.example_record,
-                                                  bundle.class_names, examples, top)
+        issues, found = label_issues.write_report(out_dir, model, bundle, top)
         if export is not None:  # paths as a labels file gives them: relative to ROOT/train
             train_dir = os.path.join(os.path.abspath(config.data.data_dir), "train")
-            paths = [os.path.relpath(p, train_dir).replace(os.sep, "/") for p in examples.paths]
+            paths = [os.path.relpath(p, train_dir).replace(os.sep, "/") for p in bundle.train_files()]
             write_relabel_csv(os.path.join(export, RELABEL_FILE), issues, paths,
                               bundle.class_names, top)
     return issues, found

@@ -18,9 +18,13 @@ ranked as well or better than the weights in 7 of 8 of them (the digits runs and
 CPU label-issue bench of docs/evidence.md, "When the weights can be trusted"; made before the CPU
 tables that test it).
 
-`python -m gdw_tf.train` writes label_issues.csv / label_issues.png for every
-method with learned weights (`methods_with_weights()`); `python -m gdw_tf.audit`
-rewrites them from a finished run's checkpoint.
+`python -m gdw_tf.train` writes label_issues.csv / label_issues.png for every method
+(the weight signal only for those with learned weights, `methods_with_weights()`), and
+beside them the averaged probabilities and the given labels as .npy files, row i for the
+example of index i, in the form cleanlab's `find_label_issues(labels, pred_probs)` takes;
+`python -m gdw_tf.audit` rewrites them from a finished run's checkpoint. From Python,
+`write_label_issues(model, out_dir, ...)` writes them for any `GDWModel` trained with
+`record_examples=N` (e.g. `method="base"` around any Keras classifier).
 """
 import csv
 import dataclasses
@@ -34,6 +38,8 @@ from gdw_tf.files import atomic_open, save_figure, spreadsheet_safe
 
 CSV_FILE = "label_issues.csv"
 PNG_FILE = "label_issues.png"
+PRED_PROBS_FILE = "label_issues_pred_probs.npy"  # float32 [N, C], row i: example index i
+LABELS_FILE = "label_issues_given_labels.npy"    # int64 [N], the given label of example i
 CSV_COLUMNS = ("index", "path", "given_label", "suggested_label", "score", "rank", "true_label",
                "given_probability", "weight_score", "visits")
 SIGNALS = ("weight", "probability")  # what `score` can be (module doc)
@@ -49,15 +55,13 @@ def methods_with_weights():
     return [name for name in METHODS.names() if issubclass(METHODS.get(name), BilevelMethod)]
 
 
-def model_options(method_name, num_train, resume_from=None):
-    """GDWModel options that turn the record on for methods with learned weights.
+def model_options(num_train, resume_from=None):
+    """GDWModel options that turn the record on (every method keeps one).
 
     resume_from: the checkpoint the run will resume from, if any. One written
     before the record existed gets no record (so that it still restores), with
     a warning: that run ends without a label-issue report.
     """
-    if method_name not in methods_with_weights():
-        return {}
     if resume_from is not None and not any(
             RECORD_NAME in name for name, _ in tf.train.list_variables(resume_from)):
         from absl import logging
@@ -113,14 +117,18 @@ class Detection:
     flagged: int
 
 
-def label_issues(arrays, signal=REPORT_SIGNAL):
-    """`LabelIssues` from `example_record.RecordArrays`, scored by `signal` (SIGNALS, module doc)."""
+def label_issues(arrays, signal=REPORT_SIGNAL, with_weights=True):
+    """`LabelIssues` from `example_record.RecordArrays`, scored by `signal` (SIGNALS, module
+    doc); without learned weights (`with_weights` False) weight_score is NaN and the
+    signal must be "probability"."""
     if signal not in SIGNALS:
         raise ValueError(f"unknown signal={signal!r} (expected one of {', '.join(SIGNALS)})")
+    if signal == "weight" and not with_weights:
+        raise ValueError("signal='weight' needs a method with learned weights")
     seen = arrays.visits > 0
     weight = arrays.target_weight
     weight_score = np.full(weight.shape, np.nan)
-    if seen.any():
+    if seen.any() and with_weights:
         high, low = weight[seen].max(), weight[seen].min()
         weight_score[seen] = (high - weight[seen]) / (high - low) if high > low else 0.0
     given_p = np.take_along_axis(arrays.probabilities, arrays.given_label[:, None], axis=1)[:, 0]
@@ -259,37 +267,73 @@ def training_examples(bundle):
     return TrainingExamples(paths, images, bundle.pixel_max)
 
 
-def write_report(out_dir, record, class_names, examples, top=DEFAULT_TOP, signal=REPORT_SIGNAL):
-    """Writes label_issues.csv and .png into out_dir, scored by `signal`; returns
-    (LabelIssues, Detection or None)."""
-    issues = label_issues(record.arrays(), signal)
-    write_csv(os.path.join(out_dir, CSV_FILE), issues, examples.paths)
-    if examples.images is not None:
-        write_png(os.path.join(out_dir, PNG_FILE), issues, examples.images, class_names, top,
-                  examples.pixel_max)
+def write_arrays(out_dir, arrays):
+    """PRED_PROBS_FILE and LABELS_FILE of `arrays` (RecordArrays): row i is the example of
+    index i; a never-visited example's probabilities are uniform (it has no prediction)."""
+    probs = np.array(arrays.probabilities, np.float32)
+    probs[arrays.visits == 0] = 1.0 / probs.shape[1]
+    for name, value in ((PRED_PROBS_FILE, probs), (LABELS_FILE, arrays.given_label.astype(np.int64))):
+        with atomic_open(os.path.join(out_dir, name), "wb") as f:
+            np.save(f, value, allow_pickle=False)
+
+
+def write_label_issues(model, out_dir, class_names=None, paths=None, images=None,
+                       top=DEFAULT_TOP, pixel_max=255.0, signal=REPORT_SIGNAL):
+    """Writes the label-issue report of a trained `GDWModel` kept with record_examples=N into
+    `out_dir` (created): label_issues.csv (module doc), the .npy arrays for cleanlab and, with
+    `images`, label_issues.png of the `top` suspects. class_names: C names (default "0"..);
+    paths: the file of each example by index (the CSV's path column); images: indexable by
+    index, uint8 [H, W, C] each, pixel values up to `pixel_max`. Returns (LabelIssues,
+    Detection or None: with the truth, the batches' "true_label", or data labels given to
+    the record)."""
+    from gdw_tf.methods.bilevel import BilevelMethod
+
+    record = getattr(model, "example_record", None)
+    if record is None:
+        raise ValueError("the model keeps no per-example record: build it with "
+                         "GDWModel(..., record_examples=N) and train on batches with an 'index'")
+    arrays = record.arrays()
+    issues = label_issues(arrays, signal, isinstance(model.method, BilevelMethod))
+    os.makedirs(out_dir, exist_ok=True)
+    write_csv(os.path.join(out_dir, CSV_FILE), issues, paths)
+    write_arrays(out_dir, arrays)
+    if images is not None:
+        names = class_names or [str(c) for c in range(arrays.probabilities.shape[1])]
+        write_png(os.path.join(out_dir, PNG_FILE), issues, images, names, top, pixel_max)
     return issues, detection(issues)
+
+
+def write_report(out_dir, model, bundle, top=DEFAULT_TOP, signal=REPORT_SIGNAL):
+    """`write_label_issues` of `model` trained on `bundle` (a DataBundle: class names, and the
+    paths and images of `training_examples`)."""
+    examples = training_examples(bundle)
+    return write_label_issues(model, out_dir, bundle.class_names, examples.paths,
+                              examples.images, top, examples.pixel_max, signal)
 
 
 def after_training(model, bundle, out_dir, write=True, signal=REPORT_SIGNAL):
     """The trainer's step after fit: the report files (if `write`), scored by `signal`, and
     the results.json entry {"label_issues": {...}}; {} for a run without a record. With
-    known truth the entry also has `auc_by_signal` (signal -> ROC-AUC), which tells a
-    weighting that ignores a separating loss (probability high, weight low) from wrong
-    labels the loss cannot tell apart (both near 0.5)."""
+    known truth the entry also has `auc_by_signal` (signal -> ROC-AUC, each signal the method
+    has), which tells a weighting that ignores a separating loss (probability high, weight
+    low) from wrong labels the loss cannot tell apart (both near 0.5)."""
+    from gdw_tf.methods.bilevel import BilevelMethod
+
     record = getattr(model, "example_record", None)
     if record is None:
         return {}
+    with_weights = isinstance(model.method, BilevelMethod)
     if write:
-        _, found = write_report(out_dir, record, bundle.class_names,
-                                training_examples(bundle), signal=signal)
+        _, found = write_report(out_dir, model, bundle, signal=signal)
     else:
-        found = detection(label_issues(record.arrays(), signal))
+        found = detection(label_issues(record.arrays(), signal, with_weights))
     entry = {"csv": CSV_FILE, "decay": record.decay, "signal": signal}
     if found is not None:
         entry.update(dataclasses.asdict(found))
         arrays = record.arrays()
+        signals = SIGNALS if with_weights else ("probability",)
         entry["auc_by_signal"] = {s: found.auc if s == signal else
-                                  detection(label_issues(arrays, s)).auc for s in SIGNALS}
+                                  detection(label_issues(arrays, s)).auc for s in signals}
     return {"label_issues": entry}
 
 

@@ -63,12 +63,18 @@ def test_scores_rank_suggest_and_measure_detection():
     assert label_issues.detection(label_issues.label_issues(rows)) is None
 
 
-def test_only_methods_with_learned_weights_keep_a_record():
+def test_every_method_keeps_a_record_and_only_those_with_learned_weights_have_the_weight_signal():
     names = label_issues.methods_with_weights()
     assert {"gdw", "mwnet", "l2rw", "insw", "soft_label", "gen_label"} <= set(names)
     assert not {"base", "focal", "coteaching", "glc"} & set(names)
-    assert label_issues.model_options("base", 10) == {}
-    assert label_issues.model_options("gdw", 10) == {"record_examples": 10}
+    assert label_issues.model_options(10) == {"record_examples": 10}
+    rows = example_record.RecordArrays(
+        target_weight=np.ones(3), visits=np.array([1, 1, 1]), given_label=np.array([0, 1, 1]),
+        true_label=np.array([0, 0, 1]), probabilities=np.array([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]]))
+    issues = label_issues.label_issues(rows, with_weights=False)
+    assert np.isnan(issues.weight_score).all() and issues.index.tolist() == [1, 2, 0]
+    with pytest.raises(ValueError, match="signal='weight' needs a method with learned weights"):
+        label_issues.label_issues(rows, "weight", with_weights=False)
 
 
 def test_a_run_resumed_from_a_checkpoint_without_record_keeps_none(tmp_path):
@@ -76,9 +82,9 @@ def test_a_run_resumed_from_a_checkpoint_without_record_keeps_none(tmp_path):
         model = tiny.gdw_model("gdw", dtype="float32", **options)
         tf.train.Checkpoint(model=model).save(str(tmp_path / name / "ckpt"))
     latest = {name: tf.train.latest_checkpoint(str(tmp_path / name)) for name in ("with", "without")}
-    assert label_issues.model_options("gdw", 6, latest["with"]) == {"record_examples": 6}
-    assert label_issues.model_options("gdw", 6, latest["without"]) == {}
-    assert label_issues.model_options("gdw", 6) == {"record_examples": 6}
+    assert label_issues.model_options(6, latest["with"]) == {"record_examples": 6}
+    assert label_issues.model_options(6, latest["without"]) == {}
+    assert label_issues.model_options(6) == {"record_examples": 6}
 
 
 def _clusters(n_per_class, flip, seed):
@@ -233,8 +239,6 @@ def _fake_run(tmp_path, **flags):
 @pytest.mark.parametrize("case, fragment", [
     ("no_dir", "no such directory"),
     ("no_flags", "no flags.json"),
-    ("base", "--method=base, which learns no per-example weights; label issues come from "
-             "the methods that do: "),
     ("top", "--top must be a positive integer, got 0"),
     ("export_digits", "relabel files are for --dataset=folder runs"),
     ("export_inside", "lies inside the dataset"),
@@ -246,8 +250,6 @@ def test_audit_bad_inputs_are_one_line_errors(tmp_path, case, fragment):
         out = str(tmp_path / "missing")
     elif case == "no_flags":
         out = str(tmp_path)
-    elif case == "base":
-        out = _fake_run(tmp_path, method="base")
     elif case == "export_inside":
         out = _fake_run(tmp_path, dataset="folder", data_dir=str(tmp_path / "data"))
         kwargs["export"] = str(tmp_path / "data" / "relabelled")
@@ -258,8 +260,6 @@ def test_audit_bad_inputs_are_one_line_errors(tmp_path, case, fragment):
         audit(out, **kwargs)
     assert fragment in str(error.value), str(error.value)
     assert "\n" not in str(error.value)
-    if case == "base":
-        assert "gdw" in str(error.value) and "mwnet" in str(error.value)
     assert not os.path.exists(tmp_path / "data" / "relabelled")
 
 
@@ -267,7 +267,7 @@ def test_audit_cli_error_exit_status_and_one_line(tmp_path):
     proc = _run("gdw_tf.audit", f"--output_dir={_fake_run(tmp_path, method='focal')}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("gdw_tf.audit: error: ")]
-    assert len(lines) == 1 and "--method=focal" in lines[0], proc.stderr[-2000:]
+    assert len(lines) == 1 and "no checkpoint under" in lines[0], proc.stderr[-2000:]
 
 
 def test_folder_run_lists_image_paths_and_audit_exports_a_relabel_csv(tmp_path):

@@ -361,6 +361,21 @@ def _check_batched(dataset, where):
             f"{label_spec.shape}; call .batch(...) first")
 
 
+def with_index(dataset):
+    """`dataset` of single examples, (image, label) or dicts with image and label, as dicts
+    with "index" added: the example's position 0..N-1, by which GDWModel's per-example record
+    (record_examples=N) and the table methods address it. Add it before shuffling and
+    batching, so that an example keeps its index in every epoch."""
+    spec = dataset.element_spec
+    label_spec = spec["label"] if isinstance(spec, dict) else spec[1] if isinstance(
+        spec, (tuple, list)) else None
+    if label_spec is not None and label_spec.shape.rank != 0:
+        raise ValueError(f"with_index(dataset): expected single examples (a scalar label), got "
+                         f"labels of shape {label_spec.shape}; add the index before .batch(...)")
+    return dataset.enumerate().map(
+        lambda i, element: {**_as_dict(element, "with_index(dataset)"), "index": i})
+
+
 def with_meta(train_ds, meta_ds):
     """Pairs every training batch with a batch of the (repeated) meta set.
 
