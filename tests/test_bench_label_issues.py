@@ -11,6 +11,7 @@ from tests.fixtures import write_image_folder
 
 def _config(tmp_path, **changed):
     values = dict(settings=("uniform40",), seeds=(0,), folds=2, data_dir=str(tmp_path / "data"),
+                  cifar10n_dir=str(tmp_path / "cifar10n"),
                   iterations=6, train_per_class=30, output_dir=str(tmp_path / "out"), jobs=1,
                   report_only=False)
     return bench.Config(**{**values, **changed})
@@ -67,22 +68,31 @@ def test_cleanlab_ranks_planted_label_errors_first():
     assert row.flagged_recall > 0.9 and row.flagged_precision > 0.9 and row.wall_s >= 10.0
 
 
-def test_gdw_rows_score_the_report_the_weight_and_the_given_label_probability(tmp_path):
+def test_report_rows_score_the_report_the_weight_and_cleanlab_on_the_record(tmp_path):
+    from gdw_tf import label_issues
+
     lines = ["index,path,given_label,suggested_label,score,rank,true_label,given_probability,"
-             "weight_score",
-             "3,,1,0,0.9,1,0,0.8,0.9",   # noisy, top score, but confident in the given label
-             "0,,0,0,0.5,2,0,0.1,0.0",
-             "1,,2,1,0.2,3,1,0.05,1.0",  # noisy
-             "2,,1,1,0.0,4,1,0.9,0.3"]
+             "weight_score,visits",
+             "3,,1,0,0.2,1,0,0.8,0.9,1",   # noisy, confident in the given label
+             "0,,0,0,0.9,2,0,0.1,0.0,1",
+             "1,,2,1,0.95,3,1,0.05,1.0,1",  # noisy
+             "2,,1,1,0.1,4,1,0.9,0.3,1"]
     (tmp_path / "label_issues.csv").write_text("\n".join(lines) + "\n")
-    rows = bench.gdw_rows({"wall_time_s": 7.0}, str(tmp_path))
-    # the report's score: noisy {0.9, 0.2} vs clean {0.5, 0.0}: 3 of 4 pairs ordered
+    given = np.array([0, 2, 1, 1])
+    np.save(tmp_path / label_issues.LABELS_FILE, given)
+    probs = np.array([[0.9, 0.1, 0.0], [0.0, 0.95, 0.05], [0.8, 0.2, 0.0], [0.0, 0.9, 0.1]])
+    np.save(tmp_path / label_issues.PRED_PROBS_FILE, probs)
+    rows = bench.report_rows("gdw", {"wall_time_s": 7.0}, str(tmp_path))
+    # the report's score: noisy {0.2, 0.95} vs clean {0.9, 0.1}: 3 of 4 pairs ordered
     assert rows["gdw"].auc == pytest.approx(0.75) and rows["gdw"].precision_at_noise == 0.5
     # weight alone: noisy {0.9, 1.0} vs clean {0.0, 0.3}: all 4
     assert rows["gdw, weight"].auc == pytest.approx(1.0)
-    # 1 - p: noisy {0.2, 0.95} vs clean {0.9, 0.1}: 3 of 4
-    assert rows["gdw, p(given label)"].auc == pytest.approx(0.75)
     assert rows["gdw"].wall_s == 7.0
+    # cleanlab on the same probabilities: the noisy ones (p(given) 0.05, 0.2) below the clean
+    cleanlab = rows["cleanlab on gdw's record"]
+    assert cleanlab.auc == pytest.approx(1.0) and cleanlab.wall_s >= 7.0
+    base = bench.report_rows("base", {"wall_time_s": 3.0}, str(tmp_path))
+    assert set(base) == {"base", "cleanlab on base's record"}
 
 
 def test_table_has_a_row_per_setting_and_detector(tmp_path):
@@ -91,7 +101,7 @@ def test_table_has_a_row_per_setting_and_detector(tmp_path):
     results = {("uniform40", 0): {"cleanlab": row, "gdw": bench.Row(0.8, 0.7, None, None, None, 50)},
                ("uniform40", 1): {"cleanlab": bench.Row(0.7, 0.6, 80, 0.5, 0.4, 300.0)}}
     md = bench.table(config, results)
-    assert "| uniform40 | cleanlab | 0.800 ± 0.100 | 0.700 ± 0.100 | 100 ± 20 / 0.600 ± 0.100 / " \
+    assert "| uniform40 | cleanlab, K-fold cross-validation | 0.800 ± 0.100 | 0.700 ± 0.100 | 100 ± 20 / 0.600 ± 0.100 / " \
            "0.500 ± 0.100 | 200 ± 100 |" in md
     assert "| uniform40 | gdw (1/2 seeds) | 0.800 ± 0.000 | 0.700 ± 0.000 | - | 50 ± 0 |" in md
-    assert "p(given label)" not in md  # no run: no row
+    assert "gdw, weight" not in md  # no run: no row

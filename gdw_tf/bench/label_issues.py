@@ -1,17 +1,20 @@
-"""Finding the mislabelled examples: GDW's free report next to cleanlab's.
+"""Finding the mislabelled examples: the free report of a training run next to cleanlab's.
 
   pip install -r requirements-bench.txt          # cleanlab, for this bench only
   python -m gdw_tf.bench.label_issues            # uniform40, flip40, instance40, seeds 0,1,2, K=5
+  python -m gdw_tf.bench.label_issues --settings=cifar10n_worst --cifar10n_dir=DIR   # human noise
 
-Both sides see the same noisy training set: the accuracy bench's CPU protocol
+Every detector sees the same noisy training set: the accuracy bench's CPU protocol
 (`gdw_tf.bench.accuracy`, real CIFAR-10 JPEGs, strided_cnn, 4,000 iterations).
 
-- gdw: one `python -m gdw_tf.train --method=gdw` run; its label_issues.csv
-  (`gdw_tf.label_issues`: score = the weight signal, 1 - the averaged target weight
-  rescaled, when the run's truth-free check trusts its weights, else 1 - the averaged
-  predicted probability of the given label) comes with the training, so its wall time
-  is that one run's, which also yields the trained model. The rows "gdw, weight" and
-  "gdw, p(given label)" rank by each signal alone.
+- base, gdw: one `python -m gdw_tf.train --method=base` / `--method=gdw` run each; its
+  label_issues.csv (`gdw_tf.label_issues`: score = 1 - the averaged predicted probability
+  of the given label) comes with the training, so its wall time is that one run's, which
+  also yields the trained model. The row "gdw, weight" ranks by GDW's averaged target
+  weight alone.
+- cleanlab on base's / gdw's record: `cleanlab.rank.get_label_quality_scores` and
+  `find_label_issues` on the run's own averaged probabilities (label_issues_pred_probs.npy,
+  in-sample, no cross-validation): the run's wall time plus cleanlab's.
 - cleanlab: out-of-sample predicted probabilities from K-fold cross-validation:
   K trainings of the same backbone with `--method=base` and the same recipe on
   the other K-1 folds (stratified by given label), each predicting its held-out
@@ -53,6 +56,8 @@ flags.DEFINE_integer("folds", 5, "K of cleanlab's K-fold cross-validation", lowe
                      flag_values=FLAGS)
 flags.DEFINE_string("data_dir", "../shared/data/cifar10-jpeg", "CIFAR-10 image folder",
                     flag_values=FLAGS)
+flags.DEFINE_string("cifar10n_dir", "../shared/data/cifar10n", "folder of CIFAR-10N's labels "
+                    "files for --data_dir's images (the cifar10n_* settings)", flag_values=FLAGS)
 flags.DEFINE_integer("iterations", accuracy.ITERATIONS, "iterations of the GDW run (the "
                      "cross-validation runs train the same epochs on (K-1)/K of the data)",
                      flag_values=FLAGS)
@@ -76,6 +81,7 @@ class Config:
     seeds: tuple
     folds: int
     data_dir: str
+    cifar10n_dir: str
     iterations: int
     train_per_class: int
     output_dir: str
@@ -92,7 +98,7 @@ class Config:
                 raise flags.ValidationError(f"--settings: unknown setting {setting!r}; known: "
                                             f"{', '.join(accuracy.PROTOCOL_SETTINGS['cpu'])}")
         return cls(tuple(values.settings), bench.int_list(values, "seeds"), values.folds,
-                   values.data_dir, values.iterations, values.train_per_class,
+                   values.data_dir, values.cifar10n_dir, values.iterations, values.train_per_class,
                    values.output_dir, values.jobs, values.report_only)
 
 
@@ -184,34 +190,50 @@ def cleanlab_rows(cv):
 
     from gdw_tf.label_issues import detection_of_scores
 
-    labels, probs = cv["labels"], cv["probs"]
+    return {"cleanlab": _cleanlab_row(cv["labels"], cv["probs"], cv["true_labels"],
+                                      float(cv["wall_s"]))}
+
+
+def _cleanlab_row(labels, probs, true_labels, wall_s):
+    """Row of cleanlab's scores and flags on `probs` [N, C] (cleanlab's time added to wall_s)."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    from gdw_tf.label_issues import detection_of_scores
+
     with _CLEANLAB:  # the time of this call only, not of waiting for another
         started = time.time()
         quality = get_label_quality_scores(labels, probs)
         flagged = find_label_issues(labels, probs)
-        wall = float(cv["wall_s"]) + time.time() - started
-    noisy = labels != cv["true_labels"]
+        wall = wall_s + time.time() - started
+    noisy = labels != true_labels
     found = detection_of_scores(1.0 - quality, noisy)
     hits = int((flagged & noisy).sum())
-    return {"cleanlab": Row(found.auc, found.precision, int(flagged.sum()),
-                            hits / max(1, int(flagged.sum())), hits / int(noisy.sum()), wall)}
+    return Row(found.auc, found.precision, int(flagged.sum()), hits / max(1, int(flagged.sum())),
+               hits / int(noisy.sum()), wall)
 
 
-def gdw_rows(run, out_dir):
-    """{"gdw": Row (the report's score), "gdw, weight": Row, "gdw, p(given label)": Row} from
-    a finished GDW run's files."""
+def report_rows(method, run, out_dir):
+    """{METHOD: Row (the report's score), "cleanlab on METHOD's record": Row, and for gdw
+    "gdw, weight": Row} from a finished run's files."""
     import csv
 
-    from gdw_tf.label_issues import CSV_FILE, detection_of_scores
+    from gdw_tf.label_issues import CSV_FILE, LABELS_FILE, PRED_PROBS_FILE, detection_of_scores
 
     with open(os.path.join(out_dir, CSV_FILE)) as f:
-        rows = list(csv.DictReader(f))
-    noisy = np.array([r["given_label"] != r["true_label"] for r in rows])
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["index"]))
+    true = np.array([int(r["true_label"]) for r in rows])
+    labels = np.load(os.path.join(out_dir, LABELS_FILE))
+    noisy = labels != true
     wall = run["wall_time_s"]
-    found = {name: detection_of_scores([score(r) for r in rows], noisy) for name, score in (
-        ("gdw", lambda r: float(r["score"])), ("gdw, weight", lambda r: float(r["weight_score"])),
-        ("gdw, p(given label)", lambda r: 1.0 - float(r["given_probability"])))}
-    return {name: Row(d.auc, d.precision, None, None, None, wall) for name, d in found.items()}
+    scores = {method: [float(r["score"]) for r in rows]}
+    if method == "gdw":
+        scores["gdw, weight"] = [float(r["weight_score"]) for r in rows]
+    found = {name: detection_of_scores(values, noisy) for name, values in scores.items()}
+    result = {name: Row(d.auc, d.precision, None, None, None, wall) for name, d in found.items()}
+    result[f"cleanlab on {method}'s record"] = _cleanlab_row(
+        labels, np.load(os.path.join(out_dir, PRED_PROBS_FILE)), true, wall)
+    return result
 
 
 def run_cross_validation(config, setting, seed):
@@ -245,20 +267,25 @@ def _saved_flags(cv):
 
 def _bench_flags(config):
     return [f"--folds={config.folds}", f"--data_dir={config.data_dir}",
-            f"--iterations={config.iterations}", f"--train_per_class={config.train_per_class}",
+            f"--cifar10n_dir={config.cifar10n_dir}", f"--iterations={config.iterations}", f"--train_per_class={config.train_per_class}",
             f"--output_dir={config.output_dir}"]
 
 
+SIDES = ("cleanlab", "base", "gdw")  # the K-fold trainings, and one run of each method
+
+
 def evaluate(config, setting, seed, side):
-    """{detector: Row} of one side ("gdw" or "cleanlab") on (setting, seed); {} if not run."""
-    if side == "gdw":
-        run = accuracy.run_one(config, setting, "gdw", seed)
-        return gdw_rows(run, accuracy.run_dir(config, setting, "gdw", seed)) if run else {}
+    """{detector: Row} of one side (SIDES) on (setting, seed); {} if not run."""
+    if side != "cleanlab":
+        run = accuracy.run_one(config, setting, side, seed)
+        return report_rows(side, run, accuracy.run_dir(config, setting, side, seed)) if run else {}
     cv = run_cross_validation(config, setting, seed)
     return cleanlab_rows(cv) if cv else {}
 
 
-DETECTORS = ("gdw", "gdw, weight", "gdw, p(given label)", "cleanlab")
+DETECTORS = ("base", "gdw", "gdw, weight", "cleanlab on base's record",
+             "cleanlab on gdw's record", "cleanlab")
+DETECTOR_NAMES = {"cleanlab": "cleanlab, K-fold cross-validation"}
 
 
 def table(config, results):
@@ -283,7 +310,7 @@ def table(config, results):
                        f"{cell([r.flagged_precision for r in rows], '{:.3f}')} / "
                        f"{cell([r.flagged_recall for r in rows], '{:.3f}')}")
             runs = f" ({len(rows)}/{len(config.seeds)} seeds)" if len(rows) < len(config.seeds) else ""
-            lines.append(f"| {setting} | {name}{runs} | {cell([r.auc for r in rows], '{:.3f}')} | "
+            lines.append(f"| {setting} | {DETECTOR_NAMES.get(name, name)}{runs} | {cell([r.auc for r in rows], '{:.3f}')} | "
                          f"{cell([r.precision_at_noise for r in rows], '{:.3f}')} | {flagged} | "
                          f"{cell([r.wall_s for r in rows], '{:.0f}')} |")
     return "\n".join(lines)
@@ -302,7 +329,7 @@ def main(argv):
                          "pip install -r requirements-bench.txt")
     os.makedirs(config.output_dir, exist_ok=True)
     work = [(setting, seed, side) for seed in config.seeds for setting in config.settings
-            for side in ("cleanlab", "gdw")]
+            for side in SIDES]
     with concurrent.futures.ThreadPoolExecutor(config.jobs) as pool:
         done = list(pool.map(lambda w: evaluate(config, *w), work))
     results = {}
