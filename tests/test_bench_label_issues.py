@@ -80,7 +80,7 @@ def test_report_rows_score_the_report_the_weight_and_cleanlab_on_the_record(tmp_
     (tmp_path / "label_issues.csv").write_text("\n".join(lines) + "\n")
     given = np.array([0, 2, 1, 1])
     np.save(tmp_path / label_issues.LABELS_FILE, given)
-    probs = np.array([[0.9, 0.1, 0.0], [0.0, 0.95, 0.05], [0.8, 0.2, 0.0], [0.0, 0.9, 0.1]])
+    probs = np.array([[0.9, 0.1, 0.0], [0.0, 0.95, 0.05], [0.1, 0.8, 0.1], [0.8, 0.2, 0.0]])
     np.save(tmp_path / label_issues.PRED_PROBS_FILE, probs)
     rows = bench.report_rows("gdw", {"wall_time_s": 7.0}, str(tmp_path))
     # the report's score: noisy {0.2, 0.95} vs clean {0.9, 0.1}: 3 of 4 pairs ordered
@@ -88,7 +88,7 @@ def test_report_rows_score_the_report_the_weight_and_cleanlab_on_the_record(tmp_
     # weight alone: noisy {0.9, 1.0} vs clean {0.0, 0.3}: all 4
     assert rows["gdw, weight"].auc == pytest.approx(1.0)
     assert rows["gdw"].wall_s == 7.0
-    # cleanlab on the same probabilities: the noisy ones (p(given) 0.05, 0.2) below the clean
+    # cleanlab on the arrays (by index): the noisy ones (p(given) 0.05, 0.2) below the clean
     cleanlab = rows["cleanlab on gdw's record"]
     assert cleanlab.auc == pytest.approx(1.0) and cleanlab.wall_s >= 7.0
     base = bench.report_rows("base", {"wall_time_s": 3.0}, str(tmp_path))
