@@ -107,26 +107,3 @@ def test_with_index_numbers_single_examples_and_refuses_batches():
     np.testing.assert_array_equal([int(e["label"]) for e in indexed], given)
     with pytest.raises(ValueError, match=r"add the index before \.batch"):
         gdw_tf.data.with_index(tf.data.Dataset.from_tensor_slices((x, given)).batch(2))
-
-
-def _base_record(strategy, steps, initial):
-    with strategy.scope():
-        model = tiny.gdw_model("base", dtype="float32", record_examples=24, record_decay=0.5)
-        for var, value in zip(model.backbone.weights, initial):
-            var.assign(value)
-    model.fit(tiny.paired_dataset(steps), epochs=2, verbose=0, shuffle=False)
-    return model.example_record.arrays()
-
-
-def test_two_replicas_keep_the_record_of_one_without_learned_weights(mirrored):
-    steps = tiny.batches(3, n=8, m=6, seed=11, dtype="float32")
-    for k, (train, _) in enumerate(steps):
-        train["index"] = np.arange(8 * k, 8 * (k + 1), dtype="int32")
-    initial = [v.numpy() for v in tiny.gdw_model("base", dtype="float32").backbone.weights]
-    one = _base_record(tf.distribute.OneDeviceStrategy("/cpu:0"), steps, initial)
-    two = _base_record(mirrored, steps, initial)
-    np.testing.assert_array_equal(one.visits, np.full(24, 2))
-    for name in ("visits", "given_label", "true_label"):
-        np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
-    np.testing.assert_allclose(one.probabilities, two.probabilities, rtol=1e-5, atol=1e-6)
-    assert np.ptp(one.probabilities) > 0
