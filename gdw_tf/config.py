@@ -100,7 +100,7 @@ class DataConfig:
 class MethodConfig:
     """The training method and the backbone it trains.
 
-    method, model (resolved), init_weights: their flags. outer_lr ... hidden_units and
+    method, model (resolved), init_weights, freeze_backbone: their flags. outer_lr ... hidden_units and
     method_option: the method flags as given (None: unset), kept for flags.json.
     options: the method's constructor options of this run (checked): the dataset's
     defaults it takes (DatasetDefaults.method_options), overridden by the explicit ones
@@ -112,6 +112,7 @@ class MethodConfig:
     method: str
     model: str
     init_weights: str | None
+    freeze_backbone: bool
     outer_lr: float | None
     clip: float | None
     meta_learning_rate: float | None

@@ -46,7 +46,9 @@ def build_model(method, optim, bundle, init_weights=None, noise_rate=0.0, jit_co
     from gdw_tf.methods.method import METHODS
 
     backbone = models.build(method.model, bundle.num_classes, input_shape=bundle.image_shape,
-                            init_weights=init_weights)
+                            init_weights=init_weights, augment=bundle.augment)
+    if method.freeze_backbone:
+        models.freeze_backbone(backbone)
     from_data = METHODS.get(method.method).options_from_data(
         bundle, epochs=optim.epochs, noise_rate=noise_rate)
     model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=method.method,
