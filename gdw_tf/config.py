@@ -282,10 +282,10 @@ def _check_method_options(config):
     for key in keys:
         if key in given_as:
             raise ValueError(f"--{key} and --method_option={key}=... both set {key}; give it once")
-    _check_virtual_scope(method.options, method.method, method.model)
+    _check_virtual_scope(method.options, method.method, method.model, method.freeze_backbone)
 
 
-def _check_virtual_scope(options, method, model):
+def _check_virtual_scope(options, method, model, freeze_backbone=False):
     """Checks the method option that depends on the backbone (virtual_scope) against
     --model, before any data is read: the count of layers with weights does not depend
     on the data's classes or image size, so a stand-in build answers."""
@@ -296,7 +296,10 @@ def _check_virtual_scope(options, method, model):
         return
     scope = check_virtual_scope(options["virtual_scope"], method)
     try:
-        moved_variable_positions(models.build(model, 2), scope)
+        backbone = models.build(model, 2)
+        if freeze_backbone:
+            models.freeze_backbone(backbone)
+        moved_variable_positions(backbone, scope)
     except ValueError as error:
         raise ValueError(f"--method_option=virtual_scope={scope} with --model={model}: "
                          f"{error}") from None
