@@ -1,4 +1,5 @@
 """keras:NAME backbones: preprocessing, head, input sizes, weights files, Keras' cache, freezing."""
+import json
 import os
 
 import h5py
@@ -154,3 +155,31 @@ def test_frozen_backbone_gdw_steps_move_only_the_head():
             assert not np.allclose(v.numpy(), before[v.path]), v.path
         else:
             np.testing.assert_array_equal(v.numpy(), before[v.path], err_msg=v.path)
+
+
+def test_train_fine_tunes_a_keras_application_on_an_image_folder(tmp_path):
+    """The command line: a folder of 64x64 JPEGs, keras:MobileNetV3Small from a weights file
+    saved from a random model, one GDW epoch; --init_weights=imagenet without Keras' cached
+    file is one line, exit status 2."""
+    from tests import fixtures, tiny
+
+    root = str(tmp_path / "photos")
+    fixtures.write_image_folder(root, ["a", "b", "c"], {"train": [6, 6, 6], "test": [2, 2, 2]},
+                                size=(64, 64), ext=".jpg")
+    keras.utils.set_random_seed(7)
+    models.build(MOBILE, 3, (64, 64, 3)).save_weights(tmp_path / "w.weights.h5")
+    common = ["--dataset=folder", f"--data_dir={root}", f"--cache_dir={tmp_path / 'cache'}",
+              f"--model={MOBILE}", "--method=gdw", "--num_meta=6", "--batch_size=6",
+              "--epochs=1", "--lr=1e-3", "--verbose=0"]
+    tiny.train(*common, f"--init_weights={tmp_path / 'w.weights.h5'}",
+               f"--output_dir={tmp_path / 'run'}")
+    with open(tmp_path / "run" / "results.json") as f:
+        done = json.load(f)
+    assert done["model"] == MOBILE and done["epochs_completed"] == 1
+    assert done["optimizer_iterations"] == done["meta_optimizer_iterations"] == 2  # 12 / 6
+    proc = tiny.train(*common, "--init_weights=imagenet", f"--output_dir={tmp_path / 'run2'}",
+                      check=False, KERAS_HOME=str(tmp_path / "empty_keras_home"))
+    line = tiny.user_error_line(proc)
+    assert "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in line
+    assert "nothing is downloaded" in line
+    assert not os.path.exists(tmp_path / "run2" / "data_summary.json")  # failed before the data
