@@ -26,6 +26,9 @@ from gdw_tf.flags import FLAGS, METHOD_FLAGS
 FLAG_DEFAULTS = {flag.name: flag.default for flag in FLAGS.get_flags_for_module(gdw_flags)}
 NO_INIT_WEIGHTS = "none"  # --init_weights=none: from scratch, on purpose
 SYNTHETIC_NOISE_RATE = 0.4
+# A keras:NAME backbone fine-tuned from --init_weights starts at the learning rate of the
+# paper's Clothing1M setting (every layer trained from ImageNet weights), not from scratch's.
+FINE_TUNE_LR = 1e-3
 _DERIVED = {"derived": True}  # field metadata: resolved from the flags, not one of them
 
 
@@ -187,6 +190,9 @@ class RunConfig:
                      method_option=tuple(given["method_option"]),
                      **{name: getattr(defaults, name) for name in ("model", "lr", "epochs")
                         if given[name] is None})
+        if (values.get("lr") is None and given["model"].startswith("keras:")
+                and given["init_weights"] not in (None, NO_INIT_WEIGHTS)):
+            given["lr"] = FINE_TUNE_LR
         options = _method_options(given, defaults)
         noise = "clean" if noise_type == "none" else f"{noise_type}{noise_rate:g}"
         if given["imbalance_factor"] < 1:
