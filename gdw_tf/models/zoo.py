@@ -52,8 +52,12 @@ def get_model_spec(name: str) -> ModelSpec:
     if name.startswith(keras_apps.PREFIX) and name not in _MODELS:
         keras_apps.register(name)
     elif name.startswith("keras_hub:"):
-        raise ValueError(f"--model={name} needs KerasHub, which is not supported yet "
-                         "(pip install keras-hub; use keras:NAME for keras.applications)")
+        import importlib.util
+
+        if importlib.util.find_spec("keras_hub") is None:
+            raise ValueError(f"--model={name} needs KerasHub: pip install keras-hub")
+        raise ValueError(f"--model={name}: KerasHub presets are not supported yet; "
+                         "keras:NAME takes any keras.applications backbone")
     return _MODELS.get(name)
 
 
