@@ -94,13 +94,13 @@ def check_init_weights(name: str, path, known_input: tuple[int, tuple] | None = 
     the file loaded into it (every tensor's shape checked). None (not known before
     the data): only that the file exists and has a weights format's extension.
     """
-    from gdw_tf.models.keras_apps import IMAGENET
+    from gdw_tf.models.keras_apps import IMAGENET, PREFIX
     from gdw_tf.models.weights import registered_suffixes
 
-    spec = get_model_spec(name)
+    get_model_spec(name)
     path = os.fspath(path)
     if path == IMAGENET:
-        if not spec.adapts_input:
+        if not name.startswith(PREFIX):
             raise ValueError(f"init_weights={IMAGENET} (Keras' cached ImageNet weights) applies to "
                              f"--model=keras:NAME, not --model={name}")
         num_classes, input_shape = known_input or (2, None)
