@@ -21,7 +21,8 @@ Every such map is an affine map per channel after a channel permutation, read of
 Weights (``init_weights``): ``"imagenet"``: Keras' own cached file, in
 ``$KERAS_HOME/models`` (default ``~/.keras/models``), whose name the constructor decides
 (it depends on its arguments); nothing is ever downloaded: a missing file is one error
-naming it, the directory and the address to fetch it from. A local ``.weights.h5`` or
+naming it, the directory and the address to fetch it from (the file's published hash is
+not checked; Keras' own loader fails on a file that does not fit). A local ``.weights.h5`` or
 ``.keras`` file saved from the same ``keras:NAME`` also works (a head of another number of
 classes is skipped); a file that does not fit names the first mismatching tensor.
 """
