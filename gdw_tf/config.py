@@ -27,6 +27,9 @@ from gdw_tf.flags import FLAGS, METHOD_FLAGS
 FLAG_DEFAULTS = {flag.name: flag.default for flag in FLAGS.get_flags_for_module(gdw_flags)}
 NO_INIT_WEIGHTS = "none"  # --init_weights=none: from scratch, on purpose
 SYNTHETIC_NOISE_RATE = 0.4
+# A keras:NAME backbone fine-tuned from --init_weights starts at the learning rate of the
+# paper's Clothing1M setting (every layer trained from ImageNet weights), not from scratch's.
+FINE_TUNE_LR = 1e-3
 _DERIVED = {"derived": True}  # field metadata: resolved from the flags, not one of them
 
 
@@ -110,7 +113,7 @@ class DataConfig:
 class MethodConfig:
     """The training method and the backbone it trains.
 
-    method, model (resolved), init_weights: their flags. outer_lr ... hidden_units and
+    method, model (resolved), init_weights, freeze_backbone: their flags. outer_lr ... hidden_units and
     method_option: the method flags as given (None: unset), kept for flags.json.
     options: the method's constructor options of this run (checked): the dataset's
     defaults it takes (DatasetDefaults.method_options), overridden by the explicit ones
@@ -122,6 +125,7 @@ class MethodConfig:
     method: str
     model: str
     init_weights: str | None
+    freeze_backbone: bool
     outer_lr: float | None
     clip: float | None
     meta_learning_rate: float | None
@@ -196,6 +200,9 @@ class RunConfig:
                      method_option=tuple(given["method_option"]),
                      **{name: getattr(defaults, name) for name in ("model", "lr", "epochs")
                         if given[name] is None})
+        if (values.get("lr") is None and given["model"].startswith("keras:")
+                and given["init_weights"] not in (None, NO_INIT_WEIGHTS)):
+            given["lr"] = FINE_TUNE_LR
         options = _method_options(given, defaults)
         noise = "clean" if noise_type == "none" else f"{noise_type}{noise_rate:g}"
         if given["imbalance_factor"] < 1:
@@ -298,10 +305,10 @@ def _check_method_options(config):
     for key in keys:
         if key in given_as:
             raise ValueError(f"--{key} and --method_option={key}=... both set {key}; give it once")
-    _check_virtual_scope(method.options, method.method, method.model)
+    _check_virtual_scope(method.options, method.method, method.model, method.freeze_backbone)
 
 
-def _check_virtual_scope(options, method, model):
+def _check_virtual_scope(options, method, model, freeze_backbone=False):
     """Checks the method option that depends on the backbone (virtual_scope) against
     --model, before any data is read: the count of layers with weights does not depend
     on the data's classes or image size, so a stand-in build answers."""
@@ -312,7 +319,10 @@ def _check_virtual_scope(options, method, model):
         return
     scope = check_virtual_scope(options["virtual_scope"], method)
     try:
-        moved_variable_positions(models.build(model, 2), scope)
+        backbone = models.build(model, 2)
+        if freeze_backbone:
+            models.freeze_backbone(backbone)
+        moved_variable_positions(backbone, scope)
     except ValueError as error:
         raise ValueError(f"--method_option=virtual_scope={scope} with --model={model}: "
                          f"{error}") from None

@@ -69,9 +69,13 @@ flags.DEFINE_string("augment", None, "Augmentation recipe (cifar, imagenet, none
 flags.DEFINE_string("method", "gdw", "Training method, see gdw_tf.methods.available_methods().")
 flags.DEFINE_multi_string("method_option", [], "A method option as key=value (repeatable), for "
                           "the options without a flag of their own; see the method's docstring.")
-flags.DEFINE_string("model", None, "Backbone: resnet32, resnet18, small_cnn, ... Default per dataset.")
-flags.DEFINE_string("init_weights", None, "Local weights file for the backbone (.weights.h5 or torchvision "
-                    ".npz), or 'none' to train from scratch where the setting expects pretrained weights.")
+flags.DEFINE_string("model", None, "Backbone: resnet32, resnet18, small_cnn, ..., or keras:NAME for any "
+                    "keras.applications constructor (keras:EfficientNetV2B0). Default per dataset.")
+flags.DEFINE_string("init_weights", None, "Local weights file for the backbone (.weights.h5, .keras or "
+                    "torchvision .npz); 'imagenet' for keras:NAME (Keras' cached file, never downloaded); "
+                    "or 'none' to train from scratch where the setting expects pretrained weights.")
+flags.DEFINE_bool("freeze_backbone", False, "Train only the classifier head (linear probe); the "
+                  "backbone, its BatchNorm statistics included, stays as initialised.")
 
 # Optimisation (reference defaults: docs/algorithm.md).
 flags.DEFINE_integer("epochs", None, "Training epochs. Default per dataset: 150 digits, "

@@ -5,6 +5,8 @@ Everything else uses Keras' public hooks (`compute_metrics`, `get_metrics_result
 the same; tests/test_keras_internals.py fails if a Keras release renames, removes or
 changes one of them.
 """
+import contextlib
+
 import keras
 
 
@@ -59,3 +61,21 @@ class PrebuiltModel(keras.Model):
         if self.built and self.optimizer.built and compiled_metrics_built(self):
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+@contextlib.contextmanager
+def application_weights_resolved_by(resolve):
+    """Within the block, `keras.applications` constructors get their pretrained weights
+    file from `resolve(fname, origin, cache_subdir="models", **kwargs) -> path` instead of
+    `keras.utils.get_file` (which downloads). Every application module calls
+    `keras.src.utils.file_utils.get_file` through the module attribute, so swapping that
+    attribute intercepts them all; no public hook turns the download off or names the file
+    a constructor will ask for (the name depends on its arguments, e.g. MobileNet's input size)."""
+    from keras.src.utils import file_utils
+
+    original = file_utils.get_file
+    file_utils.get_file = resolve
+    try:
+        yield
+    finally:
+        file_utils.get_file = original

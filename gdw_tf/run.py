@@ -48,7 +48,9 @@ def build_model(method, optim, bundle, init_weights=None, noise_rate=0.0, jit_co
     from gdw_tf.methods.method import METHODS
 
     backbone = models.build(method.model, bundle.num_classes, input_shape=bundle.image_shape,
-                            init_weights=init_weights)
+                            init_weights=init_weights, augment=bundle.augment)
+    if method.freeze_backbone:
+        models.freeze_backbone(backbone)
     from_data = METHODS.get(method.method).options_from_data(
         bundle, epochs=optim.epochs, noise_rate=noise_rate)
     model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=method.method,
@@ -66,7 +68,8 @@ def build_model(method, optim, bundle, init_weights=None, noise_rate=0.0, jit_co
 
 def init_weights_file(method, data):
     """The backbone's weights file of `method` (a MethodConfig) for models.build (None: from
-    scratch), checked before any data is built: it must exist and, where `data`'s dataset
+    scratch), checked before any data is built: it must exist (`imagenet`: Keras' cached
+    file of a keras:NAME model) and, where `data`'s dataset
     fixes classes and image size before reading data (clothing1m), load into --model; a
     setting that expects pretrained weights without --init_weights gets a warning."""
     import gdw_tf

@@ -195,3 +195,59 @@ def test_virtual_and_meta_passes_leave_batch_norm_statistics_alone():
     np.testing.assert_allclose(bn.moving_mean.numpy(), 0.01 * x.mean(0), rtol=1e-9)
     np.testing.assert_allclose(bn.moving_variance.numpy(),
                                0.99 + 0.01 * x.var(0), rtol=1e-9)
+
+
+def test_gdw_meta_gradient_on_a_keras_application_is_the_class_level_identity():
+    """A GDW step on keras.applications MobileNetV3Small (depthwise convs, BatchNorm in
+    training mode; float64): d meta loss / d omega_ij = -lr/n (p_ij - y_ij) (J u)_ij, where
+    u = d meta loss / d theta_hat at the virtual step and J u is the forward-mode derivative
+    of the training batch's logits along u (the whole batch's: BatchNorm couples examples).
+    The reference uses first-order tapes and a ForwardAccumulator, no nested tapes."""
+    import keras
+
+    from gdw_tf import models
+
+    keras.config.set_dtype_policy("float64")
+    try:
+        keras.utils.set_random_seed(0)
+        backbone = models.build("keras:MobileNetV3Small", tiny.NUM_CLASSES, (32, 32, 3),
+                                minimalistic=True)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    method = RecordingGDW(hidden_units=4)
+    model = tiny.gdw_model(method, lr=LR, backbone=backbone)
+    rng = np.random.default_rng(5)
+    n, m = 6, 4
+    x = tf.constant(rng.normal(size=(n, 32, 32, 3)))
+    labels = rng.integers(0, tiny.NUM_CLASSES, n).astype("int32")
+    meta = (tf.constant(rng.normal(size=(m, 32, 32, 3))),
+            tf.constant(rng.integers(0, tiny.NUM_CLASSES, m).astype("int32")))
+    theta = [tf.constant(v.numpy()) for v in backbone.trainable_variables]
+    statistics = [tf.constant(v.numpy()) for v in backbone.non_trainable_variables]
+
+    out = method.train_gradients(model, {"image": x, "label": tf.constant(labels)}, meta)
+    _, d_omega, omega = method.recorded
+
+    def logits_at(params, images):
+        return backbone.stateless_call(params, statistics, images, training=True)[0]
+
+    y = np.eye(tiny.NUM_CLASSES)[labels]
+    p = softmax(logits_at(theta, x).numpy())
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        logits = logits_at(theta, x)
+    grads = tape.gradient(logits, theta, output_gradients=omega * (p - y) / n)
+    lr = float(np.float32(LR))  # the optimizer holds its learning rate in float32
+    theta_hat = [t - lr * g for t, g in zip(theta, grads)]
+    with tf.GradientTape() as tape:
+        tape.watch(theta_hat)
+        meta_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            meta[1], logits_at(theta_hat, meta[0])))
+    u = tape.gradient(meta_loss, theta_hat)
+    with tf.autodiff.ForwardAccumulator(theta, u) as accumulator:
+        logits = logits_at(theta, x)
+    expected = -lr / n * (p - y) * accumulator.jvp(logits).numpy()
+
+    np.testing.assert_allclose(float(out.meta_loss), float(meta_loss), rtol=1e-10)
+    np.testing.assert_allclose(d_omega, expected, rtol=1e-6, atol=1e-12)
+    assert len(theta) > 100 and np.abs(expected).max() > 1e-6  # a deep backbone, not vacuous

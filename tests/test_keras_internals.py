@@ -95,3 +95,22 @@ def test_fit_under_a_strategy_skips_the_symbolic_build_once_state_is_built(monke
     prebuilt.fit(tf.data.Dataset.from_tensor_slices({"image": x, "label": y}).batch(2), verbose=0)
     prebuilt.evaluate(tf.data.Dataset.from_tensor_slices({"image": x, "label": y}).batch(2), verbose=0)
     assert built == ["Sequential"]
+
+
+def test_application_weights_are_resolved_by_the_given_function_not_downloaded():
+    class Asked(Exception):
+        pass
+
+    def resolve(fname, origin=None, cache_subdir="datasets", **kwargs):
+        raise Asked(fname, cache_subdir)
+
+    with keras_internals.application_weights_resolved_by(resolve):
+        try:
+            keras.applications.MobileNetV3Small(include_top=False, weights="imagenet",
+                                                input_shape=(32, 32, 3), minimalistic=True)
+        except Asked as asked:
+            fname, subdir = asked.args
+    assert fname == "weights_mobilenet_v3_small_minimalistic_224_1.0_float_no_top_v2.h5"
+    assert subdir == "models"
+    from keras.src.utils import file_utils
+    assert file_utils.get_file is not resolve  # restored

@@ -7,6 +7,8 @@
   python -m gdw_tf.bench.speed --methods=gdw --method_option=meta_interval=3   # opt-in fast GDW
   python -m gdw_tf.bench.speed --methods=gdw,gdw@meta_interval=4,gdw@virtual_scope=head
                                                        # exact and fast GDW side by side
+  python -m gdw_tf.bench.speed --model=keras:EfficientNetV2B0 --image_size=96 --batch_size=16 \
+      --methods=gdw,gdw@virtual_scope=8                # any keras.applications backbone
 
 All methods are built in one process and timed round-robin, one iteration
 each per round, so that load from other processes hits them alike; inputs are
@@ -274,6 +276,18 @@ def breakdown(config, model, data):
     return {"cumulative_s": cumulative, "pass_s": parts}
 
 
+def weighted_layers(config) -> int:
+    """How many layers of the backbone have trainable weights (what virtual_scope counts)."""
+    import gdw_tf
+
+    spec = gdw_tf.models.get_model_spec(config.model)
+    shape = spec.default_input_shape
+    if config.image_size:
+        shape = (config.image_size, config.image_size, shape[-1])
+    backbone = gdw_tf.models.build(config.model, config.num_classes, input_shape=shape)
+    return sum(bool(layer.trainable_weights) for layer in backbone.layers)
+
+
 def _device():
     import tensorflow as tf
     gpus = tf.config.list_physical_devices("GPU")
@@ -317,12 +331,15 @@ def main(argv):
     for method, stats in timed.items():
         results[method].update(stats)
     base = results["base"].get("median_s")
+    layers = weighted_layers(config)
     report = {"device": _device(), "model": config.model, "batch_size": config.batch_size,
               "image_size": config.image_size, "num_classes": config.num_classes,
+              "layers_with_trainable_weights": layers,
               "jit_compile": config.jit, "mixed_precision": config.mixed_precision,
               "method_options": list(config.method_options), "methods": results}
     size = f" at {config.image_size}x{config.image_size}" if config.image_size else ""
-    lines = [f"{config.model}{size}, {config.num_classes} classes, batch {config.batch_size} "
+    lines = [f"{config.model}{size} ({layers} layers with trainable weights), "
+             f"{config.num_classes} classes, batch {config.batch_size} "
              f"(and a meta batch as large), {report['device']}, "
              f"jit_compile={config.jit}, mixed_precision={config.mixed_precision}"
              + (f", method options (all but base): {', '.join(config.method_options)}; "

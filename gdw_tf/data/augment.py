@@ -58,6 +58,20 @@ def make_augmentation(name: str, image_shape, pixel_max: float = 255.0) -> Augme
     return AUGMENTATIONS.get(name)(tuple(image_shape), float(pixel_max))
 
 
+# What each recipe leaves: (x / pixel_max - mean) / std per channel, x the stored pixels.
+_OUTPUT_NORMALIZATION = {
+    "cifar": (CIFAR_MEAN, CIFAR_STD),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+def output_normalization(name: str) -> tuple[tuple, tuple]:
+    """(mean, std) per RGB channel of recipe `name`'s images: (x / pixel_max - mean) / std."""
+    AUGMENTATIONS.get(name)
+    return _OUTPUT_NORMALIZATION[name]
+
+
 def _require(name: str, image_shape: tuple, *, channels: int | None = None, fixed: bool = False):
     if channels is not None and image_shape[-1] != channels:
         raise ValueError(f"augment={name} needs {channels}-channel images, got image shape {image_shape}")

@@ -2,7 +2,7 @@
 
 Formats are registered with :func:`register_weight_format`; this module provides
 ``"keras"`` (``.weights.h5`` saved by ``model.save_weights`` from the same
-architecture). ``torchvision_weights`` adds ``"torchvision"`` (``.npz`` state_dicts).
+architecture) and ``"keras_file"`` (a ``.keras`` model saved by ``model.save``). ``torchvision_weights`` adds ``"torchvision"`` (``.npz`` state_dicts).
 A pretrained classifier head (layer ``HEAD_LAYER``) whose number of classes differs
 from the model's is skipped and reported; every other mismatch is an error.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -121,13 +122,30 @@ def _h5_head_kernel_shape(model: keras.Model, path: str):
         raise ValueError(f"init_weights='{path}': not a readable HDF5 weights file ({e})") from e
 
 
+# Keras' error for the first tensor of a file that does not fit (saving_lib reports the
+# first object that failed to load, in loading order).
+_SHAPE_MISMATCH = re.compile(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))"
+                             r"\. Target variable: <Variable path=([^,]+),")
+
+
+def _mismatch(error: Exception) -> str:
+    """One line from Keras' (multi-line) loading error: the first mismatching tensor."""
+    found = _SHAPE_MISMATCH.search(str(error))
+    if found:
+        model_shape, file_shape, tensor = found.groups()
+        return f"first mismatching tensor {tensor}: file {file_shape}, model {model_shape}"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = next((line for line in lines if not line.startswith("A total of")), "")
+    return detail or type(error).__name__
+
+
 def _strict_keras_load(model: keras.Model, path: str) -> None:
     try:
         model.load_weights(path)
     except Exception as e:  # Keras raises ValueError / KeyError depending on the mismatch
         raise ValueError(
             f"init_weights='{path}': does not match the architecture of model "
-            f"'{model.name}': {e}"
+            f"'{model.name}': {_mismatch(e)}"
         ) from e
 
 
@@ -171,3 +189,10 @@ def load_keras_weights(model: keras.Model, path: str) -> WeightLoadReport:
         "the head keeps its fresh initialization", model.name, HEAD_LAYER, path,
         file_head[1], head.kernel.shape[1])
     return report
+
+
+@register_weight_format("keras_file", ".keras", "a Keras model saved (model.save) from this architecture")
+def load_keras_model_file(model: keras.Model, path: str) -> WeightLoadReport:
+    """Load the weights of a whole saved ``.keras`` model of the same architecture (strict)."""
+    _strict_keras_load(model, path)
+    return WeightLoadReport(path, "keras_file", loaded=[l.name for l in model.layers if l.weights])
