@@ -200,9 +200,12 @@ class RunConfig:
                      method_option=tuple(given["method_option"]),
                      **{name: getattr(defaults, name) for name in ("model", "lr", "epochs")
                         if given[name] is None})
-        if (values.get("lr") is None and given["model"].startswith("keras:")
-                and given["init_weights"] not in (None, NO_INIT_WEIGHTS)):
-            given["lr"] = FINE_TUNE_LR
+        if given["model"].startswith("keras:"):  # a pretrained architecture's own recipe
+            if values.get("lr") is None and given["init_weights"] not in (None, NO_INIT_WEIGHTS):
+                given["lr"] = FINE_TUNE_LR
+            if given["image_size"] is None:  # the size it was trained at, e.g. 224
+                from gdw_tf import models
+                given["image_size"] = models.default_image_size(given["model"])
         options = _method_options(given, defaults)
         noise = "clean" if noise_type == "none" else f"{noise_type}{noise_rate:g}"
         if given["imbalance_factor"] < 1:

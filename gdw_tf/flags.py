@@ -24,7 +24,8 @@ flags.DEFINE_string("test_split", "test", "tfds: datasets: the test split (e.g. 
                     "controlled_noisy_web_labels).")
 flags.DEFINE_integer("image_size", None, "Resize every image (train, meta, test) to N x N when the "
                      "data is loaded (in-memory datasets: digits, folder, cifar, tfds:); needed for "
-                     "datasets whose images vary in size. Default: as stored.")
+                     "datasets whose images vary in size. Default: as stored; with --model=keras:NAME, the "
+                     "size the application was trained at (e.g. 224).")
 flags.DEFINE_string("manual_dir", None, "Clothing1M release directory (key lists, label files, images/).")
 flags.DEFINE_string("cache_dir", None, "Where decoded images are cached (default ~/.cache/gdw_tf; "
                     "folder, cifar and tfds: datasets).")

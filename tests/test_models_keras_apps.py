@@ -160,6 +160,16 @@ def test_frozen_backbone_gdw_steps_move_only_the_head():
             np.testing.assert_array_equal(v.numpy(), before[v.path], err_msg=v.path)
 
 
+def test_a_keras_application_takes_its_own_input_size_unless_image_size_is_given():
+    from gdw_tf.config import RunConfig
+
+    config = RunConfig.from_flag_values({"dataset": "folder", "model": MOBILE})
+    assert config.data.image_size == 224
+    assert RunConfig.from_flag_values({"model": "keras:InceptionV3"}).data.image_size == 299
+    assert RunConfig.from_flag_values({"model": MOBILE, "image_size": 64}).data.image_size == 64
+    assert RunConfig.from_flag_values({"model": "resnet32"}).data.image_size is None
+
+
 def test_train_fine_tunes_a_keras_application_on_an_image_folder(tmp_path):
     """The command line: a folder of 64x64 JPEGs, keras:MobileNetV3Small from a weights file
     saved from a random model, one GDW epoch; --init_weights=imagenet without Keras' cached
@@ -172,8 +182,8 @@ def test_train_fine_tunes_a_keras_application_on_an_image_folder(tmp_path):
     keras.utils.set_random_seed(7)
     models.build(MOBILE, 3, (64, 64, 3)).save_weights(tmp_path / "w.weights.h5")
     common = ["--dataset=folder", f"--data_dir={root}", f"--cache_dir={tmp_path / 'cache'}",
-              f"--model={MOBILE}", "--method=gdw", "--num_meta=6", "--batch_size=6",
-              "--epochs=1", "--lr=1e-3", "--verbose=0"]
+              f"--model={MOBILE}", "--image_size=64", "--method=gdw", "--num_meta=6",
+              "--batch_size=6", "--epochs=1", "--lr=1e-3", "--verbose=0"]
     tiny.train(*common, f"--init_weights={tmp_path / 'w.weights.h5'}",
                f"--output_dir={tmp_path / 'run'}")
     with open(tmp_path / "run" / "results.json") as f:
