@@ -7,6 +7,8 @@
   python -m gdw_tf.bench.speed --methods=gdw --method_option=meta_interval=3   # opt-in fast GDW
   python -m gdw_tf.bench.speed --methods=gdw,gdw@meta_interval=4,gdw@virtual_scope=head
                                                        # exact and fast GDW side by side
+  python -m gdw_tf.bench.speed --methods=base,base@record_examples=50000
+                                                       # the label-issue record's cost
   python -m gdw_tf.bench.speed --model=keras:EfficientNetV2B0 --image_size=96 --batch_size=16 \
       --methods=gdw,gdw@virtual_scope=8                # any keras.applications backbone
 
@@ -112,6 +114,11 @@ def parse_config(argv):
     return flag_parser.parse(argv, FLAGS, _config_from_flags, "gdw_tf.bench.speed", __doc__)
 
 
+# --methods entry options that are GDWModel's, not the method's: NAME@record_examples=N times
+# the step with the per-example label-issue record of N examples.
+MODEL_OPTIONS = ("record_examples",)
+
+
 def _setup(config, method):
     import keras
     import tensorflow as tf
@@ -136,7 +143,8 @@ def _setup(config, method):
     if name != "base":
         options.update(parse_method_options(config.method_options))
     options.update(parse_method_options(variant))
-    model = gdw_tf.GDWModel(backbone, config.num_classes, method=name, **options)
+    record = {key: options.pop(key) for key in MODEL_OPTIONS if key in options}
+    model = gdw_tf.GDWModel(backbone, config.num_classes, method=name, **record, **options)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), metrics=["accuracy"],
                   jit_compile=config.jit)
     rng = np.random.default_rng(0)
