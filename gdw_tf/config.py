@@ -1,7 +1,7 @@
 """A run's configuration: made once from the flags (or a run's flags.json), frozen.
 
 `RunConfig.from_flags()` reads the trainer's flags (`gdw_tf.flags`), resolves every
-value they leave unset that depends on the dataset (`DATASET_DEFAULTS`: model, lr,
+value they leave unset that depends on the dataset (`gdw_tf.defaults`: model, lr,
 epochs, noise, the paper's per-dataset method options). A RunConfig is valid by
 construction: what can be checked before any data is read (the method, its options,
 the meta source) is checked as it is made, so a bad flag fails before the run touches
@@ -21,50 +21,13 @@ import os
 import re
 
 from gdw_tf import flags as gdw_flags
+from gdw_tf.defaults import FINE_TUNE_LR, SYNTHETIC_NOISE_RATE, TFDS_PREFIX, for_dataset
 from gdw_tf.flags import FLAGS, METHOD_FLAGS
 
 # The trainer's flags (those gdw_tf.flags defines): name -> default.
 FLAG_DEFAULTS = {flag.name: flag.default for flag in FLAGS.get_flags_for_module(gdw_flags)}
 NO_INIT_WEIGHTS = "none"  # --init_weights=none: from scratch, on purpose
-SYNTHETIC_NOISE_RATE = 0.4
-# A keras:NAME backbone fine-tuned from --init_weights starts at the learning rate of the
-# paper's Clothing1M setting (every layer trained from ImageNet weights), not from scratch's.
-FINE_TUNE_LR = 1e-3
 _DERIVED = {"derived": True}  # field metadata: resolved from the flags, not one of them
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetDefaults:
-    """Values of the flags left unset, per --dataset.
-
-    noise_type: synthetic noise ("none" for a dataset with real noise); its rate
-    defaults to SYNTHETIC_NOISE_RATE, or 0 with "none". pretrained: the paper's
-    setting starts `model` from pretrained weights (--init_weights).
-    method_options: the paper's per-dataset values of method options, for the
-    methods that take them, where neither a method flag nor --method_option sets them.
-    """
-
-    model: str
-    lr: float
-    epochs: int
-    noise_type: str = "uniform"
-    pretrained: bool = False
-    method_options: dict = dataclasses.field(default_factory=dict)
-
-
-# digits runs 150 epochs (1,800 iterations): long enough for the weighting network to
-# learn and for plain training to memorise the noisy labels, the regime GDW is for
-# (docs/evidence.md, "The embedded default").
-DATASET_DEFAULTS = {"digits": DatasetDefaults("small_cnn", 0.05, 150),
-                    "cifar10": DatasetDefaults("resnet32", 0.1, 80),
-                    "cifar100": DatasetDefaults("resnet32", 0.1, 80,
-                                                method_options={"outer_lr": 1000.0}),
-                    "folder": DatasetDefaults("resnet32", 0.1, 30),
-                    "clothing1m": DatasetDefaults("resnet18", 1e-3, 5, noise_type="none",
-                                                  pretrained=True)}
-# --dataset=tfds:NAME takes the defaults of dataset NAME, or of the dataset of the same images:
-TFDS_SAME_IMAGES = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}  # CIFAR-N: CIFAR's images
-OTHER_DATASET_DEFAULTS = DatasetDefaults("resnet32", 0.1, 30)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +66,17 @@ class DataConfig:
     meta_batch_size: int | None
     seed: int
 
+    def build_args(self):
+        """`gdw_tf.data.build`'s keyword arguments: every field it takes, by name (all but
+        dataset, its first argument, and the --meta_source=auto schedule)."""
+        import inspect
+
+        from gdw_tf.data import build
+
+        taken = inspect.signature(build).parameters
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.name in taken and field.name != "name"}
+
     @property
     def synthetic_noise_rate(self):
         """The rate of the synthetic label noise (0 without: clean data or real noise)."""
@@ -115,11 +89,11 @@ class MethodConfig:
 
     method, model (resolved), init_weights, freeze_backbone: their flags. outer_lr ... hidden_units and
     method_option: the method flags as given (None: unset), kept for flags.json.
-    options: the method's constructor options of this run (checked): the dataset's
-    defaults it takes (DatasetDefaults.method_options), overridden by the explicit ones
-    (its method flags that are set, then --method_option); those the method derives
-    from the data (`Method.options_from_data`) are under both. expects_pretrained: the
-    paper's setting starts this model from pretrained weights.
+    options: the method's constructor options set explicitly (checked): its method flags
+    that are set, then --method_option. Under them, the trainer gives the method those of
+    `gdw_tf.methods.data_options` (the dataset's paper values, e.g. CIFAR-100's outer_lr,
+    and those derived from the data). expects_pretrained: the paper's setting starts this
+    model from pretrained weights.
     """
 
     method: str
@@ -206,7 +180,7 @@ class RunConfig:
             if given["image_size"] is None:  # the size it was trained at, e.g. 224
                 from gdw_tf import models
                 given["image_size"] = models.default_image_size(given["model"])
-        options = _method_options(given, defaults)
+        options = _method_options(given)
         noise = "clean" if noise_type == "none" else f"{noise_type}{noise_rate:g}"
         if given["imbalance_factor"] < 1:
             noise += f"_lt{given['imbalance_factor']:g}"
@@ -242,20 +216,15 @@ def _pick(cls, given, **derived):
 
 
 def dataset_defaults(dataset, data_dir=None, labels=None):
-    """The `DatasetDefaults` of --dataset. A folder with labels of its own (ROOT/meta or
-    --labels) and a tfds:NAME[/CONFIG] dataset get no synthetic noise by default: their labels
-    are taken as they are; tfds:NAME otherwise takes the defaults of dataset NAME, if any
-    (tfds:cifar100 those of cifar100), or of the dataset of the same images (TFDS_SAME_IMAGES:
-    tfds:cifar100_n those of cifar100)."""
-    from gdw_tf.data.sources.base import TFDS_PREFIX
+    """The `DatasetDefaults` of --dataset (`gdw_tf.defaults.for_dataset`). A folder with
+    labels of its own (ROOT/meta or --labels) gets no synthetic noise by default: its labels
+    are taken as they are."""
     from gdw_tf.data.sources.folder import has_own_labels
 
-    tfds_name = dataset[len(TFDS_PREFIX):].partition("/")[0] if dataset.startswith(TFDS_PREFIX) else None
-    name = TFDS_SAME_IMAGES.get(tfds_name, tfds_name) if tfds_name is not None else dataset
-    defaults = DATASET_DEFAULTS.get(name, OTHER_DATASET_DEFAULTS)
-    if (dataset == "folder" and has_own_labels(data_dir, labels)) or tfds_name is not None:
-        defaults = dataclasses.replace(defaults, noise_type="none")
-    return defaults
+    found = for_dataset(dataset)
+    if dataset == "folder" and has_own_labels(data_dir, labels):
+        found = dataclasses.replace(found, noise_type="none")
+    return found
 
 
 def parse_method_options(items):
@@ -282,15 +251,10 @@ def _option_items(items):
     return pairs
 
 
-def _method_options(given, defaults):
-    """MethodConfig.options of the flag values `given` (flag name -> value) and the
-    dataset's `defaults` (validated as the RunConfig is made)."""
-    from gdw_tf.methods.method import METHODS
-
-    method = given["method"]
-    accepted = METHODS.get(method).option_names() if method in METHODS else ()
-    return {**{k: v for k, v in defaults.method_options.items() if k in accepted},
-            **{name: given[name] for name in METHOD_FLAGS if given[name] is not None},
+def _method_options(given):
+    """MethodConfig.options of the flag values `given` (flag name -> value): the method flags
+    that are set, then --method_option (validated as the RunConfig is made)."""
+    return {**{name: given[name] for name in METHOD_FLAGS if given[name] is not None},
             **dict(_option_items(given["method_option"]))}
 
 

@@ -2,6 +2,7 @@
 from absl import flags
 
 from gdw_tf.data.protocol import NOISE_TYPES
+from gdw_tf.defaults import FINE_TUNE_LR, SYNTHETIC_NOISE_RATE, per_dataset
 
 FLAGS = flags.FLAGS
 
@@ -41,11 +42,10 @@ flags.DEFINE_enum("labels_missing", "error", ["error", "skip"], "folder with --l
 flags.DEFINE_enum("noise_type", None, list(NOISE_TYPES), "Synthetic label noise: uniform (redrawn "
                   "uniformly), flip (to one fixed other class per class), instance (Xia et al. 2020: "
                   "per-image flip rate ~ N(noise_rate, 0.1^2) truncated to [0, 1], target chosen from the "
-                  "image). Default per dataset: uniform (digits, folder, cifar), none (clothing1m and "
-                  "tfds: datasets: real noise, no synthetic noise; folder with "
-                  "ROOT/meta or --labels: the labels are taken as they are).")
-flags.DEFINE_float("noise_rate", None, "Label noise ratio r in [0, 1]. Default per dataset: 0.4 with "
-                   "synthetic noise, 0 for clothing1m.")
+                  f"image). Default per dataset: {per_dataset('noise_type')}; none for tfds: datasets "
+                  "and a folder with ROOT/meta or --labels (their labels are taken as they are).")
+flags.DEFINE_float("noise_rate", None, "Label noise ratio r in [0, 1]. Default: "
+                   f"{SYNTHETIC_NOISE_RATE:g} with synthetic noise, else 0.")
 flags.DEFINE_float("imbalance_factor", 1.0, "Long-tail factor mu in (0, 1]: smallest / largest class.")
 flags.DEFINE_integer("num_meta", None, "Clean meta examples (class-balanced). Default per dataset.")
 flags.DEFINE_enum("meta_source", "given", ["given", "truth", "auto"], "Where the meta set comes from. "
@@ -71,7 +71,8 @@ flags.DEFINE_string("method", "gdw", "Training method, see gdw_tf.methods.availa
 flags.DEFINE_multi_string("method_option", [], "A method option as key=value (repeatable), for "
                           "the options without a flag of their own; see the method's docstring.")
 flags.DEFINE_string("model", None, "Backbone: resnet32, resnet18, small_cnn, ..., or keras:NAME for any "
-                    "keras.applications constructor (keras:EfficientNetV2B0). Default per dataset.")
+                    "keras.applications constructor (keras:EfficientNetV2B0). Default per dataset: "
+                    f"{per_dataset('model')}.")
 flags.DEFINE_string("init_weights", None, "Local weights file for the backbone (.weights.h5, .keras or "
                     "torchvision .npz); 'imagenet' for keras:NAME (Keras' cached file, never downloaded); "
                     "or 'none' to train from scratch where the setting expects pretrained weights.")
@@ -79,12 +80,12 @@ flags.DEFINE_bool("freeze_backbone", False, "Train only the classifier head (lin
                   "backbone, its BatchNorm statistics included, stays as initialised.")
 
 # Optimisation (reference defaults: docs/algorithm.md).
-flags.DEFINE_integer("epochs", None, "Training epochs. Default per dataset: 150 digits, "
-                     "80 CIFAR, 30 folder, 5 Clothing1M.")
+flags.DEFINE_integer("epochs", None, f"Training epochs. Default per dataset: {per_dataset('epochs')}.")
 flags.DEFINE_integer("batch_size", 100, "GLOBAL batch size (split across replicas).")
 flags.DEFINE_integer("meta_batch_size", None, "GLOBAL meta batch size (default: batch_size).")
 flags.DEFINE_float("lr", None, "Initial learning rate of the classifier's SGD (also the virtual step's). "
-                   "Default per dataset: 0.1 CIFAR/folder, 1e-3 Clothing1M, 0.05 digits.")
+                   f"Default per dataset: {per_dataset('lr')}; {FINE_TUNE_LR:g} for keras:NAME with "
+                   "--init_weights.")
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Per-epoch cosine decay, or constant.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay added to the gradient.")

@@ -51,7 +51,9 @@ class GDWModel(keras_internals.PrebuiltModel):
         in use). For gdw/mwnet (reference values):
         hidden_units=100 (weighting network 1-100-1), meta_learning_rate=1e-3
         and meta_weight_decay=1e-4 (its Adam), and for gdw outer_lr=100
-        (1000 for CIFAR-100) and clip=0.2. Every bi-level method also takes
+        and clip=0.2; `gdw_tf.methods.data_options(method, bundle)` gives the
+        paper's per-dataset values (outer_lr=1000 on CIFAR-100) and the options
+        derived from the data, as the trainer passes them. Every bi-level method also takes
         meta_interval=k (default 1, exact): the bi-level step runs every k-th
         step only, the others cost a plain step (`gdw_tf.methods.bilevel`).
       record_examples: N > 0 keeps `example_record`, a per-example record of

@@ -19,19 +19,11 @@ from gdw_tf.config import FLAG_DEFAULTS, NO_INIT_WEIGHTS
 
 
 def build_data(data):
-    """The run's `gdw_tf.data.DataBundle` of its `DataConfig`."""
+    """The run's `gdw_tf.data.DataBundle` of its `DataConfig` (`gdw_tf.data.build` takes its
+    fields by name)."""
     import gdw_tf
 
-    return gdw_tf.data.build(
-        data.dataset, data_dir=data.data_dir, manual_dir=data.manual_dir,
-        noise_type=data.noise_type, noise_rate=data.noise_rate,
-        imbalance_factor=data.imbalance_factor, num_meta=data.num_meta, seed=data.seed,
-        batch_size=data.batch_size, meta_batch_size=data.meta_batch_size,
-        augment=data.augment, cache_dir=data.cache_dir, train_per_class=data.train_per_class,
-        skip_bad_images=data.skip_bad_images, labels=data.labels,
-        labels_missing=data.labels_missing, meta_source=data.meta_source, label_key=data.label_key,
-        true_label_key=data.true_label_key, train_split=data.train_split, test_split=data.test_split,
-        image_size=data.image_size)
+    return gdw_tf.data.build(data.dataset, **data.build_args())
 
 
 def build_model(method, optim, bundle, init_weights=None, noise_rate=0.0, jit_compile=False,
@@ -45,14 +37,13 @@ def build_model(method, optim, bundle, init_weights=None, noise_rate=0.0, jit_co
 
     import gdw_tf
     from gdw_tf import models
-    from gdw_tf.methods.method import METHODS
+    from gdw_tf.methods.method import data_options
 
     backbone = models.build(method.model, bundle.num_classes, input_shape=bundle.image_shape,
                             init_weights=init_weights, augment=bundle.augment)
     if method.freeze_backbone:
         models.freeze_backbone(backbone)
-    from_data = METHODS.get(method.method).options_from_data(
-        bundle, epochs=optim.epochs, noise_rate=noise_rate)
+    from_data = data_options(method.method, bundle, epochs=optim.epochs, noise_rate=noise_rate)
     model = gdw_tf.GDWModel(backbone, bundle.num_classes, method=method.method,
                             weight_decay=optim.weight_decay, **model_options,
                             **{**from_data, **method.options})

@@ -60,3 +60,53 @@ def test_a_keras_backbone_fine_tuned_from_weights_starts_at_the_clothing1m_learn
     assert lr(model="keras:EfficientNetV2B0", init_weights="w.keras", lr=0.01) == 0.01
     assert lr(model="keras:EfficientNetV2B0") == lr(model="keras:EfficientNetV2B0", init_weights="none") == 0.1
     assert lr(model="resnet18", init_weights="resnet18.npz") == 0.1
+
+
+def test_one_table_of_dataset_defaults_feeds_the_help_the_config_and_the_python_api(tmp_path):
+    """gdw_tf.defaults is read by the flags' help, RunConfig and data_options: change a value
+    there and all three follow (checked with a changed table, not against copies of it)."""
+    import dataclasses
+
+    from absl import flags as absl_flags
+
+    from gdw_tf import defaults
+    from gdw_tf.methods import data_options
+
+    for name, table in defaults.DATASET_DEFAULTS.items():
+        config = RunConfig.from_flag_values({"dataset": name, "data_dir": str(tmp_path)})
+        assert (config.method.model, config.optim.lr, config.optim.epochs) == \
+            (table.model, table.lr, table.epochs), name
+    help_text = absl_flags.FLAGS["epochs"].help
+    assert all(f"{table.epochs} " in help_text for table in defaults.DATASET_DEFAULTS.values())
+    assert "1000" not in defaults.per_dataset("epochs")
+
+    class Bundle:  # what data_options reads of a DataBundle
+        name = "cifar100"
+
+    assert data_options("gdw", Bundle) == {"outer_lr": 1000.0}  # for Python users too
+    assert data_options("mwnet", Bundle) == {}  # mwnet has no outer_lr
+    Bundle.name = "tfds:cifar100_n"  # the same images: the same paper values
+    assert data_options("gdw", Bundle) == {"outer_lr": 1000.0}
+    changed = dataclasses.replace(defaults.DATASET_DEFAULTS["cifar100"], epochs=7,
+                                  method_options={"outer_lr": 5.0})
+    original = defaults.DATASET_DEFAULTS["cifar100"]
+    defaults.DATASET_DEFAULTS["cifar100"] = changed
+    try:
+        assert data_options("gdw", Bundle) == {"outer_lr": 5.0}
+        assert RunConfig.from_flag_values({"dataset": "cifar100"}).optim.epochs == 7
+        assert "7 cifar100" in defaults.per_dataset("epochs")
+    finally:
+        defaults.DATASET_DEFAULTS["cifar100"] = original
+
+
+def test_data_build_takes_the_data_configs_fields_by_name():
+    import inspect
+
+    import gdw_tf
+    from gdw_tf.config import DataConfig
+
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    taken = set(inspect.signature(gdw_tf.data.build).parameters) - {"name"}
+    assert taken <= fields, taken - fields  # every parameter is a DataConfig field
+    config = RunConfig.from_flag_values({"dataset": "digits", "num_meta": 30, "seed": 4})
+    assert config.data.build_args()["num_meta"] == 30 and set(config.data.build_args()) == taken

@@ -161,7 +161,8 @@ def test_without_a_true_label_there_is_no_clean_meta_set(cifar10_n, tmp_path):
 
 
 def test_tfds_names_keep_the_dataset_defaults_and_make_valid_run_directories():
-    from gdw_tf.config import DATASET_DEFAULTS, OTHER_DATASET_DEFAULTS
+    from gdw_tf.defaults import DATASET_DEFAULTS, OTHER_DATASET_DEFAULTS
+    from gdw_tf.methods import data_options
 
     c10n = RunConfig.from_flag_values({"dataset": "tfds:controlled_noisy_web_labels/mini_imagenet_red",
                                        "method": "base"})
@@ -171,7 +172,12 @@ def test_tfds_names_keep_the_dataset_defaults_and_make_valid_run_directories():
         "runs", "tfds-controlled_noisy_web_labels-mini_imagenet_red_clean_base_seed0")
     c100 = RunConfig.from_flag_values({"dataset": "tfds:cifar100", "method": "gdw", "true_label_key": "label"})
     assert c100.optim.epochs == DATASET_DEFAULTS["cifar100"].epochs
-    assert c100.method.options["outer_lr"] == 1000.0 and c100.data.noise_type == "none"
+    assert c100.data.noise_type == "none"
+
+    class Bundle:  # what data_options reads of the DataBundle
+        name = "tfds:cifar100"
+
+    assert data_options("gdw", Bundle) == {"outer_lr": 1000.0}  # as the paper's CIFAR-100
 
 
 # ----- --image_size --------------------------------------------------------------------------------

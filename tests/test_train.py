@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from gdw_tf.diagnostics import binned_auc
-from gdw_tf.config import DATASET_DEFAULTS, RunConfig
+from gdw_tf.config import RunConfig
+from gdw_tf.defaults import DATASET_DEFAULTS
 from tests.fixtures import (fake_resnet18_state_dict, write_clothing1m_release, write_image_folder,
                             write_torch_zip)
 from tests.tiny import (ROOT, checkpoint_tensors, results, subprocess_env, train,
@@ -392,18 +393,31 @@ def test_clothing1m_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_on
 
 
 def test_cifar100_gives_the_meta_methods_the_papers_outer_lr_unless_set():
+    import gdw_tf
+    from gdw_tf.methods import data_options
+    from gdw_tf.run import build_model
+
     def method_options(values):
         return RunConfig.from_flag_values(values).method.options
 
-    unset = {"dataset": "cifar100", "noise_type": "uniform", "noise_rate": 0.4, "epochs": 1,
-             "method_option": [], "outer_lr": None, "clip": None, "meta_learning_rate": None,
-             "meta_weight_decay": None, "hidden_units": None}
-    assert method_options({**unset, "method": "gdw"})["outer_lr"] == 1000.0
-    assert "outer_lr" not in method_options({**unset, "method": "gdw", "dataset": "cifar10"})
-    assert "outer_lr" not in method_options({**unset, "method": "base"})
+    class Bundle:  # what data_options reads of a DataBundle
+        name = "cifar100"
+
+    assert data_options("gdw", Bundle) == {"outer_lr": 1000.0}
+    assert data_options("base", Bundle) == {}
+    Bundle.name = "cifar10"
+    assert data_options("gdw", Bundle) == {}
+    unset = {"dataset": "cifar100", "noise_type": "uniform", "noise_rate": 0.4, "epochs": 1}
     assert method_options({**unset, "method": "gdw", "outer_lr": 5.0})["outer_lr"] == 5.0
-    assert method_options({**unset, "method": "gdw",
-                           "method_option": ["outer_lr=7"]})["outer_lr"] == 7
+    assert method_options({**unset, "method": "gdw", "method_option": ["outer_lr=7"]})["outer_lr"] == 7
+    # The trainer: the paper's value under the explicit one (a CIFAR-100-named bundle of digits).
+    bundle = gdw_tf.data.build("digits", batch_size=50)
+    bundle.name = "cifar100"
+    for given, used in ((None, 1000.0), (5.0, 5.0)):
+        config = RunConfig.from_flag_values({**unset, "method": "gdw", "outer_lr": given,
+                                             "model": "mlp", "hidden_units": 4})
+        model = build_model(config.method, config.optim, bundle)
+        assert model.method.options()["outer_lr"] == used
 
 
 def test_clothing1m_without_its_clean_split_chooses_its_meta_set_from_the_noisy_one(tmp_path):

@@ -5,7 +5,7 @@ uses; bilevel.py: the bi-level loop of the meta-learning methods; gdw.py: the
 weighting network, MW-Net and GDW; the other modules: one family of methods each.
 """
 from gdw_tf.methods.method import (Method, StepOutputs, available_methods, create_method,
-                                   register_method)
+                                   data_options, register_method)
 from gdw_tf.methods.bilevel import BilevelMethod
 from gdw_tf.methods.plain import Plain
 from gdw_tf.methods.gdw import GDW, MWNet, WeightingNetwork

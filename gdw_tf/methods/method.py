@@ -218,3 +218,18 @@ def _options_text(cls):
     """'its options: a, b' (or 'it takes no options') for error messages."""
     names = cls.option_names()
     return f"its options: {', '.join(names)}" if names else "it takes no options"
+
+
+def data_options(method, bundle, epochs=None, noise_rate=0.0):
+    """The constructor options the trainer gives method `method` (a name) for the data of
+    `bundle` (a DataBundle), under the explicit ones: the paper's per-dataset values the
+    method takes (`gdw_tf.defaults`, e.g. outer_lr=1000 for CIFAR-100), then those the
+    method derives from the data, the run's `epochs` and the synthetic `noise_rate`
+    (`Method.options_from_data`). From Python:
+    `GDWModel(backbone, C, method="gdw", **data_options("gdw", bundle))`."""
+    from gdw_tf.defaults import for_dataset
+
+    cls = METHODS.get(method)
+    accepted = cls.option_names()
+    return {**{k: v for k, v in for_dataset(bundle.name).method_options.items() if k in accepted},
+            **cls.options_from_data(bundle, epochs=epochs, noise_rate=noise_rate)}

@@ -27,13 +27,13 @@ from typing import Callable, Union
 
 import numpy as np
 
+from gdw_tf.defaults import TFDS_PREFIX  # noqa: F401  --dataset=tfds:NAME[/CONFIG] (tfds_any)
 from gdw_tf.files import atomic_open
 from gdw_tf.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-TFDS_PREFIX = "tfds:"  # --dataset=tfds:NAME[/CONFIG]: any prepared TFDS dataset (tfds_any)
 
 
 @dataclasses.dataclass(frozen=True)
