@@ -105,6 +105,7 @@ def _run_locked(config, strategy, chief, out_dir, started):
     import tensorflow as tf
 
     from gdw_tf import auto_meta, label_issues, reporting
+    from gdw_tf.data import fingerprint
     from gdw_tf.methods.method import METHODS
 
     data, optim, verbose = config.data, config.optim, config.run.verbose
@@ -130,7 +131,7 @@ def _run_locked(config, strategy, chief, out_dir, started):
         keras.utils.set_random_seed(data.seed)
 
         bundle = build_data(data)
-        _bind_data(out_dir, bundle.fingerprint, resume_from, write=chief)
+        _check_same_data(out_dir, bundle.fingerprint, resume_from)
         schedule = None
         if data.meta_source == "auto":
             schedule = auto_meta.AutoMetaSchedule.resolve(
@@ -141,6 +142,7 @@ def _run_locked(config, strategy, chief, out_dir, started):
             raise ValueError(f"--method={config.method.method} needs a meta set but --num_meta=0")
         if chief:
             bundle.write_summary(os.path.join(out_dir, "data_summary.json"))
+            bundle.fingerprint.save(os.path.join(out_dir, fingerprint.FILE))
 
         warmup_steps = schedule.warmup_epochs * bundle.steps_per_epoch if schedule else 0
         with strategy.scope():
@@ -192,18 +194,15 @@ def _run_locked(config, strategy, chief, out_dir, started):
     return results
 
 
-def _bind_data(out_dir, fingerprint, resume_from, write):
-    """A run resumed (or re-run) on the data it was trained on, else a DataChanged naming
-    the difference before anything is written; a fresh run saves its data's fingerprint
-    (gdw_tf.data.fingerprint)."""
+def _check_same_data(out_dir, fingerprint, resume_from):
+    """A run resumed (or re-run) only on the data it was trained on: else a DataChanged
+    naming the difference, before anything is written (gdw_tf.data.fingerprint)."""
     from gdw_tf.data import fingerprint as data_fingerprint
 
     if resume_from and not data_fingerprint.check(out_dir, fingerprint, "resumed or rewritten"):
         logging.warning("%s was made before runs kept a fingerprint of their data: resuming "
                         "it on the data as they are now, which cannot be checked against "
                         "those it was trained on", out_dir)
-    if write:
-        fingerprint.save(os.path.join(out_dir, data_fingerprint.FILE))
 
 
 def _segments(start, step, epochs, cuts=()):
