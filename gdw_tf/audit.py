@@ -117,7 +117,7 @@ def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
     """Rewrites OUT_DIR/label_issues.csv/.png (and EXPORT/relabel.csv); returns
     (LabelIssues, Detection or None). Raises run_dir.UserError for bad input."""
     config = _check_inputs(out_dir, top, export)
-    from gdw_tf.reporting import latest_intact_checkpoint
+    from gdw_tf.checkpoints import latest_intact_checkpoint
     from gdw_tf.run import build_data
 
     with run_dir.OutputDirLock(out_dir), run_dir.write_errors(out_dir), run_dir.user_errors():

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from gdw_tf import files, reporting
+from gdw_tf import checkpoints, files
 from tests.tiny import ROOT, subprocess_env, train, user_error_line
 
 FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16", "--train_per_class=20"]
@@ -63,8 +63,8 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_previous_one_taken(
     ckpt_dir = os.path.join(out, "checkpoints")
     _damage(ckpt_dir, how)
     before = set(os.listdir(ckpt_dir))
-    assert reporting.checkpoint_damage(os.path.join(ckpt_dir, "ckpt-2")) is not None
-    assert reporting.latest_intact_checkpoint(out) == os.path.join(ckpt_dir, "ckpt-1")
+    assert checkpoints.checkpoint_damage(os.path.join(ckpt_dir, "ckpt-2")) is not None
+    assert checkpoints.latest_intact_checkpoint(out) == os.path.join(ckpt_dir, "ckpt-1")
     damaged = sorted(os.listdir(os.path.join(ckpt_dir, "damaged")))
     assert damaged and all(name.startswith("ckpt-2.") for name in damaged)
     kept = set(os.listdir(ckpt_dir)) - {"damaged"}
@@ -113,7 +113,7 @@ def test_checkpoints_without_a_readable_state_file_are_found_from_their_files(
         os.remove(path)
     else:
         open(path, "w").write("" if state == "empty" else "model_checkpoint_path: {{{\n")
-    assert reporting.latest_intact_checkpoint(out) == os.path.join(out, "checkpoints", "ckpt-2")
+    assert checkpoints.latest_intact_checkpoint(out) == os.path.join(out, "checkpoints", "ckpt-2")
     import tensorflow as tf
     assert tf.train.get_checkpoint_state(os.path.dirname(path)).all_model_checkpoint_paths == [
         os.path.join(out, "checkpoints", f"ckpt-{n}") for n in (1, 2)]
@@ -167,8 +167,8 @@ def test_a_full_disk_mid_training_is_one_line_and_the_last_checkpoint_resumes(
         assert "is intact" in line and "re-run the same command" in line
         assert not [n for n in os.listdir(os.path.join(out, "checkpoints")) if "_temp" in n]
         assert not [n for d, _, fs in os.walk(out) for n in fs if n.endswith(".tmp")]
-        kept = reporting.latest_intact_checkpoint(out)
-        assert kept is not None and reporting.checkpoint_damage(kept) is None
+        kept = checkpoints.latest_intact_checkpoint(out)
+        assert kept is not None and checkpoints.checkpoint_damage(kept) is None
         shutil.copytree(out, str(tmp_path / "rescued"))
     proc = train(*FAST, "--epochs=4", f"--output_dir={tmp_path / 'rescued'}")
     assert "Resuming from" in proc.stdout
@@ -347,16 +347,16 @@ def test_a_checkpoint_of_a_release_that_logged_fewer_metrics_still_resumes(tmp_p
 
     old = model()
     old.fit(tiny.paired_dataset(tiny.batches(2)), epochs=1, verbose=0)
-    saver = reporting.ResumableCheckpoint(str(tmp_path), old, steps_per_epoch=2)
+    saver = checkpoints.ResumableCheckpoint(str(tmp_path), old, steps_per_epoch=2)
     saver._save(0, 1, {})
     accuracy_total = [v for v in old.metrics_variables if v.path == "accuracy/total"][0].numpy()
     new = model(keras.metrics.MeanSquaredError(name="mse"))
-    resumed = reporting.ResumableCheckpoint(str(tmp_path), new, steps_per_epoch=2)
-    assert resumed.restore(reporting.latest_intact_checkpoint(str(tmp_path))) == (0, 1)
+    resumed = checkpoints.ResumableCheckpoint(str(tmp_path), new, steps_per_epoch=2)
+    assert resumed.restore(checkpoints.latest_intact_checkpoint(str(tmp_path))) == (0, 1)
     restored = {v.path: v.numpy() for v in new.metrics_variables}
     assert restored["accuracy/total"] == accuracy_total != 0
 
-    from gdw_tf.reporting import _write_csv
-    _write_csv(str(tmp_path / "log.csv"), {"loss": [1.0, 2.0], "new_metric": [0.5]})
+    from gdw_tf.history_files import write_log_csv
+    write_log_csv(str(tmp_path / "log.csv"), {"loss": [1.0, 2.0], "new_metric": [0.5]})
     assert (tmp_path / "log.csv").read_text().splitlines() == [
         "epoch,loss,new_metric", "0,1.0,", "1,2.0,0.5"]
