@@ -94,7 +94,7 @@ def _restored_model(config, bundle, latest):
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError) as error:
         _fail(f"the checkpoint {latest} holds no per-example record matching these flags "
-              f"(written before label issues were recorded, or by other flags): "
+              f"(made by other flags, or by a gdw_tf older than 0.1): "
               f"{str(error).splitlines()[0].split(' Showing')[0]}")
     return model
 

@@ -44,7 +44,7 @@ class RunRecord:
             return cls()
         raw = json.loads(text)
         return cls(raw["history"], {int(k): v for k, v in raw["histograms"].items()},
-                   raw["wall_time_s"], raw.get("auto_meta", []))
+                   raw["wall_time_s"], raw.get("auto_meta", []))  # 0.1 before --meta_source=auto
 
 
 
@@ -248,14 +248,11 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             raise UserError(
                 f"the checkpoint {latest} does not match the model these flags build "
                 f"({str(error).splitlines()[0]}); resume it with its own flags "
-                "(flags.json beside it) or pass another --output_dir") from error
+                "(flags.json beside it) or pass another --output_dir (a run directory "
+                "written by a gdw_tf older than 0.1 does not resume)") from error
         self.record = RunRecord.from_json(self.saved_record.numpy().decode())
         self._base_wall_time = self.record.wall_time_s
         epoch, step = int(self.epoch.numpy()), int(self.step.numpy())
-        legacy = os.path.join(self.directory, "history.json")
-        if not self.record.history and epoch and os.path.exists(legacy):
-            with open(legacy) as f:  # a checkpoint written before the record was kept in it
-                self.record.history = {k: v[:epoch] for k, v in json.load(f).items()}
         if step:  # fit resets the metrics when the epoch starts: put them back then
             self._restored_metrics = [v.numpy() for v in self._metric_variables]
         self._resume = (epoch, step)

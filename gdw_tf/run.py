@@ -154,7 +154,7 @@ def _run_locked(config, strategy, chief, out_dir, started):
             model = build_model(config.method, optim, bundle, init_weights,
                                 data.synthetic_noise_rate, config.run.jit_compile,
                                 warmup_steps=warmup_steps,
-                                **label_issues.model_options(bundle.num_train, resume_from))
+                                **label_issues.model_options(bundle.num_train))
             auto_state = auto_meta.AutoMetaState(bundle.num_meta) if schedule else None
 
         checkpoint = checkpoints.ResumableCheckpoint(

@@ -17,7 +17,6 @@ from gdw_tf.data.sources import folder as folder_source
 CLASSES = ["ant", "bee", "cat"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg")
-CIFAR = CIFAR if os.path.isdir(CIFAR) else "/work/shared/data/cifar10-jpeg"
 
 
 def _png(path, rng):

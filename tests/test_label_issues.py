@@ -77,14 +77,25 @@ def test_every_method_keeps_a_record_and_only_those_with_learned_weights_have_th
         label_issues.label_issues(rows, "weight", with_weights=False)
 
 
-def test_a_run_resumed_from_a_checkpoint_without_record_keeps_none(tmp_path):
-    for name, options in (("with", {"record_examples": 6}), ("without", {})):
+def test_a_checkpoint_without_the_record_is_older_than_0_1_and_refused_in_one_line(tmp_path):
+    """Run directories of gdw_tf 0.1 and later resume (docs/command_line.md); their
+    checkpoints hold the per-example record, one without it is refused, not half-restored."""
+    import keras
+
+    from gdw_tf import checkpoints
+
+    def compiled(**options):
         model = tiny.gdw_model("gdw", dtype="float32", **options)
-        tf.train.Checkpoint(model=model).save(str(tmp_path / name / "ckpt"))
-    latest = {name: tf.train.latest_checkpoint(str(tmp_path / name)) for name in ("with", "without")}
-    assert label_issues.model_options(6, latest["with"]) == {"record_examples": 6}
-    assert label_issues.model_options(6, latest["without"]) == {}
-    assert label_issues.model_options(6) == {"record_examples": 6}
+        model.compile(keras.optimizers.SGD(0.1), metrics=["accuracy"])
+        return model
+
+    checkpoints.ResumableCheckpoint(str(tmp_path), compiled(), steps_per_epoch=2)._save(1, 0, {})
+    latest = checkpoints.latest_intact_checkpoint(str(tmp_path))
+    resumed = checkpoints.ResumableCheckpoint(str(tmp_path), compiled(record_examples=6),
+                                              steps_per_epoch=2)
+    with pytest.raises(UserError, match="older than 0.1") as error:
+        resumed.restore(latest)
+    assert latest in str(error.value) and "\n" not in str(error.value)
 
 
 def _clusters(n_per_class, flip, seed):
@@ -215,7 +226,7 @@ def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrit
     assert _read(os.path.join(out, "label_issues.csv")) == rows
     assert os.path.getsize(os.path.join(out, "label_issues.png")) > 0
 
-    # A checkpoint written without the record (an older run): a one-line error.
+    # A checkpoint without the record (older than 0.1, or other flags): a one-line error.
     old = tmp_path / "old"
     old.mkdir()
     (old / "flags.json").write_text(json.dumps(s))
