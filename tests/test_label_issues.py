@@ -151,6 +151,7 @@ def _record_after_fit(strategy, steps, initial):
     return model.example_record.arrays()
 
 
+@pytest.mark.slow  # in process, but among the slowest (docs/development.md)
 def test_two_replicas_keep_the_record_of_one(mirrored):
     steps = _indexed(tiny.batches(3, n=8, m=6, seed=11, dtype="float32"), n=8)
     reference = tiny.gdw_model("gdw", dtype="float32")
@@ -183,6 +184,7 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrites_it(tmp_path):
     out = str(tmp_path / "run")
     first = _run("gdw_tf.train", *FAST, "--epochs=1", f"--output_dir={out}")
@@ -274,6 +276,7 @@ def test_audit_bad_inputs_are_one_line_errors(tmp_path, case, fragment):
     assert not os.path.exists(tmp_path / "data" / "relabelled")
 
 
+@pytest.mark.slow
 def test_audit_cli_error_exit_status_and_one_line(tmp_path):
     proc = _run("gdw_tf.audit", f"--output_dir={_fake_run(tmp_path, method='focal')}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -281,6 +284,7 @@ def test_audit_cli_error_exit_status_and_one_line(tmp_path):
     assert len(lines) == 1 and "no checkpoint under" in lines[0], proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_folder_run_lists_image_paths_and_audit_exports_a_relabel_csv(tmp_path):
     from tests.fixtures import write_image_folder
 
@@ -327,6 +331,7 @@ def test_the_probability_signal_ranks_by_the_given_labels_probability_and_keeps_
         label_issues.label_issues(rows, "loss")
 
 
+@pytest.mark.slow
 def test_a_run_whose_weights_fail_the_truth_free_check_warns_and_its_report_still_holds(tmp_path):
     """MW-Net on the default data inverts its weights (noisy labels weighted above clean)."""
     out = str(tmp_path / "run")

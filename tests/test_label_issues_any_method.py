@@ -24,6 +24,7 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["base", "coteaching"])
 def test_a_run_of_a_method_without_weights_writes_the_report_and_audit_rewrites_it(tmp_path, method):
     out = str(tmp_path / "run")
@@ -118,6 +119,7 @@ def _base_record(strategy, steps, initial):
     return model.example_record.arrays()
 
 
+@pytest.mark.slow  # in process, but among the slowest (docs/development.md)
 def test_two_replicas_keep_the_record_of_one_without_learned_weights(mirrored):
     steps = tiny.batches(3, n=8, m=6, seed=11, dtype="float32")
     for k, (train, _) in enumerate(steps):
