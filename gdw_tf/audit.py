@@ -94,7 +94,7 @@ def _restored_model(config, bundle, latest):
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError) as error:
         _fail(f"the checkpoint {latest} holds no per-example record matching these flags "
-              f"(written before label issues were recorded, or by other flags): "
+              f"(made by other flags, or by a gdw_tf older than 0.1): "
               f"{str(error).splitlines()[0].split(' Showing')[0]}")
     return model
 
@@ -117,7 +117,7 @@ def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
     """Rewrites OUT_DIR/label_issues.csv/.png (and EXPORT/relabel.csv); returns
     (LabelIssues, Detection or None). Raises run_dir.UserError for bad input."""
     config = _check_inputs(out_dir, top, export)
-    from gdw_tf.reporting import latest_intact_checkpoint
+    from gdw_tf.checkpoints import latest_intact_checkpoint
     from gdw_tf.run import build_data
 
     with run_dir.OutputDirLock(out_dir), run_dir.write_errors(out_dir), run_dir.user_errors():

@@ -92,7 +92,7 @@ def binned_auc(clean, noisy):
 # The truth-free check of the learned weights (GDWModel.weight_checks).
 WEIGHT_CHECK_META = "weight_check_meta_auc"
 WEIGHT_CHECK_FIT = "weight_check_fit_auc"
-TRUSTED_FIT_AUC = 0.6  # fixed on the digits runs before any CPU-protocol table was read
+TRUSTED_FIT_AUC = 0.6  # how it was fixed: docs/evidence.md, "When the weights can be trusted"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,8 +33,8 @@ _WEIGHT, _VISITS, _LABEL, _TRUE, _PROBS = 0, 1, 2, 3, 4
 class ExampleRecord(keras.layers.Layer):
     """A float32 table [num_train, 4 + C] of per-example averages (module doc).
 
-    Updated by `GDWModel._train_step` on every step; saved with the model and
-    its checkpoints. Under a multi-replica strategy every replica writes the
+    Updated by every training step (`GDWModel._update_train_metrics`); saved with the
+    model and its checkpoints. Under a multi-replica strategy every replica writes the
     rows of the whole global batch (`tables.write_rows`), so the copies stay
     identical.
     """

@@ -9,6 +9,7 @@ one, never a part; the temporary file is removed whenever the write fails.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 
@@ -52,6 +53,12 @@ def atomic_open(path: str, mode: str = "w", **open_args):
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
+
+
+def write_json(path: str, payload) -> None:
+    """`payload` as indented JSON through `atomic_open` (numpy floats as floats)."""
+    with atomic_open(path) as f:
+        json.dump(payload, f, indent=2, default=float)
 
 
 def save_figure(fig, path: str, **savefig_args) -> str:

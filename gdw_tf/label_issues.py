@@ -11,12 +11,9 @@ a ranking:
   suggested label = argmax of the averaged probabilities.
 
 Why p(given label): where the learned weights do not single out the wrong labels they
-can invert (rank clean labels first), and a ranking by them is then worse than random
-(ROC-AUC 0.007 for MW-Net on the default data), while the averaged p(given label) of
-the same run never fell below 0.65 in the measurements the choice was made on, and
-ranked as well or better than the weights in 7 of 8 of them (the digits runs and the
-CPU label-issue bench of docs/evidence.md, "When the weights can be trusted"; made before the CPU
-tables that test it).
+can invert (rank clean labels first), and a ranking by them is then worse than random;
+the averaged p(given label) does not (the measurements: docs/evidence.md, "When the
+weights can be trusted").
 
 `python -m gdw_tf.train` writes label_issues.csv / label_issues.png for every method
 (the weight signal only for those with learned weights, `methods_with_weights()`), and
@@ -33,7 +30,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from gdw_tf.example_record import RECORD_NAME
 from gdw_tf.files import atomic_open, save_figure, spreadsheet_safe
 
 CSV_FILE = "label_issues.csv"
@@ -55,20 +51,8 @@ def methods_with_weights():
     return [name for name in METHODS.names() if issubclass(METHODS.get(name), BilevelMethod)]
 
 
-def model_options(num_train, resume_from=None):
-    """GDWModel options that turn the record on (every method keeps one).
-
-    resume_from: the checkpoint the run will resume from, if any. One written
-    before the record existed gets no record (so that it still restores), with
-    a warning: that run ends without a label-issue report.
-    """
-    if resume_from is not None and not any(
-            RECORD_NAME in name for name, _ in tf.train.list_variables(resume_from)):
-        from absl import logging
-        logging.warning("%s holds no per-example record (written before label issues were "
-                        "recorded): this resumed run keeps none and writes no %s",
-                        resume_from, CSV_FILE)
-        return {}
+def model_options(num_train):
+    """GDWModel options that turn the record on (every method keeps one)."""
     return {"record_examples": int(num_train)}
 
 

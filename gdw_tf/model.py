@@ -192,52 +192,26 @@ class GDWModel(keras_internals.PrebuiltModel):
         return train_function
 
     def train_step(self, data):
-        return self._train_step(data, meta_step=True)
+        return self._train_step(data, "meta")
 
     def train_step_without_meta(self, data):
         """A step between meta steps under meta_interval > 1 (same log keys)."""
-        return self._train_step(data, meta_step=False)
+        return self._train_step(data, "without_meta")
 
     def train_step_warmup(self, data):
         """A warm-up step (warmup_steps): every weight 1, no meta batch needed (same log keys)."""
-        return self._train_step(data, meta_step=False, warmup=True)
+        return self._train_step(data, "warmup")
 
-    def _train_step(self, data, meta_step, warmup=False):
-        batch, meta = split_batch(data, self.method.needs_meta and not warmup)
-        batch["label"] = _checked_labels(batch["label"], self.num_classes, "training label")
-        if meta is not None:
-            meta = (meta[0], _checked_labels(meta[1], self.num_classes, "meta label"))
-        if meta_step:
+    def _train_step(self, data, kind):
+        """One step of `kind`: "meta" (the method's full step), "without_meta" (its step
+        between meta steps) or "warmup" (every weight 1); returns the step's logs."""
+        batch, meta = self._split_checked(data, self.method.needs_meta and kind != "warmup")
+        if kind == "meta":  # forward and gradients: the method's
             out = self.method.train_gradients(self, batch, meta)
-        elif warmup:
-            out = self.method.train_gradients_without_meta(self, batch, plain=True)
         else:
-            out = self.method.train_gradients_without_meta(self, batch)
-        self._apply_backbone_gradients(out.grads)
-
-        labels = batch["label"]
-        keras_internals.loss_tracker(self).update_state(cross_entropy(labels, out.logits))
-        if out.meta_loss is not None:
-            self.meta_loss_tracker.update_state(out.meta_loss * num_replicas())
-        for name, (values, weights) in out.diagnostics.items():
-            self.diagnostic_trackers[name].update_state(values, sample_weight=weights)
-        omega_t = diagnostics.target_weights(out.weights, labels)
-        if out.check is not None:
-            meta_weights, train_weights = out.check
-            checks = self.weight_checks
-            checks[diagnostics.WEIGHT_CHECK_META].update_state(meta_weights, train_weights)
-            fitted = tf.equal(tf.argmax(out.logits, axis=1, output_type=tf.int32), labels)
-            checks[diagnostics.WEIGHT_CHECK_FIT].update_state(
-                tf.boolean_mask(omega_t, fitted), tf.boolean_mask(omega_t, ~fitted))
-        if self.example_record is not None:
-            self.example_record.update(batch, omega_t, tf.nn.softmax(out.logits))
-        if "true_label" in batch:
-            clean, noisy = diagnostics.clean_and_noisy(labels, batch["true_label"])
-            self.weight_histograms["clean"].update_state(omega_t, clean)
-            self.weight_histograms["noisy"].update_state(omega_t, noisy)
-        with_meta_loss = out.meta_loss is not None or not meta_step
-        logged = [*(["meta_loss"] if with_meta_loss else []), *out.diagnostics, *self.weight_checks]
-        return self._logs(batch["image"], labels, out.logits, logged)
+            out = self.method.train_gradients_without_meta(self, batch, plain=kind == "warmup")
+        self._apply_backbone_gradients(out.grads)  # update: the backbone's optimizer
+        return self._update_train_metrics(batch, out, meta_step=kind == "meta")
 
     def test_step(self, data):
         batch, _ = split_batch(data, needs_meta=False)
@@ -268,6 +242,42 @@ class GDWModel(keras_internals.PrebuiltModel):
             raise ValueError(
                 f"backbone '{self.backbone.name}' outputs {width} logits per "
                 f"example but num_classes={self.num_classes}")
+
+    def _split_checked(self, data, needs_meta):
+        """`split_batch(data, needs_meta)` with every label checked to be in range."""
+        batch, meta = split_batch(data, needs_meta)
+        batch["label"] = _checked_labels(batch["label"], self.num_classes, "training label")
+        if meta is not None:
+            meta = (meta[0], _checked_labels(meta[1], self.num_classes, "meta label"))
+        return batch, meta
+
+    def _update_train_metrics(self, batch, out, meta_step):
+        """Updates every metric of a training step from `batch` and the method's
+        `StepOutputs` `out` (loss, meta loss, diagnostics, the weight check, the example
+        record, the clean/noisy weight histograms); returns the step's logs."""
+        labels = batch["label"]
+        keras_internals.loss_tracker(self).update_state(cross_entropy(labels, out.logits))
+        if out.meta_loss is not None:
+            self.meta_loss_tracker.update_state(out.meta_loss * num_replicas())
+        for name, (values, weights) in out.diagnostics.items():
+            self.diagnostic_trackers[name].update_state(values, sample_weight=weights)
+        omega_t = diagnostics.target_weights(out.weights, labels)
+        if out.check is not None:
+            meta_weights, train_weights = out.check
+            checks = self.weight_checks
+            checks[diagnostics.WEIGHT_CHECK_META].update_state(meta_weights, train_weights)
+            fitted = tf.equal(tf.argmax(out.logits, axis=1, output_type=tf.int32), labels)
+            checks[diagnostics.WEIGHT_CHECK_FIT].update_state(
+                tf.boolean_mask(omega_t, fitted), tf.boolean_mask(omega_t, ~fitted))
+        if self.example_record is not None:
+            self.example_record.update(batch, omega_t, tf.nn.softmax(out.logits))
+        if "true_label" in batch:
+            clean, noisy = diagnostics.clean_and_noisy(labels, batch["true_label"])
+            self.weight_histograms["clean"].update_state(omega_t, clean)
+            self.weight_histograms["noisy"].update_state(omega_t, noisy)
+        with_meta_loss = out.meta_loss is not None or not meta_step
+        logged = [*(["meta_loss"] if with_meta_loss else []), *out.diagnostics, *self.weight_checks]
+        return self._logs(batch["image"], labels, out.logits, logged)
 
     def _apply_backbone_gradients(self, grads):
         theta = self.backbone.trainable_variables

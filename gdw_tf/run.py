@@ -104,14 +104,15 @@ def _run_locked(config, strategy, chief, out_dir, started):
     import keras
     import tensorflow as tf
 
-    from gdw_tf import auto_meta, label_issues, reporting
+    from gdw_tf import auto_meta, checkpoints, label_issues, reporting
     from gdw_tf.data import fingerprint
+    from gdw_tf.history_files import HistoryFiles
     from gdw_tf.methods.method import METHODS
 
     data, optim, verbose = config.data, config.optim, config.run.verbose
     flags = config.to_flags()
     with run_dir.user_errors():
-        resume_from = reporting.latest_intact_checkpoint(out_dir)
+        resume_from = checkpoints.latest_intact_checkpoint(out_dir)
         if resume_from:
             differ = run_dir.check_same_flags(out_dir, flags, force=config.run.resume == "force",
                                               defaults=FLAG_DEFAULTS)
@@ -149,12 +150,12 @@ def _run_locked(config, strategy, chief, out_dir, started):
             model = build_model(config.method, optim, bundle, init_weights,
                                 data.synthetic_noise_rate, config.run.jit_compile,
                                 warmup_steps=warmup_steps,
-                                **label_issues.model_options(bundle.num_train, resume_from))
+                                **label_issues.model_options(bundle.num_train))
             auto_state = auto_meta.AutoMetaState(bundle.num_meta) if schedule else None
 
-        checkpoint = reporting.ResumableCheckpoint(
+        checkpoint = checkpoints.ResumableCheckpoint(
             out_dir, model, bundle.steps_per_epoch, every_steps=config.run.checkpoint_steps,
-            write=chief, started=started, extra={"auto_meta": auto_state} if schedule else None)
+            started=started, extra={"auto_meta": auto_state} if schedule else None)
         start, step = checkpoint.restore(resume_from)
     if start or step:
         where = f"epoch {start} of {optim.epochs}"
@@ -167,9 +168,9 @@ def _run_locked(config, strategy, chief, out_dir, started):
     if chief:
         run_dir.save_flags(out_dir, flags)
 
-    callbacks = [checkpoint,
-                 keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"),
-                                             update_freq="epoch")]
+    callbacks = [checkpoint] + ([HistoryFiles(out_dir, checkpoint)] if chief else [])
+    callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"),
+                                                 update_freq="epoch"))
     if verbose == 2:
         callbacks.append(reporting.EpochLine(optim.epochs))
     cuts = schedule.choice_epochs(optim.epochs) if schedule else []

@@ -95,6 +95,7 @@ def test_warm_up_steps_train_exactly_as_plain_cross_entropy_then_meta_steps_foll
     assert meta_steps > 0 and int(warm.method.meta_optimizer.iterations.numpy()) == meta_steps
 
 
+@pytest.mark.slow
 def test_an_auto_meta_run_chooses_training_examples_and_reports_their_clean_fraction(tmp_path):
     out = str(tmp_path / "run")
     proc = train(*FAST, *AUTO, "--epochs=4", "--num_meta=50", f"--output_dir={out}", "--verbose=2")
@@ -126,6 +127,7 @@ def test_auto_meta_applies_to_the_bilevel_methods_only(settings, fragment):
     RunConfig.from_flag_values({"method": "mwnet", "meta_source": "auto"})
 
 
+@pytest.mark.slow
 def test_auto_meta_errors_are_one_line_before_anything_is_written(tmp_path):
     out = tmp_path / "r"
     line = user_error_line(train("--dataset=digits", "--epochs=2", "--meta_source=auto",
@@ -136,6 +138,7 @@ def test_auto_meta_errors_are_one_line_before_anything_is_written(tmp_path):
         AutoMetaSchedule.resolve(epochs=3, num_meta=0, num_classes=10)
 
 
+@pytest.mark.slow
 def test_two_replicas_choose_the_same_meta_set_and_train_alike(tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     # mlp: no BatchNorm, whose statistics are per replica (only a model without it trains

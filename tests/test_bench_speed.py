@@ -7,6 +7,7 @@ from gdw_tf.bench import speed
 from gdw_tf.methods import available_methods
 
 
+@pytest.mark.slow  # in process, but among the slowest (docs/development.md)
 def test_every_method_builds_and_steps_with_the_benchmarks_options():
     args = speed.parse_config(["speed", "--model=small_cnn", "--batch_size=8"])
     for method in available_methods():
@@ -81,3 +82,15 @@ def test_method_variants_are_built_with_their_own_options(capsys):
     with pytest.raises(SystemExit):
         speed.parse_config(["speed", "--methods=gdw@virtual_scope"])
     assert "options look like NAME@key=value" in capsys.readouterr().err
+
+
+def test_a_meta_method_outside_the_expected_cost_range_is_reported():
+    timed = {"base": {"median_s": 0.1, "needs_meta": False},
+             "focal": {"median_s": 0.09, "needs_meta": False},
+             "gdw": {"median_s": 0.3, "needs_meta": True},
+             "l2rw": {"median_s": 0.08, "needs_meta": True},
+             "insw": {"median_s": 2.5, "needs_meta": True},
+             "glc": {"error": "failed"}}
+    lines = speed.unexpected_costs(timed)
+    assert len(lines) == 2, lines
+    assert "l2rw costs x0.80 base" in lines[0] and "insw costs x25.00 base" in lines[1]

@@ -17,7 +17,6 @@ from gdw_tf.data.sources import folder as folder_source
 CLASSES = ["ant", "bee", "cat"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg")
-CIFAR = CIFAR if os.path.isdir(CIFAR) else "/work/shared/data/cifar10-jpeg"
 
 
 def _png(path, rng):
@@ -339,6 +338,7 @@ def cifar_folder(root, rng, train_per_class=100, meta_per_class=10, test_per_cla
                      rng.permutation(np.array(rows, dtype=object)).tolist())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(CIFAR), reason="cifar10-jpeg not present")
 def test_train_on_a_noisy_cifar_folder_with_labels_from_a_csv(tmp_path):
     root = str(tmp_path / "mine")

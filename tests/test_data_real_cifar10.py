@@ -7,7 +7,6 @@ import pytest
 from gdw_tf.data.sources.folder import list_image_folder
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpeg")
-ROOT = ROOT if os.path.isdir(ROOT) else "/work/shared/data/cifar10-jpeg"
 pytestmark = pytest.mark.skipif(not os.path.isdir(ROOT), reason="cifar10-jpeg not present")
 
 

@@ -64,6 +64,7 @@ def test_label_key_is_trained_on_true_label_key_is_the_truth_and_the_clean_meta_
         "true_label_key": "label", "image_size": None}
 
 
+@pytest.mark.slow
 def test_trains_from_the_command_line_with_the_truth_diagnostics_and_resumes_bit_for_bit(
         cifar10_n, tmp_path):
     data_dir, _ = cifar10_n
@@ -86,6 +87,7 @@ def test_trains_from_the_command_line_with_the_truth_diagnostics_and_resumes_bit
     assert "target_weight_clean" in a["history"] and "target_weight_noisy" in a["history"]
 
 
+@pytest.mark.slow
 def test_two_replicas(cifar10_n, tmp_path):
     data_dir, _ = cifar10_n
     out = str(tmp_path / "run")
@@ -97,6 +99,7 @@ def test_two_replicas(cifar10_n, tmp_path):
 
 # ----- mistakes: one line naming the flag -------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_unprepared_dataset_is_one_line_exit_2_saying_how_to_prepare_it(tmp_path):
     proc = train(*C10N, f"--data_dir={tmp_path / 'empty'}", *FAST, f"--output_dir={tmp_path / 'r'}",
                  check=False)

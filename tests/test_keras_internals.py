@@ -7,6 +7,7 @@ import inspect
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from gdw_tf import keras_internals
@@ -75,6 +76,7 @@ def test_a_step_function_wraps_any_step_as_make_train_function_wraps_train_step(
     assert float(logs["replica"]) == 0.5 and float(logs["size"]) == 2.0
 
 
+@pytest.mark.slow  # in process, but among the slowest (docs/development.md)
 def test_fit_under_a_strategy_skips_the_symbolic_build_once_state_is_built(monkeypatch, mirrored):
     assert list(inspect.signature(keras.Model._maybe_symbolic_build).parameters) == [
         "self", "iterator", "data_batch"]

@@ -77,14 +77,25 @@ def test_every_method_keeps_a_record_and_only_those_with_learned_weights_have_th
         label_issues.label_issues(rows, "weight", with_weights=False)
 
 
-def test_a_run_resumed_from_a_checkpoint_without_record_keeps_none(tmp_path):
-    for name, options in (("with", {"record_examples": 6}), ("without", {})):
+def test_a_checkpoint_without_the_record_is_older_than_0_1_and_refused_in_one_line(tmp_path):
+    """Run directories of gdw_tf 0.1 and later resume (docs/command_line.md); their
+    checkpoints hold the per-example record, one without it is refused, not half-restored."""
+    import keras
+
+    from gdw_tf import checkpoints
+
+    def compiled(**options):
         model = tiny.gdw_model("gdw", dtype="float32", **options)
-        tf.train.Checkpoint(model=model).save(str(tmp_path / name / "ckpt"))
-    latest = {name: tf.train.latest_checkpoint(str(tmp_path / name)) for name in ("with", "without")}
-    assert label_issues.model_options(6, latest["with"]) == {"record_examples": 6}
-    assert label_issues.model_options(6, latest["without"]) == {}
-    assert label_issues.model_options(6) == {"record_examples": 6}
+        model.compile(keras.optimizers.SGD(0.1), metrics=["accuracy"])
+        return model
+
+    checkpoints.ResumableCheckpoint(str(tmp_path), compiled(), steps_per_epoch=2)._save(1, 0, {})
+    latest = checkpoints.latest_intact_checkpoint(str(tmp_path))
+    resumed = checkpoints.ResumableCheckpoint(str(tmp_path), compiled(record_examples=6),
+                                              steps_per_epoch=2)
+    with pytest.raises(UserError, match="older than 0.1") as error:
+        resumed.restore(latest)
+    assert latest in str(error.value) and "\n" not in str(error.value)
 
 
 def _clusters(n_per_class, flip, seed):
@@ -140,6 +151,7 @@ def _record_after_fit(strategy, method, steps, initial):
     return model.example_record.arrays()
 
 
+@pytest.mark.slow  # in process, but among the slowest (docs/development.md)
 @pytest.mark.parametrize("method", ["gdw", "base"])  # with learned weights and without
 def test_two_replicas_keep_the_record_of_one(mirrored, method):
     steps = _indexed(tiny.batches(3, n=8, m=6, seed=11, dtype="float32"), n=8)
@@ -173,6 +185,7 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrites_it(tmp_path):
     out = str(tmp_path / "run")
     first = _run("gdw_tf.train", *FAST, "--epochs=1", f"--output_dir={out}")
@@ -216,7 +229,7 @@ def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrit
     assert _read(os.path.join(out, "label_issues.csv")) == rows
     assert os.path.getsize(os.path.join(out, "label_issues.png")) > 0
 
-    # A checkpoint written without the record (an older run): a one-line error.
+    # A checkpoint without the record (older than 0.1, or other flags): a one-line error.
     old = tmp_path / "old"
     old.mkdir()
     (old / "flags.json").write_text(json.dumps(s))
@@ -264,6 +277,7 @@ def test_audit_bad_inputs_are_one_line_errors(tmp_path, case, fragment):
     assert not os.path.exists(tmp_path / "data" / "relabelled")
 
 
+@pytest.mark.slow
 def test_audit_cli_error_exit_status_and_one_line(tmp_path):
     proc = _run("gdw_tf.audit", f"--output_dir={_fake_run(tmp_path, method='focal')}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -271,6 +285,7 @@ def test_audit_cli_error_exit_status_and_one_line(tmp_path):
     assert len(lines) == 1 and "no checkpoint under" in lines[0], proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_folder_run_lists_image_paths_and_audit_exports_a_relabel_csv(tmp_path):
     from tests.fixtures import write_image_folder
 
@@ -317,6 +332,7 @@ def test_the_probability_signal_ranks_by_the_given_labels_probability_and_keeps_
         label_issues.label_issues(rows, "loss")
 
 
+@pytest.mark.slow
 def test_a_run_whose_weights_fail_the_truth_free_check_warns_and_its_report_still_holds(tmp_path):
     """MW-Net on the default data inverts its weights (noisy labels weighted above clean)."""
     out = str(tmp_path / "run")

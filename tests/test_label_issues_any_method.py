@@ -24,6 +24,7 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["base", "coteaching"])
 def test_a_run_of_a_method_without_weights_writes_the_report_and_audit_rewrites_it(tmp_path, method):
     out = str(tmp_path / "run")

@@ -10,6 +10,7 @@ from gdw_tf.methods.method import METHODS
 from tests.tiny import train, user_error_line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--method=mwnet", "--outer_lr=1000"], "--outer_lr: method 'mwnet' has no option outer_lr; "
      "its options: hidden_units, meta_interval, meta_learning_rate, meta_optimizer, "
@@ -33,6 +34,7 @@ def test_method_options_the_method_does_not_take_are_one_line_errors(tmp_path, a
     assert not os.path.exists(tmp_path / "run" / "data_summary.json")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", available_methods())
 def test_method_trains_one_epoch_from_the_command_line(tmp_path, method):
     out = str(tmp_path / method)

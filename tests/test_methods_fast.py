@@ -126,6 +126,7 @@ def _fit_on(strategy, method, initial, data):
     return model, _weights(model)
 
 
+@pytest.mark.slow  # in process, but among the slowest (docs/development.md)
 @pytest.mark.parametrize("method", ["gdw", "soft_label"])
 def test_meta_interval_trains_on_two_replicas_as_on_one(method, mirrored):
     train, meta, _ = tiny.indexed_data(n=24, batch=8, seed=3)  # steps: meta, plain, meta
@@ -197,6 +198,7 @@ def _fit_head_on(strategy, initial, data):
     return _weights(model)
 
 
+@pytest.mark.slow  # in process, but among the slowest (docs/development.md)
 def test_virtual_scope_head_trains_on_two_replicas_as_on_one(mirrored):
     train, meta, _ = tiny.indexed_data(n=24, batch=8, seed=3)
     meta = meta.unbatch().batch(6).repeat()

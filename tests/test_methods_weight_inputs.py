@@ -134,6 +134,7 @@ def test_a_tiny_fit_with_the_class_aware_network(method):
     assert create_method(method, **options).options() == options
 
 
+@pytest.mark.slow
 def test_weight_inputs_from_the_command_line(tmp_path):
     out = str(tmp_path / "gdw")
     tiny.train("--dataset=digits", "--method=gdw", "--epochs=1", "--train_per_class=40",
@@ -145,6 +146,7 @@ def test_weight_inputs_from_the_command_line(tmp_path):
     assert res["epochs_completed"] == 1 and all(v == v for v in res["history"]["loss"])
 
 
+@pytest.mark.slow
 def test_a_bad_weight_inputs_from_the_command_line_is_one_error_line(tmp_path):
     proc = tiny.train("--dataset=digits", "--method=mwnet", "--epochs=1",
                       "--train_per_class=40", "--method_option=weight_inputs=class",

@@ -124,6 +124,7 @@ def _resnet8(monkeypatch, fused):
     return model
 
 
+@pytest.mark.slow  # in process, but among the slowest (docs/development.md)
 @pytest.mark.parametrize("method", ["gdw", "mwnet"])
 def test_meta_step_on_a_resnet_is_the_same_with_fused_and_keras_batch_norm(monkeypatch, method):
     """One GDW / MW-Net step (virtual step, second-order meta step, real step, moving

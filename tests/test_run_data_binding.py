@@ -62,6 +62,7 @@ def _snapshot(out):
             if os.path.exists(os.path.join(out, n))}
 
 
+@pytest.mark.slow
 def test_an_edited_labels_file_is_never_audited_rerun_or_resumed(tmp_path):
     root, labels, rows = _labelled_folder(tmp_path)
     out = str(tmp_path / "run")
@@ -99,6 +100,7 @@ def test_an_edited_labels_file_is_never_audited_rerun_or_resumed(tmp_path):
     assert json.load(open(os.path.join(out, "results.json")))["epochs_completed"] == 2
 
 
+@pytest.mark.slow
 def test_images_added_to_train_are_named_as_a_data_change_not_a_flag_change(tmp_path):
     root = tmp_path / "images"
     write_image_folder(str(root), CLASSES, {"train": [8] * 3, "test": [2] * 3}, size=(6, 6))
@@ -112,6 +114,7 @@ def test_images_added_to_train_are_named_as_a_data_change_not_a_flag_change(tmp_
     assert "flags" not in line
 
 
+@pytest.mark.slow
 def test_examples_never_visited_are_reported_as_such_and_the_truth_is_filled(tmp_path):
     root, labels, rows = _labelled_folder(tmp_path)
     out = str(tmp_path / "run")
@@ -198,6 +201,7 @@ def test_bad_labels_files_are_one_line_naming_file_and_line(tmp_path, content, m
                           cache_dir=str(tmp_path / "cache"))
 
 
+@pytest.mark.slow
 def test_glc_prints_no_keras_shuffle_warning(tmp_path):
     root = tmp_path / "images"
     write_image_folder(str(root), CLASSES, {"train": [6] * 3, "test": [2] * 3}, size=(6, 6))

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from gdw_tf import files, reporting
+from gdw_tf import checkpoints, files
 from tests.tiny import ROOT, subprocess_env, train, user_error_line
 
 FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16", "--train_per_class=20"]
@@ -55,6 +55,7 @@ def _damage(ckpt_dir, how):
         open(data, "wb").write(bytes(raw))
 
 
+@pytest.mark.slow  # two_checkpoints trains
 @pytest.mark.parametrize("how", ["truncated_data", "no_data", "no_index", "empty_index",
                                  "flipped_data"])
 def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_previous_one_taken(
@@ -63,8 +64,8 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_previous_one_taken(
     ckpt_dir = os.path.join(out, "checkpoints")
     _damage(ckpt_dir, how)
     before = set(os.listdir(ckpt_dir))
-    assert reporting.checkpoint_damage(os.path.join(ckpt_dir, "ckpt-2")) is not None
-    assert reporting.latest_intact_checkpoint(out) == os.path.join(ckpt_dir, "ckpt-1")
+    assert checkpoints.checkpoint_damage(os.path.join(ckpt_dir, "ckpt-2")) is not None
+    assert checkpoints.latest_intact_checkpoint(out) == os.path.join(ckpt_dir, "ckpt-1")
     damaged = sorted(os.listdir(os.path.join(ckpt_dir, "damaged")))
     assert damaged and all(name.startswith("ckpt-2.") for name in damaged)
     kept = set(os.listdir(ckpt_dir)) - {"damaged"}
@@ -74,6 +75,7 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_previous_one_taken(
     assert tf.train.latest_checkpoint(ckpt_dir) == os.path.join(ckpt_dir, "ckpt-1")
 
 
+@pytest.mark.slow
 def test_a_run_resumes_from_the_checkpoint_before_a_damaged_one(two_checkpoints, tmp_path):
     out = _copy(two_checkpoints, tmp_path)
     first = _results(out)
@@ -92,6 +94,7 @@ def test_a_run_resumes_from_the_checkpoint_before_a_damaged_one(two_checkpoints,
         "ckpt-2.index", "ckpt-3.index"]  # max_to_keep=2 still holds
 
 
+@pytest.mark.slow
 def test_when_no_checkpoint_restores_the_run_stops_and_moves_nothing(two_checkpoints, tmp_path):
     out = _copy(two_checkpoints, tmp_path)
     ckpt_dir = os.path.join(out, "checkpoints")
@@ -104,6 +107,7 @@ def test_when_no_checkpoint_restores_the_run_stops_and_moves_nothing(two_checkpo
     assert _results(out)["epochs_completed"] == 2  # nothing was rewritten
 
 
+@pytest.mark.slow  # two_checkpoints trains
 @pytest.mark.parametrize("state", ["missing", "garbled", "empty"])
 def test_checkpoints_without_a_readable_state_file_are_found_from_their_files(
         two_checkpoints, tmp_path, state):
@@ -113,12 +117,13 @@ def test_checkpoints_without_a_readable_state_file_are_found_from_their_files(
         os.remove(path)
     else:
         open(path, "w").write("" if state == "empty" else "model_checkpoint_path: {{{\n")
-    assert reporting.latest_intact_checkpoint(out) == os.path.join(out, "checkpoints", "ckpt-2")
+    assert checkpoints.latest_intact_checkpoint(out) == os.path.join(out, "checkpoints", "ckpt-2")
     import tensorflow as tf
     assert tf.train.get_checkpoint_state(os.path.dirname(path)).all_model_checkpoint_paths == [
         os.path.join(out, "checkpoints", f"ckpt-{n}") for n in (1, 2)]
 
 
+@pytest.mark.slow
 def test_a_lost_state_file_neither_restarts_nor_skips_the_flag_check(two_checkpoints, tmp_path):
     out = _copy(two_checkpoints, tmp_path)
     os.remove(os.path.join(out, "checkpoints", "checkpoint"))
@@ -156,6 +161,7 @@ def _bytes_used(folder):
                       for d, _, fs in os.walk(folder) for f in fs)
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_training_is_one_line_and_the_last_checkpoint_resumes(
         two_checkpoints, tmp_path):
     used = _bytes_used(two_checkpoints)
@@ -167,14 +173,15 @@ def test_a_full_disk_mid_training_is_one_line_and_the_last_checkpoint_resumes(
         assert "is intact" in line and "re-run the same command" in line
         assert not [n for n in os.listdir(os.path.join(out, "checkpoints")) if "_temp" in n]
         assert not [n for d, _, fs in os.walk(out) for n in fs if n.endswith(".tmp")]
-        kept = reporting.latest_intact_checkpoint(out)
-        assert kept is not None and reporting.checkpoint_damage(kept) is None
+        kept = checkpoints.latest_intact_checkpoint(out)
+        assert kept is not None and checkpoints.checkpoint_damage(kept) is None
         shutil.copytree(out, str(tmp_path / "rescued"))
     proc = train(*FAST, "--epochs=4", f"--output_dir={tmp_path / 'rescued'}")
     assert "Resuming from" in proc.stdout
     assert _results(str(tmp_path / "rescued"))["epochs_completed"] == 4
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_a_finished_run_rewrites_its_outputs_is_one_line(two_checkpoints,
                                                                           tmp_path):
     with _small_disk(_bytes_used(two_checkpoints), tmp_path) as disk:  # full once copied
@@ -208,6 +215,7 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary_file(tmp_path
     assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["label_issues.csv"]
 
 
+@pytest.mark.slow
 def test_no_output_of_a_run_is_written_in_place(tmp_path, monkeypatch):
     """Every file a run writes outside checkpoints/ and tensorboard/ (data_summary.json,
     flags.json, results.json, history.json, log.csv, label_issues.csv, the PNGs) is
@@ -259,6 +267,7 @@ def test_spreadsheet_formula_cells_are_escaped_in_the_csv_reports(tmp_path):
     assert files.spreadsheet_safe("cat") == "cat" and files.spreadsheet_safe("/a/=b") == "/a/=b"
 
 
+@pytest.mark.slow
 def test_option_errors_come_before_anything_is_written(tmp_path):
     out = tmp_path / "run"
     line = user_error_line(train(*FAST, "--epochs=1", "--method_option=virtual_scope=999",
@@ -281,6 +290,7 @@ def _run(module, *args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_audit_errors_name_the_file_or_flag_and_rewrite_nothing(two_checkpoints, tmp_path):
     out = _copy(two_checkpoints, tmp_path)
     report = open(os.path.join(out, "label_issues.csv")).read()
@@ -308,6 +318,7 @@ def test_audit_errors_name_the_file_or_flag_and_rewrite_nothing(two_checkpoints,
             in proc.stderr), proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_corrupt_flags_json_on_resume_is_one_line(two_checkpoints, tmp_path):
     out = _copy(two_checkpoints, tmp_path)
     open(os.path.join(out, "flags.json"), "w").write("{")
@@ -347,16 +358,16 @@ def test_a_checkpoint_of_a_release_that_logged_fewer_metrics_still_resumes(tmp_p
 
     old = model()
     old.fit(tiny.paired_dataset(tiny.batches(2)), epochs=1, verbose=0)
-    saver = reporting.ResumableCheckpoint(str(tmp_path), old, steps_per_epoch=2)
+    saver = checkpoints.ResumableCheckpoint(str(tmp_path), old, steps_per_epoch=2)
     saver._save(0, 1, {})
     accuracy_total = [v for v in old.metrics_variables if v.path == "accuracy/total"][0].numpy()
     new = model(keras.metrics.MeanSquaredError(name="mse"))
-    resumed = reporting.ResumableCheckpoint(str(tmp_path), new, steps_per_epoch=2)
-    assert resumed.restore(reporting.latest_intact_checkpoint(str(tmp_path))) == (0, 1)
+    resumed = checkpoints.ResumableCheckpoint(str(tmp_path), new, steps_per_epoch=2)
+    assert resumed.restore(checkpoints.latest_intact_checkpoint(str(tmp_path))) == (0, 1)
     restored = {v.path: v.numpy() for v in new.metrics_variables}
     assert restored["accuracy/total"] == accuracy_total != 0
 
-    from gdw_tf.reporting import _write_csv
-    _write_csv(str(tmp_path / "log.csv"), {"loss": [1.0, 2.0], "new_metric": [0.5]})
+    from gdw_tf.history_files import write_log_csv
+    write_log_csv(str(tmp_path / "log.csv"), {"loss": [1.0, 2.0], "new_metric": [0.5]})
     assert (tmp_path / "log.csv").read_text().splitlines() == [
         "epoch,loss,new_metric", "0,1.0,", "1,2.0,0.5"]

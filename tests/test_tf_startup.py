@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from gdw_tf import tf_startup
 
 FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16", "--train_per_class=10",
@@ -21,6 +23,7 @@ def _run(args, **env):
                           text=True, env={**base, "PYTHONPATH": ROOT, **env}, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_run_shows_no_tensorflow_startup_lines(tmp_path):
     # --deterministic re-executes the trainer, which inherits the level quiet() set.
     proc = _run(["gdw_tf.train", *FAST, "--deterministic", f"--output_dir={tmp_path}"])
@@ -30,6 +33,7 @@ def test_a_run_shows_no_tensorflow_startup_lines(tmp_path):
     assert os.path.isfile(tmp_path / "results.json")
 
 
+@pytest.mark.slow
 def test_errors_still_show_and_the_users_level_is_left_alone():
     proc = _run(["gdw_tf.train", "--no_such_flag"])
     assert proc.returncode == 2

@@ -23,6 +23,7 @@ from tests.tiny import (ROOT, checkpoint_tensors, results, subprocess_env, train
 FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16"]
 
 
+@pytest.mark.slow
 def test_default_command_trains_gdw_and_writes_every_report(tmp_path):
     out = str(tmp_path / "run")
     proc = train("--epochs=2", f"--output_dir={out}", "--verbose=2")
@@ -66,6 +67,7 @@ def test_unset_flags_take_their_dataset_defaults_and_set_ones_win():
     assert set(DATASET_DEFAULTS) == {"digits", "cifar10", "cifar100", "folder", "clothing1m"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, fragment", [
     ("--noise_rate=1.5", "--noise_rate must be in [0, 1]"),
     ("--imbalance_factor=0", "--imbalance_factor must be in (0, 1]"),
@@ -86,6 +88,7 @@ def _corrupt_folder(root):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["model", "data_dir", "batch", "jpeg"])
 def test_user_errors_are_one_line_with_exit_status_2(tmp_path, case):
     flags = {"model": (["--model=resnet99"], "unknown model 'resnet99'"),
@@ -129,6 +132,7 @@ def test_noise_flags_default_per_dataset(given, expected):
     assert (s["noise_type"], s["noise_rate"]) == expected
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_where_it_stopped(tmp_path):
     out = str(tmp_path / "run")
     args = [*FAST, "--epochs=5", f"--output_dir={out}"]
@@ -157,6 +161,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert res["meta_optimizer_iterations"] == res["optimizer_iterations"]
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_logical_cpus(tmp_path):
     out = str(tmp_path / "run")
     train(*FAST, "--epochs=1", "--strategy=mirrored", "--num_cpu_devices=2", f"--output_dir={out}")
@@ -170,6 +175,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_two_local_processes_stay_in_sync(tmp_path):
     out = str(tmp_path / "run")
     cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
@@ -199,6 +205,7 @@ def test_multi_worker_two_local_processes_stay_in_sync(tmp_path):
         np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name))
 
 
+@pytest.mark.slow
 def test_multi_worker_without_tf_config_is_a_clear_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     proc = subprocess.run([sys.executable, "-m", "gdw_tf.train", *FAST, "--strategy=multi_worker",
@@ -214,6 +221,7 @@ def _tfrecords(folder):
     return [f for _, _, files in os.walk(folder) for f in files if ".tfrecord" in f]
 
 
+@pytest.mark.slow
 def test_clothing1m_headline_command_on_two_logical_cpus(tmp_path):
     """The README's command as written, plus --manual_dir (and test-sized runs)."""
     release = str(tmp_path / "release")
@@ -237,6 +245,7 @@ def test_clothing1m_headline_command_on_two_logical_cpus(tmp_path):
     assert os.path.getsize(os.path.join(out, "label_issues.png")) > 0
 
 
+@pytest.mark.slow
 def test_clothing1m_flagfile_with_pretrained_weights_converted_offline(tmp_path, monkeypatch):
     from gdw_tf import convert_torchvision
     release = str(tmp_path / "release")
@@ -255,6 +264,7 @@ def test_clothing1m_flagfile_with_pretrained_weights_converted_offline(tmp_path,
     assert res["flags"]["init_weights"] == npz and res["num_replicas"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["noise_flag", "missing_weights", "wrong_weights", "bad_images"])
 def test_clothing1m_mistakes_fail_before_any_build_work(tmp_path, case):
     release = str(tmp_path / "release")
@@ -290,6 +300,7 @@ def test_clothing1m_mistakes_fail_before_any_build_work(tmp_path, case):
     assert not run.exists() or os.listdir(run) == [".lock"]
 
 
+@pytest.mark.slow
 def test_second_process_on_the_same_output_dir_is_refused(tmp_path):
     out = str(tmp_path / "run")
     first = subprocess.Popen([sys.executable, "-m", "gdw_tf.train", *FAST, "--epochs=100",
@@ -309,6 +320,7 @@ def test_second_process_on_the_same_output_dir_is_refused(tmp_path):
         first.wait()
 
 
+@pytest.mark.slow
 def test_resume_and_rerun_check_flags_and_keep_the_whole_run(tmp_path):
     out = str(tmp_path / "run")
     args = [*FAST, "--train_per_class=30", f"--output_dir={out}"]
@@ -338,6 +350,7 @@ def test_resume_and_rerun_check_flags_and_keep_the_whole_run(tmp_path):
     assert os.path.exists(os.path.join(out, "figures", "target_weights.png"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("xla, lr", [(True, "1e6"), (False, "1e30")])
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, xla, lr):
     out = str(tmp_path / "run")
@@ -360,6 +373,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, xla, lr):
             assert np.all(np.isfinite(value)), name
 
 
+@pytest.mark.slow
 def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
     args = [*FAST, "--train_per_class=100", "--epochs=3", "--checkpoint_steps=3", "--deterministic"]
     a, b = uninterrupted_and_killed_at_second_checkpoint(
@@ -368,6 +382,7 @@ def test_deterministic_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted
     assert a["optimizer_iterations"] == b["optimizer_iterations"] == 30
 
 
+@pytest.mark.slow
 def test_auto_meta_run_killed_after_its_warm_up_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
     """--meta_source=auto (on instance-dependent noise): the resumed run makes (or reloads)
     the same meta set choices."""
@@ -379,6 +394,7 @@ def test_auto_meta_run_killed_after_its_warm_up_ends_bit_for_bit_as_an_uninterru
     assert a["auto_meta"] == b["auto_meta"] and len(a["auto_meta"]["choices"]) == 2
 
 
+@pytest.mark.slow
 def test_clothing1m_run_killed_mid_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path):
     """The streamed source replays its data order from the step a kill left it at."""
     release = str(tmp_path / "release")
@@ -420,6 +436,7 @@ def test_cifar100_gives_the_meta_methods_the_papers_outer_lr_unless_set():
         assert model.method.options()["outer_lr"] == used
 
 
+@pytest.mark.slow
 def test_clothing1m_without_its_clean_split_chooses_its_meta_set_from_the_noisy_one(tmp_path):
     """--meta_source=auto on a streamed release: the meta set is chosen from noisy_train's
     records (by their loss after the warm-up), clean_val is not read, and the choice's clean
@@ -449,6 +466,7 @@ def test_clothing1m_without_its_clean_split_chooses_its_meta_set_from_the_noisy_
     assert res["num_replicas"] == 2
 
 
+@pytest.mark.slow
 def test_clothing1m_auto_meta_run_killed_mid_choice_epoch_resumes_bit_for_bit(tmp_path):
     release = str(tmp_path / "release")
     write_clothing1m_release(release, {**C1M_PER_CLASS, "noisy_train": 4})

@@ -1,6 +1,6 @@
 """Input-pipeline throughput: examples/second of `bundle.train`.
 
-    python -m gdw_tf.bench.pipeline --data_dir=/work/shared/data/cifar10-jpeg
+    python -m gdw_tf.bench.pipeline --data_dir=DIR   # DIR: e.g. a CIFAR-10 image folder
 
 Builds the dataset (decoding and caching the images on the first run), then
 times full passes over bundle.train after a warm-up pass, and prints
@@ -24,7 +24,7 @@ from gdw_tf import flag_parser
 FLAGS = flags.FlagValues()  # the bench's own flags (the trainer's are the global FLAGS)
 flags.DEFINE_string("dataset", "folder", "Dataset name (gdw_tf.data.available_datasets()).",
                     flag_values=FLAGS)
-flags.DEFINE_string("data_dir", "/work/shared/data/cifar10-jpeg", "Dataset directory.",
+flags.DEFINE_string("data_dir", None, "Dataset directory (--dataset=folder: the image folder).",
                     flag_values=FLAGS)
 flags.DEFINE_string("manual_dir", None, "Clothing1M release directory.", flag_values=FLAGS)
 flags.DEFINE_string("cache_dir", None, "Where decoded images are cached.", flag_values=FLAGS)

@@ -20,7 +20,8 @@ A method with meta_interval=k is timed over whole cycles of k steps (one
 bi-level step and k - 1 plain-cost ones) and its time per iteration is the
 cycle's time / k (amortised); other methods have cycles of one step. Reports
 median, 10th/90th percentile over cycles and the ratio to `base` of the same
-run. `--method_option=key=value` (repeatable) goes to every method but `base`; a
+run, and names a method with meta steps whose ratio is not in (1, 20)
+(`unexpected_costs`). `--method_option=key=value` (repeatable) goes to every method but `base`; a
 --methods entry NAME@key=value[@key=value] is method NAME with those options on
 top (as in the accuracy bench), so variants are timed in one round-robin. Peak memory is measured
 per method in a process of its own (process RSS on CPU, TensorFlow's
@@ -219,15 +220,16 @@ def time_cycles(steps, iters, warmup=0):
 
 def time_methods(config, methods):
     """Round-robin timing of every method's train step in this process."""
-    steps = {}
+    steps, needs_meta = {}, {}
     for method in methods:
         model, data = _setup(config, method)
         steps[method] = _train_step(model, data)
+        needs_meta[method] = model.method.needs_meta
         if config.breakdown and method == "gdw":
             breakdown_result = breakdown(config, model, data)
     times = time_cycles(steps, config.iters, warmup=config.warmup)
-    results = {method: {**_stats(t), "meta_interval": steps[method][1]}
-               for method, t in times.items()}
+    results = {method: {**_stats(t), "meta_interval": steps[method][1],
+                        "needs_meta": needs_meta[method]} for method, t in times.items()}
     if config.breakdown and "gdw" in results:
         results["gdw"]["breakdown"] = breakdown_result
     return results
@@ -294,6 +296,26 @@ def weighted_layers(config) -> int:
         shape = (config.image_size, config.image_size, shape[-1])
     backbone = gdw_tf.models.build(config.model, config.num_classes, input_shape=shape)
     return sum(bool(layer.trainable_weights) for layer in backbone.layers)
+
+
+# A method with meta steps costs more per iteration than base and less than this many base
+# iterations (the cost tables of docs/performance.md); a ratio outside is reported.
+META_COST_LIMIT = 20.0
+
+
+def unexpected_costs(results):
+    """One line per method with meta steps whose median time per iteration, relative to
+    base's in `results` (method -> timing stats, as `time_methods` gives), is outside
+    (1, META_COST_LIMIT): a machine busy with other work while it was timed, or a regression."""
+    base = results["base"]["median_s"]
+    lines = []
+    for method, r in results.items():
+        ratio = r["median_s"] / base if "median_s" in r else None
+        if r.get("needs_meta") and not 1.0 < ratio < META_COST_LIMIT:
+            lines.append(f"unexpected: {method} costs x{ratio:.2f} base per iteration, outside "
+                         f"(1, {META_COST_LIMIT:g}) for a method with meta steps: a busy machine "
+                         "or a regression")
+    return lines
 
 
 def _device():
@@ -368,6 +390,9 @@ def main(argv):
         lines += [f"| {m} | " + ", ".join(f"{b}: {v:.0f}" for b, v in r["peak_memory_mb_by_batch"].items())
                   + f" | {r['memory_fixed_mb']:.0f} | {r['memory_per_example_mb']:.1f} |"
                   for m, r in fitted.items()]
+    report["unexpected_costs"] = unexpected_costs(results)
+    if report["unexpected_costs"]:
+        lines += ["", *report["unexpected_costs"]]
     gdw = results.get("gdw", {})
     if "breakdown" in gdw:
         lines += ["", "| GDW pass | seconds |", "| --- | --- |"]

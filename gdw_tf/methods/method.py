@@ -6,8 +6,8 @@ summed over the local examples and divided by the GLOBAL batch size, so that
 the optimizer's cross-replica sum gives the full-batch gradient.
 
 Here: the `Method` base class and its `StepOutputs`, the step helpers methods
-share (`weighted_gradients`, `loss_gradients`, `finite_guarded`), and the
-registry (`register_method`, `create_method`, `available_methods`). A method's
+share (`loss_gradients`, its special case `weighted_gradients`, `finite_guarded`),
+and the registry (`register_method`, `create_method`, `available_methods`). A method's
 options are its constructor's keyword parameters (`Method.option_names`).
 """
 import inspect
@@ -140,21 +140,6 @@ def backbone_forward(model, x):
     return tf.cast(logits, parameter_dtype(model.backbone))
 
 
-def weighted_gradients(model, batch, weights):
-    """One forward and one backward of the class-weighted cross-entropy.
-
-    Returns (grads, logits) for `weights` of shape [n, C], [n, 1] or scalar.
-    """
-    theta = model.backbone.trainable_variables
-    with tf.GradientTape() as tape:
-        logits = backbone_forward(model, batch["image"])
-        n_global = global_batch_size(batch["label"], logits.dtype)
-        losses = class_weighted_cross_entropy(batch["label"], logits, weights)
-        loss = tf.reduce_sum(losses) / n_global
-    return finite_guarded(tape.gradient(loss, theta), loss, "training loss"), logits
-
-
-
 def loss_gradients(model, images, total_loss):
     """Gradients of `total_loss(logits)` w.r.t. the backbone's trainable variables.
 
@@ -168,6 +153,17 @@ def loss_gradients(model, images, total_loss):
         logits = backbone_forward(model, images)
         loss = total_loss(logits)
     return finite_guarded(tape.gradient(loss, theta), loss, "training loss"), logits
+
+
+def weighted_gradients(model, batch, weights):
+    """`loss_gradients` of the class-weighted cross-entropy of `batch` with `weights` of
+    shape [n, C], [n, 1] or scalar; returns (grads, logits)."""
+    def total_loss(logits):
+        n_global = global_batch_size(batch["label"], logits.dtype)
+        losses = class_weighted_cross_entropy(batch["label"], logits, weights)
+        return tf.reduce_sum(losses) / n_global
+    return loss_gradients(model, batch["image"], total_loss)
+
 
 # The registry of methods (`--method=NAME`).
 METHODS = Registry("method")
