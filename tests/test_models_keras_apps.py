@@ -170,6 +170,7 @@ def test_a_keras_application_takes_its_own_input_size_unless_image_size_is_given
     assert RunConfig.from_flag_values({"model": "resnet32"}).data.image_size is None
 
 
+@pytest.mark.slow  # runs the trainer (docs/development.md)
 def test_train_fine_tunes_a_keras_application_on_an_image_folder(tmp_path):
     """The command line: a folder of 64x64 JPEGs, keras:MobileNetV3Small from a weights file
     saved from a random model, one GDW epoch; --init_weights=imagenet without Keras' cached
