@@ -299,7 +299,6 @@ def _check_meta_source(config):
     """--meta_source=auto applies to the bi-level methods; its schedule flags to it only. A
     tfds: dataset without --true_label_key has no clean meta set: a method that needs one
     needs --true_label_key or --meta_source=auto."""
-    from gdw_tf.data.sources.base import TFDS_PREFIX
     from gdw_tf.methods.bilevel import BilevelMethod
     from gdw_tf.methods.method import METHODS
 

@@ -94,7 +94,7 @@ def write_clothing1m_release(root: str, per_class: dict[str, int], noisy_flip: f
     for name, lines in files.items():
         with open(os.path.join(root, name), "w", newline="\r\n") as f:
             f.write("\n".join(lines) + "\n")
-    return {"keys": keys, "true": truth, "noisy_kv": dict(l.split() for l in noisy_kv),
+    return {"keys": keys, "true": truth, "noisy_kv": dict(line.split() for line in noisy_kv),
             "clean_known": clean_known}
 
 

@@ -185,11 +185,6 @@ _CLEANLAB = threading.Lock()
 
 def cleanlab_rows(cv):
     """{"cleanlab": Row} from a CV_FILE's arrays (cleanlab's time added to the trainings')."""
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
-
-    from gdw_tf.label_issues import detection_of_scores
-
     return {"cleanlab": _cleanlab_row(cv["labels"], cv["probs"], cv["true_labels"],
                                       float(cv["wall_s"]))}
 

@@ -40,14 +40,21 @@ import numpy as np
 import tensorflow as tf
 
 from gdw_tf.data import fingerprint, pipeline
-from gdw_tf.data.fingerprint import DataFingerprint
-from gdw_tf.files import atomic_open
 from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
-from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empirical_transition,
-                                  expected_noise_rate, pixel_features, realised_noise,
-                                  sample_given_meta)
+from gdw_tf.data.fingerprint import DataFingerprint
+from gdw_tf.data.protocol import (
+    ORDER,
+    ProtocolConfig,
+    apply_protocol,
+    empirical_transition,
+    expected_noise_rate,
+    pixel_features,
+    realised_noise,
+    sample_given_meta,
+)
 from gdw_tf.data.sources import ArraySplits, SourceOptions, SourceSpec, StreamSplits, get_source
 from gdw_tf.data.sources.base import GENERAL_OPTIONS, IMAGE_SIZE_OPTION, resize_images
+from gdw_tf.files import atomic_open
 
 DEFAULT_DATASET = "digits"
 META_SOURCES = ("given", "auto", "truth")

@@ -17,7 +17,6 @@ from gdw_tf.methods.bilevel import BilevelMethod, FirstStage
 from gdw_tf.methods.method import parameter_dtype, register_method
 from gdw_tf.models.layers import torch_linear_bias, torch_linear_kernel
 
-
 #: values of the `weight_inputs` option: what V_phi sees of an example
 WEIGHT_INPUTS = ("loss", "loss+class")
 

@@ -31,6 +31,7 @@ from etils import epath
 
 from gdw_tf.data.protocol import empirical_transition, realised_noise
 from gdw_tf.data.sources.clothing1m import NUM_CLASSES
+
 KV_FILES = {"noisy": "noisy_label_kv.txt", "clean": "clean_label_kv.txt"}
 KEY_LISTS = {
     "noisy_train": "noisy_train_key_list.txt",

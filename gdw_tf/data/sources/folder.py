@@ -57,8 +57,14 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from gdw_tf.data.sources.base import (ArraySplits, LabelsFile, SourceOptions, cached_arrays,
-                                      register_source, resize_images)
+from gdw_tf.data.sources.base import (
+    ArraySplits,
+    LabelsFile,
+    SourceOptions,
+    cached_arrays,
+    register_source,
+    resize_images,
+)
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,14 @@ import os
 
 import numpy as np
 
-from gdw_tf.data.sources.base import (TFDS_PREFIX, ArraySplits, SourceOptions, cached_arrays,
-                                      register_source, resize_images)
+from gdw_tf.data.sources.base import (
+    TFDS_PREFIX,
+    ArraySplits,
+    SourceOptions,
+    cached_arrays,
+    register_source,
+    resize_images,
+)
 
 CACHE_FORMAT = 1
 IMAGE_FEATURE = "image"
