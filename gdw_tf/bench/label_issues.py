@@ -262,7 +262,8 @@ def _saved_flags(cv):
 
 def _bench_flags(config):
     return [f"--folds={config.folds}", f"--data_dir={config.data_dir}",
-            f"--cifar10n_dir={config.cifar10n_dir}", f"--iterations={config.iterations}", f"--train_per_class={config.train_per_class}",
+            f"--cifar10n_dir={config.cifar10n_dir}", f"--iterations={config.iterations}",
+            f"--train_per_class={config.train_per_class}",
             f"--output_dir={config.output_dir}"]
 
 
@@ -304,8 +305,10 @@ def table(config, results):
                        f"{cell([r.flagged for r in rows], '{:.0f}')} / "
                        f"{cell([r.flagged_precision for r in rows], '{:.3f}')} / "
                        f"{cell([r.flagged_recall for r in rows], '{:.3f}')}")
-            runs = f" ({len(rows)}/{len(config.seeds)} seeds)" if len(rows) < len(config.seeds) else ""
-            lines.append(f"| {setting} | {DETECTOR_NAMES.get(name, name)}{runs} | {cell([r.auc for r in rows], '{:.3f}')} | "
+            runs = (f" ({len(rows)}/{len(config.seeds)} seeds)"
+                    if len(rows) < len(config.seeds) else "")
+            lines.append(f"| {setting} | {DETECTOR_NAMES.get(name, name)}{runs} | "
+                         f"{cell([r.auc for r in rows], '{:.3f}')} | "
                          f"{cell([r.precision_at_noise for r in rows], '{:.3f}')} | {flagged} | "
                          f"{cell([r.wall_s for r in rows], '{:.0f}')} |")
     return "\n".join(lines)

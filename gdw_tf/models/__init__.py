@@ -24,5 +24,6 @@ __all__ = [
     "FusedBatchNormalization", "HEAD_LAYER", "OptionAShortcut", "WeightLoadReport",
     "available_models", "build", "check_init_weights", "default_image_size", "freeze_backbone",
     "get_model_spec", "load_init_weights", "mlp",
-    "register_model", "resnet18", "resnet8", "resnet32", "small_cnn", "small_cnn_nobn", "strided_cnn",
+    "register_model", "resnet18", "resnet8", "resnet32", "small_cnn", "small_cnn_nobn",
+    "strided_cnn",
 ]

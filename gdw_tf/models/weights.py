@@ -2,7 +2,8 @@
 
 Formats are registered with :func:`register_weight_format`; this module provides
 ``"keras"`` (``.weights.h5`` saved by ``model.save_weights`` from the same
-architecture) and ``"keras_file"`` (a ``.keras`` model saved by ``model.save``). ``torchvision_weights`` adds ``"torchvision"`` (``.npz`` state_dicts).
+architecture) and ``"keras_file"`` (a ``.keras`` model saved by ``model.save``).
+``torchvision_weights`` adds ``"torchvision"`` (``.npz`` state_dicts).
 A pretrained classifier head (layer ``HEAD_LAYER``) whose number of classes differs
 from the model's is skipped and reported; every other mismatch is an error.
 """
@@ -191,8 +192,10 @@ def load_keras_weights(model: keras.Model, path: str) -> WeightLoadReport:
     return report
 
 
-@register_weight_format("keras_file", ".keras", "a Keras model saved (model.save) from this architecture")
+@register_weight_format("keras_file", ".keras",
+                        "a Keras model saved (model.save) from this architecture")
 def load_keras_model_file(model: keras.Model, path: str) -> WeightLoadReport:
     """Load the weights of a whole saved ``.keras`` model of the same architecture (strict)."""
     _strict_keras_load(model, path)
-    return WeightLoadReport(path, "keras_file", loaded=[layer.name for layer in model.layers if layer.weights])
+    return WeightLoadReport(path, "keras_file",
+                            loaded=[layer.name for layer in model.layers if layer.weights])
