@@ -44,7 +44,8 @@ class AutoMetaSchedule:
         for name in ("warmup_epochs", "refresh_epochs", "per_class"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"meta_source=auto: {name} must be a positive integer, got {value!r}")
+                raise ValueError(f"meta_source=auto: {name} must be a positive integer, "
+                                 f"got {value!r}")
 
     @classmethod
     def resolve(cls, epochs, num_meta, num_classes, warmup_epochs=None, refresh_epochs=None):

@@ -7,8 +7,8 @@ construction: what can be checked before any data is read (the method, its optio
 the meta source) is checked as it is made, so a bad flag fails before the run touches
 its output directory. Each part of a run takes its own slice: `data` (what
 `gdw_tf.data.build` reads), `method` (the method, its options and the backbone), `optim`
-(the classifier's SGD) and `run` (how the run is carried out and where it writes). `to_flags()` is flags.json's content:
-every flag by name, the dataset defaults resolved.
+(the classifier's SGD) and `run` (how the run is carried out and where it writes).
+`to_flags()` is flags.json's content: every flag by name, the dataset defaults resolved.
 
 Defaults not resolved here: those a source decides from its data (num_meta, augment:
 `gdw_tf.data.build`) and the method constructors' own (an option left unset). The
@@ -87,8 +87,9 @@ class DataConfig:
 class MethodConfig:
     """The training method and the backbone it trains.
 
-    method, model (resolved), init_weights, freeze_backbone: their flags. outer_lr ... hidden_units and
-    method_option: the method flags as given (None: unset), kept for flags.json.
+    method, model (resolved), init_weights, freeze_backbone: their flags. outer_lr ...
+    hidden_units and method_option: the method flags as given (None: unset), kept for
+    flags.json.
     options: the method's constructor options set explicitly (checked): its method flags
     that are set, then --method_option. Under them, the trainer gives the method those of
     `gdw_tf.methods.data_options` (the dataset's paper values, e.g. CIFAR-100's outer_lr,
@@ -228,7 +229,8 @@ def dataset_defaults(dataset, data_dir=None, labels=None):
 
 
 def parse_method_options(items):
-    """['gamma=2', 'mode=soft'] -> {'gamma': 2, 'mode': 'soft'}; a key given twice is a ValueError."""
+    """['gamma=2', 'mode=soft'] -> {'gamma': 2, 'mode': 'soft'}; a key given twice is a
+    ValueError."""
     options = {}
     for key, value in _option_items(items):
         if key in options:
@@ -299,14 +301,15 @@ def _check_meta_source(config):
     """--meta_source=auto applies to the bi-level methods; its schedule flags to it only. A
     tfds: dataset without --true_label_key has no clean meta set: a method that needs one
     needs --true_label_key or --meta_source=auto."""
-    from gdw_tf.data.sources.base import TFDS_PREFIX
     from gdw_tf.methods.bilevel import BilevelMethod
     from gdw_tf.methods.method import METHODS
 
     data, method = config.data, config.method.method
     if (data.dataset.startswith(TFDS_PREFIX) and data.true_label_key is None
-            and data.meta_source == "given" and method in METHODS and METHODS.get(method).needs_meta):
-        raise ValueError(f"--method={method} needs a clean meta set, and --dataset={data.dataset} has "
+            and data.meta_source == "given" and method in METHODS
+            and METHODS.get(method).needs_meta):
+        raise ValueError(f"--method={method} needs a clean meta set, "
+                         f"and --dataset={data.dataset} has "
                          "none without its true labels: pass --true_label_key=FEATURE (held out by "
                          "it) or --meta_source=auto (chosen from the noisy training data)")
     if data.meta_source != "auto":
@@ -318,4 +321,5 @@ def _check_meta_source(config):
     if not issubclass(method_cls, BilevelMethod):
         raise ValueError(f"--meta_source=auto chooses a meta set during training, for the bi-level "
                          f"methods (mwnet, gdw, l2rw, insw, soft_label, gen_label); --method="
-                         f"{method} {'needs one before training' if method_cls.needs_meta else 'uses none'}")
+                         f"{method} "
+                         f"{'needs one before training' if method_cls.needs_meta else 'uses none'}")

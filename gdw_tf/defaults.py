@@ -66,5 +66,6 @@ def per_dataset(field):
     for dataset, defaults in DATASET_DEFAULTS.items():
         names.setdefault(getattr(defaults, field), []).append(dataset)
     listed = [f"{value:g}" if isinstance(value, float) else str(value) for value in names]
-    return ", ".join(f"{value} {'/'.join(datasets)}" for value, datasets in zip(listed, names.values())) + \
-        f", else {getattr(OTHER_DATASET_DEFAULTS, field)}"
+    by_value = ", ".join(f"{value} {'/'.join(datasets)}"
+                         for value, datasets in zip(listed, names.values()))
+    return by_value + f", else {getattr(OTHER_DATASET_DEFAULTS, field)}"

@@ -174,7 +174,8 @@ def read_json(path):
         raise UserError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); restore it from "
                         "a copy of the run, or pass another --output_dir") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+        reason = getattr(error, 'strerror', None) or error
+        raise UserError(f"cannot read {path}: {reason}") from None
     if not isinstance(saved, dict):
         raise UserError(f"{path}: expected a JSON object, got {type(saved).__name__}")
     return saved

@@ -63,7 +63,8 @@ def main(argv):
         flag_parser.fail("gdw_tf.train", error)
     print(f"Test accuracy: final (mean of last {min(5, results['epochs_completed'])} epochs) "
           f"{results['final_accuracy']:.2f}%, best {results['best_accuracy']:.2f}%, "
-          f"last {results['last_accuracy']:.2f}%  [{config.method.method} on {config.data.dataset}, "
+          f"last {results['last_accuracy']:.2f}%  "
+          f"[{config.method.method} on {config.data.dataset}, "
           f"{results['wall_time_s']:.0f} s; results in {results['output_dir']}]")
     from gdw_tf.label_issues import summary_line
     if summary_line(results):

@@ -3,7 +3,8 @@
 - write_image_folder: ROOT/{train,test}/<class>/<i>.{png,jpg}
 - write_clothing1m_release: a miniature Clothing1M release with the official file names
 - write_cifar_binary: CIFAR-10/100 binary batches as the TFDS cifar builders read them
-- fake_resnet18_state_dict, write_torch_zip: torchvision's resnet18 weights as torch.save writes them
+- fake_resnet18_state_dict, write_torch_zip: torchvision's resnet18 weights as torch.save
+  writes them
 - write_tfds_cifar10_n, write_tfds_images: miniature prepared TFDS datasets (TFDS's own
   format, written by tfds.dataset_builders.store_as_tfds_dataset; cifar10_n with the real
   builder's features)
@@ -28,7 +29,8 @@ def _save(path: str, array: np.ndarray, mode: str = "RGB") -> None:
 
 def write_image_folder(root: str, class_names, counts: dict[str, list[int]], size=(12, 12),
                        seed: int = 0, ext: str = ".png") -> dict[str, np.ndarray]:
-    """Writes counts[split][c] images of class_names[c] per split; returns {split: labels in listing order}."""
+    """Writes counts[split][c] images of class_names[c] per split; returns {split: labels in
+    listing order}."""
     rng = np.random.default_rng(seed)
     labels = {}
     for split, per_class in counts.items():
@@ -75,7 +77,8 @@ def write_clothing1m_release(root: str, per_class: dict[str, int], noisy_flip: f
                 key = new_key()
                 h, w = rng.integers(28, 48, 2)
                 mode = "L" if serial % 5 == 0 else "CMYK" if serial % 7 == 0 else "RGB"
-                _save(os.path.join(root, key), rng.integers(0, 256, (h, w, 3), dtype=np.uint8), mode)
+                _save(os.path.join(root, key), rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+                      mode)
                 keys[split].append(key)
                 truth[split].append(c)
                 if split == "noisy_train":
@@ -87,14 +90,15 @@ def write_clothing1m_release(root: str, per_class: dict[str, int], noisy_flip: f
                 else:
                     clean_kv.append(f"{key} {c}")
     for kv in (noisy_kv, clean_kv):
-        kv.extend(f"{new_key()} {rng.integers(0, len(CLOTHING1M_CLASSES))}" for _ in range(extra_labels))
+        kv.extend(f"{new_key()} {rng.integers(0, len(CLOTHING1M_CLASSES))}"
+                  for _ in range(extra_labels))
     files = {"noisy_label_kv.txt": noisy_kv, "clean_label_kv.txt": clean_kv,
              "category_names_eng.txt": CLOTHING1M_CLASSES}
     files.update({f"{split}_key_list.txt": keys[split] for split in keys})
     for name, lines in files.items():
         with open(os.path.join(root, name), "w", newline="\r\n") as f:
             f.write("\n".join(lines) + "\n")
-    return {"keys": keys, "true": truth, "noisy_kv": dict(l.split() for l in noisy_kv),
+    return {"keys": keys, "true": truth, "noisy_kv": dict(line.split() for line in noisy_kv),
             "clean_known": clean_known}
 
 
@@ -211,13 +215,15 @@ def write_torch_zip(path, tensors, monkeypatch, extra=None, views=None):
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
             if isinstance(obj, Storage):
-                return ("storage", getattr(torch, names[obj.flat.dtype]), obj.key, "cpu", obj.flat.size)
+                return ("storage", getattr(torch, names[obj.flat.dtype]), obj.key, "cpu",
+                        obj.flat.size)
             return None
 
     sd = collections.OrderedDict()
     for name, a in tensors.items():
         if name == "fc.weight":  # column-major: strides (1, rows)
-            sd[name] = Tensor(Storage(np.ascontiguousarray(a.T).ravel()), 0, a.shape, (1, a.shape[0]))
+            sd[name] = Tensor(Storage(np.ascontiguousarray(a.T).ravel()), 0, a.shape,
+                              (1, a.shape[0]))
         elif name == "fc.bias":
             sd[name] = Tensor(Storage(np.concatenate([np.zeros(3, a.dtype), a])), 3, a.shape, (1,))
         else:
@@ -239,7 +245,8 @@ def write_torch_zip(path, tensors, monkeypatch, extra=None, views=None):
     monkeypatch.delitem(sys.modules, "torch._utils")
 
 
-CIFAR_N_NOISY_KEYS = ("worse_label", "aggre_label", "random_label1", "random_label2", "random_label3")
+CIFAR_N_NOISY_KEYS = ("worse_label", "aggre_label", "random_label1", "random_label2",
+                      "random_label3")
 
 
 def write_tfds_cifar10_n(data_dir: str, train_per_class: int = 20, test_per_class: int = 5,
@@ -291,8 +298,10 @@ def write_tfds_images(data_dir: str, name: str, sizes: list[tuple[int, int]], nu
     features = tfds.features.FeaturesDict({
         "image": tfds.features.Image(shape=(None, None, 3)),
         "label": tfds.features.ClassLabel(num_classes=num_classes)})
-    split = [(i, {"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "label": i % num_classes})
+    split = [(i, {"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+                  "label": i % num_classes})
              for i, (h, w) in enumerate(sizes)]
     tfds.dataset_builders.store_as_tfds_dataset(
-        name=name, version="1.0.0", features=features, split_datasets={"train": split, "test": split},
+        name=name, version="1.0.0", features=features,
+        split_datasets={"train": split, "test": split},
         data_dir=data_dir)

@@ -13,7 +13,6 @@ import threading
 
 from absl import flags
 
-
 _PRINT_LOCK = threading.Lock()
 
 

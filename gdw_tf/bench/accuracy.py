@@ -2,11 +2,12 @@
 
   python -m gdw_tf.bench.accuracy                              # CPU protocol on real CIFAR-10 JPEGs
   python -m gdw_tf.bench.accuracy --protocol=digits --output_dir=bench_results/digits
-                                                               # the default job (python -m gdw_tf.train)
+      # the default job (python -m gdw_tf.train)
   python -m gdw_tf.bench.accuracy --protocol=paper --data_dir=~/tensorflow_datasets   # GPUs
   python -m gdw_tf.bench.accuracy --methods=gdw,gdw@meta_interval=4   # a method with options
-  python -m gdw_tf.bench.accuracy --settings=cifar10n_worst,cifar10n_worst_meta2pct,cifar10n_worst_auto
-                                                               # CIFAR-10N's human labels (--cifar10n_dir)
+  python -m gdw_tf.bench.accuracy \\
+      --settings=cifar10n_worst,cifar10n_worst_meta2pct,cifar10n_worst_auto
+      # CIFAR-10N's human labels (--cifar10n_dir)
 
 Each run is `python -m gdw_tf.train` in its own process with its own output
 directory under --output_dir; finished runs are reused (after checking they were
@@ -79,10 +80,11 @@ SETTINGS = {  # flags shared by both protocols
     "uniform40_meta2pct": ["--noise_type=uniform", "--noise_rate=0.4", "--num_meta=200"],
 }
 SYNTHETIC_SETTINGS = list(SETTINGS)  # what the cpu protocol runs by default
-# Real human noise: CIFAR-10N's labels of the same images (--labels=<--cifar10n_dir>/labels_<set>.csv,
-# columns path,label,true_label; no synthetic noise). The clean meta set is drawn by the TRUE label
-# and held out of the training images (--meta_source=truth): 1,000, or 200 (the paper's 2%); _auto:
-# no clean image at all, the meta set is chosen from the noisy training data.
+# Real human noise: CIFAR-10N's labels of the same images
+# (--labels=<--cifar10n_dir>/labels_<set>.csv, columns path,label,true_label; no synthetic noise).
+# The clean meta set is drawn by the TRUE label and held out of the training images
+# (--meta_source=truth): 1,000, or 200 (the paper's 2%); _auto: no clean image at all, the meta
+# set is chosen from the noisy training data.
 CIFAR10N_LABELS = {"worst": "labels_worst.csv", "random1": "labels_random1.csv",
                    "aggre": "labels_aggre.csv"}
 for _name in CIFAR10N_LABELS:
@@ -152,8 +154,8 @@ class AccuracyConfig:
     """The benchmark's flags, checked (see the FLAGS definitions for their meaning).
 
     protocol_flags, run_one and run_dir read only protocol, data_dir, cifar10n_dir,
-    train_per_class, iterations, epochs, output_dir, report_only and jobs; the tables also read methods
-    (entries NAME[@key=value...]), settings and seeds.
+    train_per_class, iterations, epochs, output_dir, report_only and jobs; the tables also read
+    methods (entries NAME[@key=value...]), settings and seeds.
     """
     protocol: str
     data_dir: str
@@ -180,7 +182,8 @@ def protocol_flags(config, setting):
     cap = cpu_train_per_class(config, setting)
     augment = "none" if config.protocol == "cpu_memorise" else "cifar"
     labels = cifar10n_labels(config, setting)
-    return ["--dataset=folder", f"--data_dir={config.data_dir}", *([f"--labels={labels}"] if labels else []),
+    return ["--dataset=folder", f"--data_dir={config.data_dir}",
+            *([f"--labels={labels}"] if labels else []),
             "--model=strided_cnn",
             f"--augment={augment}", *([f"--train_per_class={cap}"] if cap else []),
             *([] if _setting_value(setting, "num_meta", None) else [f"--num_meta={NUM_META}"]),
@@ -411,7 +414,8 @@ def check_report(results):
         f"Truth-free check against the truth (every run with both; separating: true weight "
         f"ROC-AUC >= {TRUSTED_FIT_AUC}):\n",
         "| runs | trusted and separating | trusted, not separating | not trusted, separating "
-        "| not trusted, not separating | Pearson r (check, true AUC) | lowest label-issue ROC-AUC |",
+        "| not trusted, not separating | Pearson r (check, true AUC) "
+        "| lowest label-issue ROC-AUC |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         f"| {len(points)} | {int((trusted & separate).sum())} | {int((trusted & ~separate).sum())} "
         f"| {int((~trusted & separate).sum())} | {int((~trusted & ~separate).sum())} "
@@ -465,9 +469,10 @@ flags.DEFINE_enum("protocol", "cpu", list(PROTOCOL_SETTINGS), "cpu: CIFAR-10 JPE
                   flag_values=FLAGS)
 flags.DEFINE_string("data_dir", "../shared/data/cifar10-jpeg", "Image folder (cpu protocol) or "
                     "prepared TFDS directory (paper).", flag_values=FLAGS)
-flags.DEFINE_string("cifar10n_dir", "../shared/data/cifar10n", "cpu protocols: folder of CIFAR-10N's "
-                    "labels files for --data_dir's images (labels_worst.csv, labels_random1.csv, "
-                    "labels_aggre.csv; header path,label,true_label), read by the cifar10n_* settings.",
+flags.DEFINE_string("cifar10n_dir", "../shared/data/cifar10n", "cpu protocols: folder of "
+                    "CIFAR-10N's labels files for --data_dir's images (labels_worst.csv, "
+                    "labels_random1.csv, labels_aggre.csv; header path,label,true_label), read by "
+                    "the cifar10n_* settings.",
                     flag_values=FLAGS)
 flags.DEFINE_list("methods", ["base", "mwnet", "gdw"], "Methods, each NAME or NAME@key=value"
                   "[@key=value...] (runs --method=NAME --method_option=key=value ...).",

@@ -185,11 +185,6 @@ _CLEANLAB = threading.Lock()
 
 def cleanlab_rows(cv):
     """{"cleanlab": Row} from a CV_FILE's arrays (cleanlab's time added to the trainings')."""
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
-
-    from gdw_tf.label_issues import detection_of_scores
-
     return {"cleanlab": _cleanlab_row(cv["labels"], cv["probs"], cv["true_labels"],
                                       float(cv["wall_s"]))}
 
@@ -267,7 +262,8 @@ def _saved_flags(cv):
 
 def _bench_flags(config):
     return [f"--folds={config.folds}", f"--data_dir={config.data_dir}",
-            f"--cifar10n_dir={config.cifar10n_dir}", f"--iterations={config.iterations}", f"--train_per_class={config.train_per_class}",
+            f"--cifar10n_dir={config.cifar10n_dir}", f"--iterations={config.iterations}",
+            f"--train_per_class={config.train_per_class}",
             f"--output_dir={config.output_dir}"]
 
 
@@ -309,8 +305,10 @@ def table(config, results):
                        f"{cell([r.flagged for r in rows], '{:.0f}')} / "
                        f"{cell([r.flagged_precision for r in rows], '{:.3f}')} / "
                        f"{cell([r.flagged_recall for r in rows], '{:.3f}')}")
-            runs = f" ({len(rows)}/{len(config.seeds)} seeds)" if len(rows) < len(config.seeds) else ""
-            lines.append(f"| {setting} | {DETECTOR_NAMES.get(name, name)}{runs} | {cell([r.auc for r in rows], '{:.3f}')} | "
+            runs = (f" ({len(rows)}/{len(config.seeds)} seeds)"
+                    if len(rows) < len(config.seeds) else "")
+            lines.append(f"| {setting} | {DETECTOR_NAMES.get(name, name)}{runs} | "
+                         f"{cell([r.auc for r in rows], '{:.3f}')} | "
                          f"{cell([r.precision_at_noise for r in rows], '{:.3f}')} | {flagged} | "
                          f"{cell([r.wall_s for r in rows], '{:.0f}')} |")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from gdw_tf.data.pipeline import with_index, with_meta
 from gdw_tf.data.sources import available_datasets, register_source
 
 __all__ = [
-    "build", "DataBundle", "DEFAULT_DATASET", "known_input", "available_datasets", "register_source",
+    "build", "DataBundle", "DEFAULT_DATASET", "known_input", "available_datasets",
+    "register_source",
     "available_augmentations", "make_augmentation", "with_index", "with_meta",
 ]

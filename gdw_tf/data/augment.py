@@ -74,7 +74,8 @@ def output_normalization(name: str) -> tuple[tuple, tuple]:
 
 def _require(name: str, image_shape: tuple, *, channels: int | None = None, fixed: bool = False):
     if channels is not None and image_shape[-1] != channels:
-        raise ValueError(f"augment={name} needs {channels}-channel images, got image shape {image_shape}")
+        raise ValueError(f"augment={name} needs {channels}-channel images, "
+                         f"got image shape {image_shape}")
     if fixed and None in image_shape:
         raise ValueError(
             f"augment={name} needs fixed-size images, got image shape {image_shape} "
@@ -117,7 +118,8 @@ def cifar(image_shape: tuple, pixel_max: float, pad: int = 4) -> Augmentation:
     _require("cifar", image_shape, channels=3, fixed=True)
     h, w, _ = image_shape
     if pad >= min(h, w):
-        raise ValueError(f"augment=cifar pads by {pad} pixels, too many for image shape {image_shape}")
+        raise ValueError(f"augment=cifar pads by {pad} pixels, "
+                         f"too many for image shape {image_shape}")
     normalise = _normaliser(pixel_max, CIFAR_MEAN, CIFAR_STD)
 
     def train(images, seed):
@@ -131,7 +133,8 @@ def cifar(image_shape: tuple, pixel_max: float, pad: int = 4) -> Augmentation:
 
 
 @register("imagenet")
-def imagenet(image_shape: tuple, pixel_max: float, resize: int = 256, crop: int = 224) -> Augmentation:
+def imagenet(image_shape: tuple, pixel_max: float, resize: int = 256,
+             crop: int = 224) -> Augmentation:
     _require("imagenet", image_shape, channels=3)
     normalise = _normaliser(pixel_max, IMAGENET_MEAN, IMAGENET_STD)
 

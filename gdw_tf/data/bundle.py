@@ -40,14 +40,21 @@ import numpy as np
 import tensorflow as tf
 
 from gdw_tf.data import fingerprint, pipeline
-from gdw_tf.data.fingerprint import DataFingerprint
-from gdw_tf.files import atomic_open
 from gdw_tf.data.augment import AUGMENTATIONS, Augmentation, make_augmentation
-from gdw_tf.data.protocol import (ORDER, ProtocolConfig, apply_protocol, empirical_transition,
-                                  expected_noise_rate, pixel_features, realised_noise,
-                                  sample_given_meta)
+from gdw_tf.data.fingerprint import DataFingerprint
+from gdw_tf.data.protocol import (
+    ORDER,
+    ProtocolConfig,
+    apply_protocol,
+    empirical_transition,
+    expected_noise_rate,
+    pixel_features,
+    realised_noise,
+    sample_given_meta,
+)
 from gdw_tf.data.sources import ArraySplits, SourceOptions, SourceSpec, StreamSplits, get_source
 from gdw_tf.data.sources.base import GENERAL_OPTIONS, IMAGE_SIZE_OPTION, resize_images
+from gdw_tf.files import atomic_open
 
 DEFAULT_DATASET = "digits"
 META_SOURCES = ("given", "auto", "truth")
@@ -143,8 +150,9 @@ def _check_batch(name: str, value) -> int:
     return int(value)
 
 
-def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_dir: str | None = None,
-          noise_type: str = "none", noise_rate: float = 0.0, imbalance_factor: float = 1.0,
+def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None,
+          manual_dir: str | None = None, noise_type: str = "none", noise_rate: float = 0.0,
+          imbalance_factor: float = 1.0,
           num_meta: int | None = None, seed: int = 0, batch_size: int = 100,
           meta_batch_size: int | None = None, augment: str | None = None,
           cache_dir: str | None = None, train_per_class: int | None = None,
@@ -189,23 +197,29 @@ def build(name: str = DEFAULT_DATASET, *, data_dir: str | None = None, manual_di
     """
     spec = get_source(name)
     if meta_source not in META_SOURCES:
-        raise ValueError(f"unknown meta_source={meta_source!r} (expected one of {', '.join(META_SOURCES)})")
+        raise ValueError(f"unknown meta_source={meta_source!r} "
+                         f"(expected one of {', '.join(META_SOURCES)})")
     if meta_source == "truth" and spec.fixed_protocol:
         raise ValueError(f"meta_source=truth holds a clean meta set out of the training split by "
-                         f"true label, but {spec.name} has {spec.fixed_protocol}; leave meta_source unset")
+                         f"true label, but {spec.name} has {spec.fixed_protocol}; "
+                         "leave meta_source unset")
     if image_size is not None:
         _check_batch("image_size", image_size)
-    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images), labels, labels_missing,
-                            label_key, true_label_key, train_split, test_split, image_size)
-    _check_source_options(spec, options, noise_type=(noise_type, "none"), noise_rate=(noise_rate, 0.0),
+    options = SourceOptions(data_dir, manual_dir, cache_dir, bool(skip_bad_images), labels,
+                            labels_missing, label_key, true_label_key, train_split, test_split,
+                            image_size)
+    # First: what this source cannot take.
+    _check_source_options(spec, options, noise_type=(noise_type, "none"),
+                          noise_rate=(noise_rate, 0.0),
                           imbalance_factor=(imbalance_factor, 1.0),
                           num_meta=(num_meta if meta_source != "auto" else None, None),
-                          train_per_class=(train_per_class, None))  # first: what this source cannot take
-    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor, 0 if num_meta is None else num_meta,
-                            seed, train_per_class)
+                          train_per_class=(train_per_class, None))
+    config = ProtocolConfig(noise_type, noise_rate, imbalance_factor,
+                            0 if num_meta is None else num_meta, seed, train_per_class)
     batch_size = _check_batch("batch_size", batch_size)
     meta_batch_given = meta_batch_size is not None
-    meta_batch_size = batch_size if meta_batch_size is None else _check_batch("meta_batch_size", meta_batch_size)
+    meta_batch_size = (batch_size if meta_batch_size is None
+                       else _check_batch("meta_batch_size", meta_batch_size))
     if meta_batch_given and num_meta is not None:
         _check_meta_batch(meta_batch_size, num_meta)
     if augment is not None:
@@ -248,7 +262,8 @@ def known_input(name: str, augment: str | None = None,
     spec = get_source(name)
     if spec.num_classes is None or spec.stored_shape is None:
         return None
-    stored = spec.stored_shape if image_size is None else (image_size, image_size, spec.stored_shape[-1])
+    stored = (spec.stored_shape if image_size is None
+              else (image_size, image_size, spec.stored_shape[-1]))
     aug = make_augmentation(augment or spec.default_augment(stored), stored, 255.0)
     return None if None in aug.output_shape else (spec.num_classes, tuple(aug.output_shape))
 
@@ -297,7 +312,8 @@ def _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, o
         "meta_by_truth": meta_by_truth,
         "train_per_class": config.train_per_class,
         "augment": aug.name, "batch_size": batch_size, "meta_batch_size": meta_batch_size,
-        "data_dir": options.data_dir, "manual_dir": options.manual_dir, "cache_dir": options.cache_dir,
+        "data_dir": options.data_dir, "manual_dir": options.manual_dir,
+        "cache_dir": options.cache_dir,
         "skip_bad_images": options.skip_bad_images, "labels": options.labels,
         "labels_missing": options.labels_missing, "label_key": options.label_key,
         "true_label_key": options.true_label_key, "train_split": options.train_split,
@@ -325,14 +341,14 @@ class Role:
 
 
 ROLES = {
-    "train": Role("train", training=True, shuffle=True, repeat=False, drop_remainder=True, batch="train",
-                  output=pipeline.as_train_element),
-    "meta": Role("meta", training=True, shuffle=True, repeat=True, drop_remainder=True, batch="meta",
-                 output=pipeline.as_pair),
-    "meta_once": Role("meta", training=True, shuffle=True, repeat=False, drop_remainder=False, batch="meta",
-                      output=pipeline.as_pair),
-    "test": Role("test", training=False, shuffle=False, repeat=False, drop_remainder=False, batch="train",
-                 output=pipeline.as_pair),
+    "train": Role("train", training=True, shuffle=True, repeat=False, drop_remainder=True,
+                  batch="train", output=pipeline.as_train_element),
+    "meta": Role("meta", training=True, shuffle=True, repeat=True, drop_remainder=True,
+                 batch="meta", output=pipeline.as_pair),
+    "meta_once": Role("meta", training=True, shuffle=True, repeat=False, drop_remainder=False,
+                      batch="meta", output=pipeline.as_pair),
+    "test": Role("test", training=False, shuffle=False, repeat=False, drop_remainder=False,
+                 batch="train", output=pipeline.as_pair),
 }
 
 
@@ -354,7 +370,8 @@ class _Pipelines:
         pipeline (dataset turns role.shuffle into its own arguments); None without its split."""
         return {name: dataset(role.split, role, training=role.training, repeat=role.repeat,
                               batch_size=self.batch[role.batch], drop_remainder=role.drop_remainder,
-                              stage=name, output=role.output, augmentation=self.augmentation, seed=self.seed)
+                              stage=name, output=role.output, augmentation=self.augmentation,
+                              seed=self.seed)
                 if role.split in self.sizes else None
                 for name, role in ROLES.items()}
 
@@ -385,24 +402,29 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         raise ValueError(f"meta_source=truth holds a clean meta set out of the training split, but "
                          f"{splits.meta_dir} is a clean meta set: drop meta_source=truth to use it")
     if meta_by_truth and not (splits.train_true_labels >= 0).any():
-        raise ValueError(f"meta_source=truth draws the meta set by true label, but the training labels "
-                         f"of {spec.name} have no known truth (a labels file needs a true_label column; "
+        raise ValueError(f"meta_source=truth draws the meta set by true label, "
+                         f"but the training labels "
+                         f"of {spec.name} have no known truth "
+                         f"(a labels file needs a true_label column; "
                          f"a tfds: dataset --true_label_key)")
     no_clean_meta = splits.given_meta == "none" and not (auto_meta or meta_by_truth)
     if no_clean_meta and num_meta:
-        raise ValueError(f"num_meta={num_meta}: {spec.name}'s labels may be noisy and their truth is "
-                         f"unknown, so no clean meta set can be held out: pass --true_label_key=FEATURE "
+        raise ValueError(f"num_meta={num_meta}: {spec.name}'s labels may be noisy and their "
+                         f"truth is unknown, so no clean meta set can be held out: "
+                         f"pass --true_label_key=FEATURE "
                          f"(a clean label feature) or --meta_source=auto")
     meta_by_truth = meta_by_truth or (splits.given_meta == "truth" and not auto_meta)
     aug = _augmentation(spec, splits, augment)
     train_images = tf.constant(splits.train_images)
     features = pixel_features(splits.train_images, splits.pixel_max)
     if splits.meta_images is None:  # the meta set is held out of train (auto: none is)
-        num_meta = (0 if no_clean_meta else spec.default_num_meta(c)) if num_meta is None else num_meta
+        if num_meta is None:
+            num_meta = 0 if no_clean_meta else spec.default_num_meta(c)
         if check_meta_batch:
             _check_meta_batch(meta_batch_size, num_meta)
         if auto_meta and num_meta % c:
-            raise ValueError(f"num_meta={num_meta} is not divisible by the number of classes ({c}); "
+            raise ValueError(f"num_meta={num_meta} is not divisible by the number of classes "
+                             f"({c}); "
                              "meta_source='auto' chooses num_meta / C examples of each class")
         config = dataclasses.replace(config, num_meta=0 if auto_meta else num_meta)
         result = apply_protocol(splits.train_labels, c, config, features, splits.train_true_labels,
@@ -410,7 +432,8 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         meta_images, meta_origin, meta_labels = train_images, result.meta_origin, result.meta_labels
         meta_source = ("auto: the smallest-loss training examples of each class, chosen by the "
                        "trainer during training (they stay training data)" if auto_meta else
-                       f"held out of the training split by true label ({truth})" if meta_by_truth else
+                       f"held out of the training split by true label ({truth})"
+                       if meta_by_truth else
                        "none: the labels' truth is unknown" if no_clean_meta else
                        "held out of the training split before corruption")
         if splits.labels_file is not None and not (auto_meta or meta_by_truth):
@@ -422,9 +445,11 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
     else:  # the source's own meta split, as is or subsampled per class; never mixed with train
         if auto_meta:
             raise ValueError(f"meta_source='auto' chooses a meta set from noisy training data, but "
-                             f"{splits.meta_dir} is a clean meta set: drop meta_source=auto to use it")
+                             f"{splits.meta_dir} is a clean meta set: "
+                             "drop meta_source=auto to use it")
         meta_origin = sample_given_meta(splits.meta_labels, num_meta, config.seed,
-                                        [os.path.join(splits.meta_dir, name) for name in splits.class_names])
+                                        [os.path.join(splits.meta_dir, name)
+                                         for name in splits.class_names])
         result = apply_protocol(splits.train_labels, c, dataclasses.replace(config, num_meta=0),
                                 features, splits.train_true_labels)
         meta_images, meta_labels = tf.constant(splits.meta_images), splits.meta_labels[meta_origin]
@@ -443,7 +468,8 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
     examples = {  # split -> (images, their rows, fields per example)
         "train": (train_images, result.train_origin, train_fields),
         "meta": (meta_images, meta_origin, {"label": meta_labels}),
-        "test": (tf.constant(splits.test_images), np.arange(num_test), {"label": splits.test_labels}),
+        "test": (tf.constant(splits.test_images), np.arange(num_test),
+                 {"label": splits.test_labels}),
     }
     if not meta_origin.size:
         del examples["meta"]
@@ -451,7 +477,8 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
                        {split: len(rows) for split, (_, rows, _) in examples.items()})
     roles = pipes.roles(lambda split, role, **kw: pipeline.array_dataset(
         *examples[split], shuffle=role.shuffle, **kw))
-    positional = pipes.positional(lambda split, **kw: pipeline.positional_array_dataset(*examples[split], **kw))
+    positional = pipes.positional(
+        lambda split, **kw: pipeline.positional_array_dataset(*examples[split], **kw))
 
     rate, per_class = realised_noise(result.labels, result.true_labels, c)
     labels_file = splits.labels_file
@@ -462,7 +489,8 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
         "steps_per_epoch": steps,
         "counts": {
             "train": np.bincount(result.labels, minlength=c),
-            "train_true": np.bincount(result.true_labels[known], minlength=c) if known.any() else None,
+            "train_true": (np.bincount(result.true_labels[known], minlength=c)
+                           if known.any() else None),
             "meta": np.bincount(meta_labels, minlength=c),
             "test": np.bincount(splits.test_labels, minlength=c),
         },
@@ -471,19 +499,21 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
             "type": config.noise_type, "rate": float(config.noise_rate),
             "truth": truth,
             "expected_rate": expected_noise_rate(
-                result.transition, np.bincount(splits.train_labels[result.train_origin], minlength=c)),
+                result.transition,
+                np.bincount(splits.train_labels[result.train_origin], minlength=c)),
             "realised_rate": rate, "realised_rate_per_class": per_class,
             "transition_matrix": result.transition,
-            "empirical_transition_matrix": (empirical_transition(result.labels, result.true_labels, c)
-                                            if known.any() else None),
+            "empirical_transition_matrix": (
+                empirical_transition(result.labels, result.true_labels, c)
+                if known.any() else None),
         },
         "imbalance": {
             "factor": float(config.imbalance_factor), "img_max": result.img_max,
             "target_counts": result.long_tail_targets,
             "shortfall": {c_: list(v) for c_, v in result.shortfall.items()},
         },
-        "protocol": _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size, options,
-                                     meta_source, meta_by_truth),
+        "protocol": _protocol_params(spec, config, num_meta, aug, batch_size, meta_batch_size,
+                                     options, meta_source, meta_by_truth),
         "provenance": splits.provenance,
     }
     train_rows, given = result.train_origin, {"label": result.labels}
@@ -503,10 +533,11 @@ def _from_arrays(spec: SourceSpec, splits: ArraySplits, config: ProtocolConfig, 
     if auto_meta:
         summary["num_meta"], summary["counts"]["meta"] = num_meta, None
     return DataBundle(
-        spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c, aug.output_shape, n,
-        num_meta if auto_meta else int(meta_origin.size), num_test, batch_size, meta_batch_size,
-        steps, list(splits.class_names), aug.name, jsonable(summary), result.labels, result.true_labels,
-        result.train_origin, meta_origin, **positional,
+        spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c,
+        aug.output_shape, n, num_meta if auto_meta else int(meta_origin.size), num_test,
+        batch_size, meta_batch_size, steps, list(splits.class_names), aug.name,
+        jsonable(summary), result.labels, result.true_labels, result.train_origin, meta_origin,
+        **positional,
         meta_source="auto" if auto_meta else "given", train_in_order=train_in_order,
         meta_from_train=meta_from_train, source_train_images=train_images,
         train_files=_files_by_index(splits.train_files, result.train_origin),
@@ -526,17 +557,20 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
         m = m // c * c if num_meta is None else num_meta  # default: as many as the release's
         if not m or m % c:
             raise ValueError(f"num_meta={m} is not a positive multiple of the number of classes "
-                             f"({c}); meta_source='auto' chooses num_meta / C examples of each class")
+                             f"({c}); meta_source='auto' chooses num_meta / C examples of each "
+                             "class")
     if check_meta_batch:
         _check_meta_batch(meta_batch_size, m)
     steps = _steps(n, batch_size)
     pipes = _Pipelines(aug, seed, {"train": batch_size, "meta": meta_batch_size}, sizes)
     roles = pipes.roles(lambda split, role, **kw: pipeline.stream_dataset(
         splits.read(split, role.shuffle, seed),
-        shuffle_buffer=min(splits.sizes[split], STREAM_SHUFFLE_BUFFER) if role.shuffle else 0, **kw))
+        shuffle_buffer=min(splits.sizes[split], STREAM_SHUFFLE_BUFFER) if role.shuffle else 0,
+        **kw))
     positional = pipes.positional(
         lambda split, **kw: pipeline.positional_record_dataset(splits.records(split), **kw))
-    meta_source = (f"auto: the smallest-loss training examples of each class, chosen by the trainer "
+    meta_source = (f"auto: the smallest-loss training examples of each class, "
+                   f"chosen by the trainer "
                    f"during training (they stay training data; the release's "
                    f"{splits.split_names['meta']} split is not used)" if auto_meta
                    else f"the release's {splits.split_names['meta']} split")
@@ -545,7 +579,8 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
         "image_shape": aug.output_shape, "stored_image_shape": splits.image_shape,
         "num_train": n, "num_meta": m, "num_test": num_test, "steps_per_epoch": steps,
         "counts": {"train": splits.counts["train"], "train_true": splits.counts["train_true"],
-                   "meta": None if auto_meta else splits.counts["meta"], "test": splits.counts["test"]},
+                   "meta": None if auto_meta else splits.counts["meta"],
+                   "test": splits.counts["test"]},
         "noise": {"rate": None, "expected_rate": None, "transition_matrix": None, **splits.noise},
         "imbalance": {"factor": 1.0, "img_max": None, "target_counts": None, "shortfall": {}},
         "skipped_images": {"count": len(splits.skipped_images), "keys": splits.skipped_images},
@@ -554,11 +589,12 @@ def _from_stream(spec: SourceSpec, splits: StreamSplits, config: ProtocolConfig,
                      "order": [], "splits": splits.split_names},
     }
     chosen = _stream_choice(splits, aug, seed, batch_size, meta_batch_size) if auto_meta else {}
-    return DataBundle(spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"], c,
-                      aug.output_shape, n, m, num_test, batch_size, meta_batch_size, steps,
+    return DataBundle(spec.name, roles["train"], roles["meta"], roles["meta_once"], roles["test"],
+                      c, aug.output_shape, n, m, num_test, batch_size, meta_batch_size, steps,
                       list(splits.class_names), aug.name, jsonable(summary), **positional,
                       meta_source="auto" if auto_meta else "given",
-                      train_files=splits.train_files, fingerprint=fingerprint.of_stream(spec.name, splits),
+                      train_files=splits.train_files,
+                      fingerprint=fingerprint.of_stream(spec.name, splits),
                       **chosen)
 
 
@@ -572,7 +608,8 @@ def _truth_text(splits: ArraySplits) -> str:
     if splits.labels_file is not None:
         return f"the true_label column of {splits.labels_file.path}"
     if (splits.provenance or {}).get("true_label_key"):
-        return f"the {splits.provenance['true_label_key']} feature of tfds {splits.provenance['tfds']}"
+        return (f"the {splits.provenance['true_label_key']} feature of tfds "
+                f"{splits.provenance['tfds']}")
     return "the labels before synthetic noise"
 
 
@@ -600,7 +637,8 @@ def _stream_choice(splits: StreamSplits, aug, seed, batch_size, meta_batch_size)
             last=None, seed=seed, stage=stage, output=pipeline.as_pair)
 
     return {"train_labels": fields["label"], "train_true_labels": fields["true_label"],
-            "train_in_order": pipeline.records_in_order(records, augmentation=aug, batch_size=batch_size,
+            "train_in_order": pipeline.records_in_order(records, augmentation=aug,
+                                                        batch_size=batch_size,
                                                         output=pipeline.as_pair),
             "meta_from_train": meta_from_train}
 

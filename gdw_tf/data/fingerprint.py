@@ -82,11 +82,13 @@ class DataFingerprint:
             return [f"the dataset was {_named(self.dataset, self.identity)}, now "
                     f"{_named(now.dataset, now.identity)}"]
         if self.class_names != now.class_names:
-            return [f"the classes were {', '.join(self.class_names)}, now {', '.join(now.class_names)}"]
+            return [f"the classes were {', '.join(self.class_names)}, "
+                    f"now {', '.join(now.class_names)}"]
         found = []
         for split in sorted(set(self.splits) | set(now.splits)):
             if split not in now.splits or split not in self.splits:
-                found.append(f"the {split} split was {'removed' if split in self.splits else 'added'}")
+                change = "removed" if split in self.splits else "added"
+                found.append(f"the {split} split was {change}")
                 continue
             phrases = _split_changes(self.splits[split], now.splits[split], self.class_names)
             if phrases:
@@ -119,12 +121,15 @@ def _split_changes(old: SplitEntries, new: SplitEntries, class_names) -> list[st
     for name, field in (("relabelled", "labels"), ("given another true label", "true_labels")):
         kinds[name] = [f"{k}: {label(getattr(old, field)[before[k]])} -> "
                        f"{label(getattr(new, field)[after[k]])}"
-                       for k in common if getattr(old, field)[before[k]] != getattr(new, field)[after[k]]]
-    kinds["with other pixels"] = [k for k in common if old.digests[before[k]] != new.digests[after[k]]]
+                       for k in common
+                       if getattr(old, field)[before[k]] != getattr(new, field)[after[k]]]
+    kinds["with other pixels"] = [k for k in common
+                                  if old.digests[before[k]] != new.digests[after[k]]]
     if not any(kinds.values()) and old.keys != new.keys:
         kinds["in another order"] = ["the examples' positions"]
     return [f"{len(items)} {'example' if len(items) == 1 else 'examples'} {name} "
-            f"({'; '.join(items[:_EXAMPLES_NAMED])}{', ...' if len(items) > _EXAMPLES_NAMED else ''})"
+            f"({'; '.join(items[:_EXAMPLES_NAMED])}"
+            f"{', ...' if len(items) > _EXAMPLES_NAMED else ''})"
             for name, items in kinds.items() if items]
 
 

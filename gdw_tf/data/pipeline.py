@@ -45,7 +45,8 @@ def _finish(ds, augmentation: Augmentation, training: bool, seed: int, stage: st
     recipes) or per example; default: `seed_stream` of the stage.
     """
     def augmented(example, s=None):
-        image = augmentation.train(example["image"], s) if training else augmentation.test(example["image"])
+        image = (augmentation.train(example["image"], s) if training
+                 else augmentation.test(example["image"]))
         return {**example, "image": image}
 
     if training:
@@ -54,7 +55,8 @@ def _finish(ds, augmentation: Augmentation, training: bool, seed: int, stage: st
     if augmentation.batched:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         if training:
-            ds = tf.data.Dataset.zip(ds, seeds).map(lambda i, s: output(augmented(load(i), s)), AUTOTUNE)
+            ds = tf.data.Dataset.zip(ds, seeds).map(lambda i, s: output(augmented(load(i), s)),
+                                                    AUTOTUNE)
         else:
             ds = ds.map(lambda i: output(augmented(load(i))), AUTOTUNE)
     else:
@@ -78,7 +80,8 @@ def array_dataset(images: tf.Tensor, rows: np.ndarray, fields: dict[str, np.ndar
     """
     ds = tf.data.Dataset.range(len(rows))
     if shuffle:
-        ds = ds.shuffle(len(rows), seed=tf_seed_for(seed, f"{stage}/shuffle"), reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(rows), seed=tf_seed_for(seed, f"{stage}/shuffle"),
+                        reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     return _finish(ds, augmentation, training, seed, stage, batch_size, drop_remainder,
@@ -113,8 +116,8 @@ def positional_array_dataset(images: tf.Tensor, rows: np.ndarray, fields: dict[s
     mid-epoch replays the same examples, order and augmentation.
     Same elements as `array_dataset` (images, rows, fields, output).
     """
-    return _finish(_positioned_ids(len(rows), per_epoch, first, last, seed, stage), augmentation, True,
-                   seed, stage, batch_size, True, _array_loader(images, rows, fields), output,
+    return _finish(_positioned_ids(len(rows), per_epoch, first, last, seed, stage), augmentation,
+                   True, seed, stage, batch_size, True, _array_loader(images, rows, fields), output,
                    seeds=_position_seeds(seed, stage, first, last, batch_size))
 
 
@@ -151,7 +154,9 @@ def _positioned_ids(n: int, per_epoch: int, first: int, last: int | None, seed: 
 
 def _positions(first: int, last: int | None, step: int = 1) -> tf.data.Dataset:
     """int64 first, first + step, ... (< last; None: forever)."""
-    return tf.data.Dataset.counter(first, step) if last is None else tf.data.Dataset.range(first, last, step)
+    if last is None:
+        return tf.data.Dataset.counter(first, step)
+    return tf.data.Dataset.range(first, last, step)
 
 
 def _position_seeds(seed: int, stage: str, first: int, last: int | None, batch_size: int):
@@ -220,7 +225,8 @@ def positional_record_dataset(records: RecordFiles, *, augmentation: Augmentatio
             tf.range(num_blocks, dtype=tf.int64), tf.stack([order_seed, e]), num_blocks - 1)
         sizes = tf.math.segment_sum(tf.gather(block_len, blocks), tf.range(num_blocks) // window)
         group_starts = tf.cumsum(sizes, exclusive=True)
-        g0 = tf.reduce_sum(tf.cast(group_starts <= begin, tf.int64)) - 1  # the group holding `begin`
+        # The group holding `begin`.
+        g0 = tf.reduce_sum(tf.cast(group_starts <= begin, tf.int64)) - 1
 
         def shuffled(g, group):  # group: RaggedTensor [blocks, None] -> its records, permuted
             flat = group.flat_values
@@ -299,15 +305,18 @@ def stream_dataset(raw: tf.data.Dataset, *, augmentation: Augmentation, training
     _check_per_image(augmentation)
     ds = raw
     if shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=tf_seed_for(seed, f"{stage}/shuffle"), reshuffle_each_iteration=True)
+        ds = ds.shuffle(shuffle_buffer, seed=tf_seed_for(seed, f"{stage}/shuffle"),
+                        reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    return _finish(ds, augmentation, training, seed, stage, batch_size, drop_remainder, _decoded, output)
+    return _finish(ds, augmentation, training, seed, stage, batch_size, drop_remainder, _decoded,
+                   output)
 
 
 def _check_per_image(augmentation: Augmentation):
     if augmentation.batched:
-        raise ValueError(f"augment={augmentation.name} works on fixed-size batches; streamed images need a per-image recipe")
+        raise ValueError(f"augment={augmentation.name} works on fixed-size batches; "
+                         "streamed images need a per-image recipe")
 
 
 def _decoded(example: dict) -> dict:

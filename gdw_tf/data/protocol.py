@@ -82,12 +82,14 @@ class ProtocolConfig:
 
     def __post_init__(self):
         if self.noise_type not in NOISE_TYPES:
-            raise ValueError(f"unknown noise_type={self.noise_type!r} (expected one of {', '.join(NOISE_TYPES)})")
+            raise ValueError(f"unknown noise_type={self.noise_type!r} "
+                             f"(expected one of {', '.join(NOISE_TYPES)})")
         rate = _number(self.noise_rate, "noise_rate", "[0, 1]")
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"noise_rate must be in [0, 1], got {self.noise_rate!r}")
         if self.noise_type == "none" and rate != 0.0:
-            raise ValueError(f"noise_rate={self.noise_rate!r} has no effect with noise_type='none'; "
+            raise ValueError(f"noise_rate={self.noise_rate!r} has no effect with "
+                             "noise_type='none'; "
                              "set noise_type='uniform', 'flip' or 'instance', or noise_rate=0")
         if not 0.0 < _number(self.imbalance_factor, "imbalance_factor", "(0, 1]") <= 1.0:
             raise ValueError(f"imbalance_factor must be in (0, 1], got {self.imbalance_factor!r}")
@@ -145,7 +147,8 @@ def split_meta(labels, num_classes: int, config: ProtocolConfig,
     if by_truth and per_class > 0 and (sizes < per_class).any():
         c = int(sizes.argmin())
         raise ValueError(
-            f"num_meta={num_meta} asks {per_class} meta examples per class, drawn by true label, but "
+            f"num_meta={num_meta} asks {per_class} meta examples per class, "
+            f"drawn by true label, but "
             f"class {c} has only {int(sizes[c])} training examples whose true label is known"
         )
     if not by_truth and per_class > 0 and (sizes <= per_class).any():
@@ -166,12 +169,14 @@ def _meta_per_class(num_meta: int, num_classes: int) -> int:
     if num_meta % num_classes:
         raise ValueError(
             f"num_meta={num_meta} is not divisible by the number of classes ({num_classes}); "
-            f"the meta set must be class-balanced (e.g. num_meta={num_meta // num_classes * num_classes or num_classes})"
+            f"the meta set must be class-balanced "
+            f"(e.g. num_meta={num_meta // num_classes * num_classes or num_classes})"
         )
     return num_meta // num_classes
 
 
-def sample_given_meta(labels, num_meta: int | None, seed: int, class_names: list[str]) -> np.ndarray:
+def sample_given_meta(labels, num_meta: int | None, seed: int,
+                      class_names: list[str]) -> np.ndarray:
     """Which examples of a meta set given by the source to use: int64, sorted ascending.
 
     num_meta None: all of them, as given. Else num_meta / C of each class (C =
@@ -271,7 +276,8 @@ def corrupt_labels(labels, transition: np.ndarray, seed: int) -> np.ndarray:
     if t.shape != (c, c) or not np.allclose(t.sum(axis=1), 1.0) or (t < 0).any():
         raise ValueError(f"transition matrix must be [C, C] row-stochastic, got shape {t.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= c):
-        raise ValueError(f"labels must lie in [0, {c - 1}], got range [{labels.min()}, {labels.max()}]")
+        raise ValueError(f"labels must lie in [0, {c - 1}], "
+                         f"got range [{labels.min()}, {labels.max()}]")
     if np.array_equal(t, np.eye(c)):
         return labels.astype(np.int64)
     u = rng_for(seed, "label_noise").random(labels.shape)
@@ -317,7 +323,8 @@ def instance_flip_rates(n: int, rate: float, seed: int) -> np.ndarray:
 
 def instance_noise(labels, features: Features, num_classes: int, rate: float,
                    seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Instance-dependent label noise; returns (noisy int64 [N], expected transition float64 [C, C]).
+    """Instance-dependent label noise; returns (noisy int64 [N], expected transition
+    float64 [C, C]).
 
     labels: clean int64 [N]; features(rows) -> float [len(rows), d] in [0, 1]: the
     flattened images of examples `rows` (positions in `labels`); read in chunks, one
@@ -334,7 +341,8 @@ def instance_noise(labels, features: Features, num_classes: int, rate: float,
     if c < 2:
         raise ValueError(f"label noise needs at least 2 classes, got num_classes={num_classes!r}")
     if n and (labels.min() < 0 or labels.max() >= c):
-        raise ValueError(f"labels must lie in [0, {c - 1}], got range [{labels.min()}, {labels.max()}]")
+        raise ValueError(f"labels must lie in [0, {c - 1}], "
+                         f"got range [{labels.min()}, {labels.max()}]")
     expected = np.eye(c)
     if float(rate) == 0.0 or n == 0:
         return labels.copy(), expected
@@ -367,7 +375,8 @@ def instance_noise(labels, features: Features, num_classes: int, rate: float,
 def _checked_features(features: Features, rows: np.ndarray, d: int | None) -> np.ndarray:
     x = np.asarray(features(rows), dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != rows.size or (d is not None and x.shape[1] != d):
-        raise ValueError(f"features must be [{rows.size}, {d or 'd'}] for {rows.size} rows, got {x.shape}")
+        raise ValueError(f"features must be [{rows.size}, {d or 'd'}] for {rows.size} rows, "
+                         f"got {x.shape}")
     if x.size and (x.min() < 0.0 or x.max() > 1.0):
         raise ValueError(f"features must lie in [0, 1] (pixels divided by pixel_max), "
                          f"got range [{x.min():g}, {x.max():g}]")
@@ -444,7 +453,8 @@ def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig,
     """
     clean = np.asarray(clean_labels, dtype=np.int64)
     truth = clean if true_labels is None else np.asarray(true_labels, dtype=np.int64)
-    meta, rest = split_meta(truth if meta_by_truth else clean, num_classes, config, by_truth=meta_by_truth)
+    meta, rest = split_meta(truth if meta_by_truth else clean, num_classes, config,
+                            by_truth=meta_by_truth)
 
     if config.train_per_class is not None:
         rng = rng_for(config.seed, "train_subset")
@@ -476,5 +486,5 @@ def apply_protocol(clean_labels, num_classes: int, config: ProtocolConfig,
     else:
         t = transition_matrix(config, num_classes)
         noisy = corrupt_labels(true, t, config.seed)
-    return ProtocolResult(meta, (truth if meta_by_truth else clean)[meta], train, noisy, truth[train], t,
-                          img_max, targets, shortfall)
+    return ProtocolResult(meta, (truth if meta_by_truth else clean)[meta], train, noisy,
+                          truth[train], t, img_max, targets, shortfall)

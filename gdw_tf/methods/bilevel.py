@@ -35,8 +35,13 @@ import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size, replica_sum
 from gdw_tf.losses import class_weighted_cross_entropy, cross_entropy
-from gdw_tf.methods.method import (Method, StepOutputs, backbone_forward, finite_guarded,
-                                 parameter_dtype)
+from gdw_tf.methods.method import (
+    Method,
+    StepOutputs,
+    backbone_forward,
+    finite_guarded,
+    parameter_dtype,
+)
 
 
 def check_virtual_scope(value, method):

@@ -5,8 +5,13 @@ import tensorflow as tf
 from gdw_tf.distributed import add_weight_decay, replica_sum
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods.auxiliary import fresh_copy
-from gdw_tf.methods.method import (Method, StepOutputs, backbone_forward, finite_guarded,
-                                   register_method)
+from gdw_tf.methods.method import (
+    Method,
+    StepOutputs,
+    backbone_forward,
+    finite_guarded,
+    register_method,
+)
 
 
 def kept_fraction(epoch, forget_rate, num_gradual):

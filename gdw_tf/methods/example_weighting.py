@@ -15,8 +15,14 @@ import tensorflow as tf
 from gdw_tf.distributed import global_batch_size
 from gdw_tf.methods.bilevel import BilevelMethod, FirstStage
 from gdw_tf.methods.method import register_method
-from gdw_tf.methods.tables import (add_table, check_num_train, normalise_over_batch,
-                                   read_rows, require_index, write_rows)
+from gdw_tf.methods.tables import (
+    add_table,
+    check_num_train,
+    normalise_over_batch,
+    read_rows,
+    require_index,
+    write_rows,
+)
 
 
 class MetaGradientWeights(BilevelMethod):

@@ -2,8 +2,8 @@
 import keras
 
 from gdw_tf.methods.auxiliary import plain_trainer
-from gdw_tf.methods.plain import Plain
 from gdw_tf.methods.method import register_method
+from gdw_tf.methods.plain import Plain
 
 
 @register_method("finetune")

@@ -17,7 +17,6 @@ from gdw_tf.methods.bilevel import BilevelMethod, FirstStage
 from gdw_tf.methods.method import parameter_dtype, register_method
 from gdw_tf.models.layers import torch_linear_bias, torch_linear_kernel
 
-
 #: values of the `weight_inputs` option: what V_phi sees of an example
 WEIGHT_INPUTS = ("loss", "loss+class")
 
@@ -32,7 +31,8 @@ def check_weight_inputs(value, method):
 
 def _torch_linear_init(fan_in):
     """Kernel and bias initialisers equal to PyTorch's default nn.Linear."""
-    return dict(kernel_initializer=torch_linear_kernel(), bias_initializer=torch_linear_bias(fan_in))
+    return dict(kernel_initializer=torch_linear_kernel(),
+                bias_initializer=torch_linear_bias(fan_in))
 
 
 @keras.saving.register_keras_serializable(package="gdw_tf")
@@ -109,7 +109,8 @@ class MWNet(BilevelMethod):
         self.meta_weight_decay = float(meta_weight_decay)
         if isinstance(meta_optimizer, dict):
             meta_optimizer = keras.optimizers.deserialize(meta_optimizer)
-        if meta_optimizer is not None and not isinstance(meta_optimizer, keras.optimizers.Optimizer):
+        if (meta_optimizer is not None
+                and not isinstance(meta_optimizer, keras.optimizers.Optimizer)):
             raise ValueError(f"meta_optimizer must be a keras optimizer, got {meta_optimizer!r}")
         self._custom_meta_optimizer = meta_optimizer
 

@@ -3,8 +3,14 @@ import numpy as np
 import tensorflow as tf
 
 from gdw_tf.distributed import global_batch_size
-from gdw_tf.methods.method import (Method, StepOutputs, loss_gradients, parameter_dtype,
-                                   register_method, weighted_gradients)
+from gdw_tf.methods.method import (
+    Method,
+    StepOutputs,
+    loss_gradients,
+    parameter_dtype,
+    register_method,
+    weighted_gradients,
+)
 
 # 1 - p_t is kept above this so that (1 - p_t)^gamma has a finite gradient.
 _MIN_MISSING_MASS = 1e-12

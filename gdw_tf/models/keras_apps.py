@@ -113,7 +113,8 @@ class ChannelAffine(keras.layers.Layer):
         return x * scale + offset
 
     def get_config(self):
-        return {**super().get_config(), "perm": self.perm, "scale": self.scale, "offset": self.offset}
+        return {**super().get_config(), "perm": self.perm, "scale": self.scale,
+                "offset": self.offset}
 
 
 def input_adapter(name: str, mean, std) -> ChannelAffine:

@@ -14,7 +14,6 @@ import keras
 
 from gdw_tf.models.batch_norm import FusedBatchNormalization
 
-
 # --- PyTorch initialisers ----------------------------------------------------------------
 
 def kaiming_normal(mode: str = "fan_in") -> keras.initializers.Initializer:

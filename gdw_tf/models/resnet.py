@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import keras
 
-from gdw_tf.models.layers import (OptionAShortcut, batch_norm, check_image_shape, check_num_classes,
-                                  classifier_head, conv2d, kaiming_normal, resnet_stage,
-                                  torch_linear_bias, torch_linear_kernel)
+from gdw_tf.models.layers import (
+    OptionAShortcut,
+    batch_norm,
+    check_image_shape,
+    check_num_classes,
+    classifier_head,
+    conv2d,
+    kaiming_normal,
+    resnet_stage,
+    torch_linear_bias,
+    torch_linear_kernel,
+)
 from gdw_tf.models.weights import load_init_weights
 from gdw_tf.models.zoo import register_model
-
 
 # --- CIFAR: ResNet-32 (and ResNet-8 for CPU-sized runs) -----------------------------------
 

@@ -65,7 +65,8 @@ PARAM_MAPS: dict[type, tuple[ParamMap, ...]] = {
 
 
 def torch_module_name(layer_name: str) -> str:
-    """Keras layer name -> torchvision module name (``layer2_0_downsample_0`` -> ``layer2.0.downsample.0``)."""
+    """Keras layer name -> torchvision module name
+    (``layer2_0_downsample_0`` -> ``layer2.0.downsample.0``)."""
     return layer_name.replace("_", ".")
 
 

@@ -2,7 +2,8 @@
 
 Formats are registered with :func:`register_weight_format`; this module provides
 ``"keras"`` (``.weights.h5`` saved by ``model.save_weights`` from the same
-architecture) and ``"keras_file"`` (a ``.keras`` model saved by ``model.save``). ``torchvision_weights`` adds ``"torchvision"`` (``.npz`` state_dicts).
+architecture) and ``"keras_file"`` (a ``.keras`` model saved by ``model.save``).
+``torchvision_weights`` adds ``"torchvision"`` (``.npz`` state_dicts).
 A pretrained classifier head (layer ``HEAD_LAYER``) whose number of classes differs
 from the model's is skipped and reported; every other mismatch is an error.
 """
@@ -110,7 +111,7 @@ def _h5_head_kernel_shape(model: keras.Model, path: str):
     if head is None:
         return None
     index = model.layers.index(head)
-    same = sum(type(l).__name__ == type(head).__name__ for l in model.layers[:index])
+    same = sum(type(layer).__name__ == type(head).__name__ for layer in model.layers[:index])
     key = _snake_case(type(head).__name__) + (f"_{same}" if same else "")
     try:
         with h5py.File(path, "r") as f:
@@ -165,7 +166,7 @@ def _with_head_units(model: keras.Model, units: int) -> keras.Model:
 def load_keras_weights(model: keras.Model, path: str) -> WeightLoadReport:
     """Load a ``.weights.h5`` of the same architecture; a head of another size is skipped."""
     report = WeightLoadReport(path, "keras")
-    weighted = [l.name for l in model.layers if l.weights]
+    weighted = [layer.name for layer in model.layers if layer.weights]
     head = head_layer(model)
     file_head = _h5_head_kernel_shape(model, path)
     if head is None or file_head is None or file_head == tuple(head.kernel.shape):
@@ -191,8 +192,10 @@ def load_keras_weights(model: keras.Model, path: str) -> WeightLoadReport:
     return report
 
 
-@register_weight_format("keras_file", ".keras", "a Keras model saved (model.save) from this architecture")
+@register_weight_format("keras_file", ".keras",
+                        "a Keras model saved (model.save) from this architecture")
 def load_keras_model_file(model: keras.Model, path: str) -> WeightLoadReport:
     """Load the weights of a whole saved ``.keras`` model of the same architecture (strict)."""
     _strict_keras_load(model, path)
-    return WeightLoadReport(path, "keras_file", loaded=[l.name for l in model.layers if l.weights])
+    return WeightLoadReport(path, "keras_file",
+                            loaded=[layer.name for layer in model.layers if layer.weights])

@@ -70,7 +70,8 @@ def resize_images(images, size: int):
     rounded."""
     import tensorflow as tf
 
-    x = tf.image.resize(tf.cast(images, tf.float32), (size, size), method="bilinear", antialias=True)
+    x = tf.image.resize(tf.cast(images, tf.float32), (size, size), method="bilinear",
+                        antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
@@ -263,7 +264,8 @@ class SourceSpec:
 
 
 SOURCES = Registry("dataset")
-GENERAL_OPTIONS = ("data_dir", "manual_dir", "cache_dir")  # what a source that declares no options accepts
+# What a source that declares no options accepts.
+GENERAL_OPTIONS = ("data_dir", "manual_dir", "cache_dir")
 
 
 def register_source(name: str, *, default_num_meta, default_augment, fixed_protocol=None,

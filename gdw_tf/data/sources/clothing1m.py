@@ -53,7 +53,8 @@ def prepare_clothing1m(data_dir: str | None, manual_dir: str | None, skip_bad_im
 
 
 @register_source("clothing1m", default_num_meta=None, default_augment="imagenet",
-                 fixed_protocol=f"real label noise and a fixed meta set (its {ROLES['meta']} split)",
+                 fixed_protocol=f"real label noise and a fixed meta set "
+                                f"(its {ROLES['meta']} split)",
                  options=("data_dir", "manual_dir", "skip_bad_images"),
                  num_classes=NUM_CLASSES, stored_shape=(None, None, 3))
 def load_clothing1m(options: SourceOptions) -> StreamSplits:
@@ -81,7 +82,8 @@ def load_clothing1m(options: SourceOptions) -> StreamSplits:
         files = builder.info.splits[ROLES[role]].file_instructions
         decoders = {"image": tfds.decode.SkipDecoding()}
         return RecordFiles(tuple(f.filename for f in files), tuple(f.take for f in files),
-                           lambda s: builder.info.features.deserialize_example(s, decoders=decoders))
+                           lambda s: builder.info.features.deserialize_example(
+                               s, decoders=decoders))
 
     noise = {
         "type": "real",

@@ -31,6 +31,7 @@ from etils import epath
 
 from gdw_tf.data.protocol import empirical_transition, realised_noise
 from gdw_tf.data.sources.clothing1m import NUM_CLASSES
+
 KV_FILES = {"noisy": "noisy_label_kv.txt", "clean": "clean_label_kv.txt"}
 KEY_LISTS = {
     "noisy_train": "noisy_train_key_list.txt",
@@ -85,7 +86,8 @@ class Release:
             "noisy_train_true_counts": np.bincount(true[true >= 0], minlength=NUM_CLASSES).tolist(),
             "noisy_train_noise_rate": None if np.isnan(rate) else rate,
             "noisy_train_noise_rate_per_class": [None if np.isnan(r) else r for r in per_class],
-            "noisy_train_empirical_transition": empirical_transition(noisy, true, NUM_CLASSES).tolist(),
+            "noisy_train_empirical_transition":
+                empirical_transition(noisy, true, NUM_CLASSES).tolist(),
         }
 
 
@@ -101,23 +103,28 @@ def read_release(root) -> Release:
     needed = [*KV_FILES.values(), *KEY_LISTS.values(), CLASS_NAMES_FILE]
     for name in needed:
         if not os.path.isfile(os.path.join(root, name)):
-            raise FileNotFoundError(f"Clothing1M release {root}: missing file {os.path.join(root, name)}")
+            raise FileNotFoundError(f"Clothing1M release {root}: "
+                                    f"missing file {os.path.join(root, name)}")
     if not os.path.isdir(os.path.join(root, IMAGES_DIR)):
-        raise FileNotFoundError(f"Clothing1M release {root}: missing image folder {os.path.join(root, IMAGES_DIR)}")
+        raise FileNotFoundError(f"Clothing1M release {root}: "
+                                f"missing image folder {os.path.join(root, IMAGES_DIR)}")
     names_path = os.path.join(root, CLASS_NAMES_FILE)
     class_names = [line for _, line in _lines(names_path)]
     if len(class_names) != NUM_CLASSES:
-        raise ValueError(f"{names_path}: expected {NUM_CLASSES} class names, found {len(class_names)}")
+        raise ValueError(f"{names_path}: expected {NUM_CLASSES} class names, "
+                         f"found {len(class_names)}")
     noisy = _read_kv(os.path.join(root, KV_FILES["noisy"]))
     clean = _read_kv(os.path.join(root, KV_FILES["clean"]))
     splits = {}
     for split, file_name in KEY_LISTS.items():
         path = os.path.join(root, file_name)
-        labels, kv_name = (noisy, KV_FILES["noisy"]) if split == "noisy_train" else (clean, KV_FILES["clean"])
+        labels, kv_name = ((noisy, KV_FILES["noisy"]) if split == "noisy_train"
+                           else (clean, KV_FILES["clean"]))
         entries = []
         for n, key in _lines(path):
             if key not in labels:
-                raise ValueError(f"{path}:{n}: image {key!r} has no label in {os.path.join(root, kv_name)}")
+                raise ValueError(f"{path}:{n}: image {key!r} has no label in "
+                                 f"{os.path.join(root, kv_name)}")
             true = clean.get(key, -1) if split == "noisy_train" else labels[key]
             entries.append((key, labels[key], true))
         if not entries:

@@ -40,8 +40,9 @@ named in a warning (so ROOT/train/..cats is never read, and says so).
 Decoding. All images must decode to one shape, unless --image_size=N resizes each to
 N x N as it is decoded; they are decoded to RGB uint8 once and cached as .npz under
 --cache_dir, keyed by the root path, --image_size and every decoded file's relative
-path, size and modification time (any change triggers a re-decode). Labels are not cached: the folders and the labels file are read
-again at every load, so an edited labels file always takes effect.
+path, size and modification time (any change triggers a re-decode). Labels are not cached:
+the folders and the labels file are read again at every load, so an edited labels file
+always takes effect.
 """
 from __future__ import annotations
 
@@ -57,8 +58,14 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from gdw_tf.data.sources.base import (ArraySplits, LabelsFile, SourceOptions, cached_arrays,
-                                      register_source, resize_images)
+from gdw_tf.data.sources.base import (
+    ArraySplits,
+    LabelsFile,
+    SourceOptions,
+    cached_arrays,
+    register_source,
+    resize_images,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +143,8 @@ def _scan_class(class_dir: str) -> list[tuple[str, int, int]]:
             st = e.stat()
             files.append((e.name, st.st_size, st.st_mtime_ns))
     if skipped:
-        log.warning("skipping %d non-image file(s) in %s, e.g. %s", len(skipped), class_dir, skipped[0])
+        log.warning("skipping %d non-image file(s) in %s, e.g. %s", len(skipped), class_dir,
+                    skipped[0])
     return sorted(files)
 
 
@@ -160,10 +168,12 @@ def _scan_tree(top: str) -> list[tuple[str, int, int]]:
                 skipped.append(path)
                 continue
             st = os.stat(path)
-            files.append((os.path.relpath(path, top).replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
+            files.append((os.path.relpath(path, top).replace(os.sep, "/"), st.st_size,
+                          st.st_mtime_ns))
     _warn_hidden(sorted(hidden))
     if skipped:
-        log.warning("skipping %d non-image file(s) under %s, e.g. %s", len(skipped), top, skipped[0])
+        log.warning("skipping %d non-image file(s) under %s, e.g. %s", len(skipped), top,
+                    skipped[0])
     return sorted(files)
 
 
@@ -174,7 +184,8 @@ def _split_files(root: str, split: str, classes: list[str], truth: bool) -> list
         class_dir = os.path.join(root, split, name)
         if not os.path.isdir(class_dir):
             continue  # an absent class folder is reported by list_image_folder
-        entries += [ImageFile(f"{split}/{name}/{f}", label, size, mtime, label if truth else UNKNOWN)
+        entries += [ImageFile(f"{split}/{name}/{f}", label, size, mtime,
+                              label if truth else UNKNOWN)
                     for f, size, mtime in _scan_class(class_dir)]
     return entries
 
@@ -187,9 +198,11 @@ def list_image_folder(root: str, labels: str | None = None,
     (FILE:line for the labels file).
     """
     if root is None:
-        raise ValueError("dataset folder needs data_dir=ROOT with ROOT/train/<class>/<image> and ROOT/test/...")
+        raise ValueError("dataset folder needs data_dir=ROOT with ROOT/train/<class>/<image> "
+                         "and ROOT/test/...")
     if labels_missing not in LABELS_MISSING:
-        raise ValueError(f"labels_missing={labels_missing!r}: expected one of {', '.join(LABELS_MISSING)}")
+        raise ValueError(f"labels_missing={labels_missing!r}: "
+                         f"expected one of {', '.join(LABELS_MISSING)}")
     if labels is None and labels_missing != "error":
         raise ValueError(f"labels_missing={labels_missing} needs labels=FILE.csv")
     root = os.path.abspath(root)
@@ -198,8 +211,10 @@ def list_image_folder(root: str, labels: str | None = None,
     splits = SPLITS + ((META,) if os.path.isdir(os.path.join(root, META)) else ())
     for split in SPLITS:
         if not os.path.isdir(os.path.join(root, split)):
-            raise FileNotFoundError(f"image folder {root}: missing split folder {os.path.join(root, split)}")
-    folders = {s: _class_folders(os.path.join(root, s)) for s in splits if s != "train" or labels is None}
+            raise FileNotFoundError(f"image folder {root}: "
+                                    f"missing split folder {os.path.join(root, split)}")
+    folders = {s: _class_folders(os.path.join(root, s))
+               for s in splits if s != "train" or labels is None}
     for split, names in folders.items():
         if not names:
             raise ValueError(f"image folder {os.path.join(root, split)} has no class sub-folders")
@@ -216,7 +231,8 @@ def list_image_folder(root: str, labels: str | None = None,
         present = {f.label for f in files["train"]}
         for label, name in enumerate(classes):
             if label not in present:
-                raise ValueError(f"class folder {os.path.join(root, 'train', name)} contains no images "
+                raise ValueError(f"class folder {os.path.join(root, 'train', name)} "
+                                 f"contains no images "
                                  f"({', '.join(IMAGE_EXTENSIONS)})")
         labels_file = None
     else:
@@ -257,7 +273,8 @@ def _labelled_train(root: str, labels: str, missing: str,
     for line, rel, label, true_label in rows:
         where = f"{path}:{line}"
         if rel in first_line:
-            raise ValueError(f"{where}: path {rel} is listed twice (first on line {first_line[rel]})")
+            raise ValueError(f"{where}: path {rel} is listed twice "
+                             f"(first on line {first_line[rel]})")
         if rel not in on_disk:
             raise ValueError(f"{where}: no image {rel} under {train_dir} (paths are relative to "
                              f"ROOT/train; hidden files and folders are skipped)")
@@ -265,8 +282,9 @@ def _labelled_train(root: str, labels: str, missing: str,
         given[rel] = (label, true_label)
     unlisted = sorted(set(on_disk) - set(given))
     if unlisted and missing == "error":
-        raise ValueError(f"{path}: {len(unlisted)} training image(s) under {train_dir} have no row, "
-                         f"e.g. {unlisted[0]} (list them, or pass labels_missing=skip to leave them out)")
+        raise ValueError(f"{path}: {len(unlisted)} training image(s) under {train_dir} "
+                         f"have no row, e.g. {unlisted[0]} "
+                         f"(list them, or pass labels_missing=skip to leave them out)")
     if unlisted:
         log.warning("%s lists no label for %d training image(s) under %s, e.g. %s: left out "
                     "(labels_missing=skip)", path, len(unlisted), train_dir, unlisted[0])
@@ -282,7 +300,8 @@ def _read_labels(path: str, classes: dict[str, int]) -> list[tuple[int, str, int
     header = [c.strip() for c in next(reader, [])]
     wanted = "path,label[,true_label]"
     if not header or set(LABEL_COLUMNS) - set(header):
-        raise ValueError(f"{path}:1: the header must name the columns {wanted}, got {','.join(header)!r}")
+        raise ValueError(f"{path}:1: the header must name the columns {wanted}, "
+                         f"got {','.join(header)!r}")
     twice = [c for i, c in enumerate(header) if c in header[:i]]
     if twice:
         raise ValueError(f"{path}:1: column {twice[0]!r} appears twice (columns: {wanted})")
@@ -301,7 +320,8 @@ def _read_labels(path: str, classes: dict[str, int]) -> list[tuple[int, str, int
         where = f"{path}:{line}"
         for name in (n for n in header if n != "path" and not cells[n]):
             raise ValueError(f"{where}: the {name} cell is empty (a class name or index)")
-        rows.append((line, _train_path(cells["path"], where), _class(cells["label"], classes, where),
+        rows.append((line, _train_path(cells["path"], where),
+                     _class(cells["label"], classes, where),
                      _class(cells[TRUE_COLUMN], classes, where) if TRUE_COLUMN in cells else None))
     return rows
 
@@ -324,7 +344,8 @@ def _train_path(text: str, where: str) -> str:
     """A path relative to ROOT/train, normalised (posix); one that leaves it is an error."""
     norm = posixpath.normpath(text.replace(os.sep, "/")) if text else ""
     if not text or norm == "." or norm.startswith("/") or norm == ".." or norm.startswith("../"):
-        raise ValueError(f"{where}: path {text!r} is not a file inside ROOT/train (paths are relative to it)")
+        raise ValueError(f"{where}: path {text!r} is not a file inside ROOT/train "
+                         "(paths are relative to it)")
     return norm
 
 
@@ -344,7 +365,9 @@ def _class(text: str, classes: dict[str, int], where: str) -> int:
 def _listed(names, most: int = 10) -> str:
     """'a, b, c', or the first `most` names and how many there are."""
     names = list(names)
-    return ", ".join(names) if len(names) <= most else f"{', '.join(names[:most])}, ... ({len(names)} in all)"
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])}, ... ({len(names)} in all)"
 
 
 # Decoding.
@@ -364,7 +387,8 @@ def _decode_file(path: str) -> np.ndarray:
         raise ValueError(f"cannot decode image file {path}: {getattr(e, 'message', e)}") from None
 
 
-def decode_images(paths: list[str], shape: tuple | None = None, size: int | None = None) -> np.ndarray:
+def decode_images(paths: list[str], shape: tuple | None = None,
+                  size: int | None = None) -> np.ndarray:
     """Decodes image files to RGB uint8 [N, H, W, 3], in parallel TF ops.
 
     All images must have `shape` (default: the first image's), or, with `size`, are
@@ -388,10 +412,12 @@ def decode_images(paths: list[str], shape: tuple | None = None, size: int | None
         image = tf.cond(ok, lambda: image, lambda: tf.zeros(shape, tf.uint8))
         return i, tf.ensure_shape(image, shape), ok
 
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), np.asarray(paths, str)))
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64),
+                                             np.asarray(paths, str)))
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors().batch(1024).prefetch(2)  # undecodable files drop out; found by index
-    ids, images, oks = [np.zeros(0, np.int64)], [np.zeros((0, *shape), np.uint8)], [np.zeros(0, bool)]
+    ids, images, oks = ([np.zeros(0, np.int64)], [np.zeros((0, *shape), np.uint8)],
+                        [np.zeros(0, bool)])
     for i, image, ok in ds.as_numpy_iterator():
         ids.append(i)
         images.append(image)
@@ -425,10 +451,12 @@ def load_image_folder(root: str, cache_dir: str | None = None, labels: str | Non
     }
 
     def compute():
-        log.info("decoding %d images under %s (cached afterwards)", sum(map(len, files.values())), root)
+        log.info("decoding %d images under %s (cached afterwards)",
+                 sum(map(len, files.values())), root)
         train = decode_images([os.path.join(root, f.rel) for f in files["train"]], None, image_size)
         return {f"{s}_images": train if s == "train" else
-                decode_images([os.path.join(root, f.rel) for f in entries], train.shape[1:], image_size)
+                decode_images([os.path.join(root, f.rel) for f in entries], train.shape[1:],
+                              image_size)
                 for s, entries in files.items()}
 
     arrays = cached_arrays(cache_dir, f"folder-{os.path.basename(root)}", key, compute)
@@ -474,12 +502,13 @@ def _default_augment(image_shape: tuple) -> str:
     return "imagenet" if min(image_shape[:2]) >= 224 else "none"
 
 
-@register_source("folder", default_num_meta=lambda c: 1000 // c * c, default_augment=_default_augment,
+@register_source("folder", default_num_meta=lambda c: 1000 // c * c,
+                 default_augment=_default_augment,
                  options=("data_dir", "cache_dir", "labels", "labels_missing"))
 def load_folder(options: SourceOptions) -> ArraySplits:
     """Image folder --data_dir=ROOT: ROOT/{train,test}/<class>/<image>, optional ROOT/meta and --labels.
 
     Default num_meta: all of ROOT/meta, else the largest multiple of C <= 1000 held out of train.
-    """
-    return load_image_folder(options.data_dir, options.cache_dir, options.labels, options.labels_missing,
-                             options.image_size)
+    """  # noqa: E501  (the first line is the source's description in the dataset list: one line)
+    return load_image_folder(options.data_dir, options.cache_dir, options.labels,
+                             options.labels_missing, options.image_size)

@@ -30,8 +30,14 @@ import os
 
 import numpy as np
 
-from gdw_tf.data.sources.base import (TFDS_PREFIX, ArraySplits, SourceOptions, cached_arrays,
-                                      register_source, resize_images)
+from gdw_tf.data.sources.base import (
+    TFDS_PREFIX,
+    ArraySplits,
+    SourceOptions,
+    cached_arrays,
+    register_source,
+    resize_images,
+)
 
 CACHE_FORMAT = 1
 IMAGE_FEATURE = "image"
@@ -48,18 +54,22 @@ def _builder(dataset: str, name: str, data_dir: str | None):
     import tensorflow_datasets as tfds
 
     if not name:
-        raise ValueError(f"--dataset={dataset}: name a TFDS dataset, e.g. --dataset={TFDS_PREFIX}cifar10_n")
+        raise ValueError(f"--dataset={dataset}: name a TFDS dataset, "
+                         f"e.g. --dataset={TFDS_PREFIX}cifar10_n")
     base, _, config = name.partition("/")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        raise ValueError(f"--dataset={dataset}: TFDS knows no dataset {base!r}, and none is prepared "
+        raise ValueError(f"--dataset={dataset}: TFDS knows no dataset {base!r}, "
+                         "and none is prepared "
                          f"under --data_dir={data_dir or '~/tensorflow_datasets'}") from None
     except ValueError as error:
         configs = [c.name for c in getattr(tfds.builder_cls(base), "BUILDER_CONFIGS", [])]
         if config and config not in configs:
-            listed = f"configs: {', '.join(configs)}" if configs else f"it has none: --dataset={TFDS_PREFIX}{base}"
-            raise ValueError(f"--dataset={dataset}: {base} has no config {config!r} ({listed})") from None
+            listed = (f"configs: {', '.join(configs)}" if configs
+                      else f"it has none: --dataset={TFDS_PREFIX}{base}")
+            raise ValueError(f"--dataset={dataset}: {base} has no config {config!r} "
+                             f"({listed})") from None
         raise ValueError(f"--dataset={dataset}: {_one_line(error)}") from None
     if not builder.is_prepared():
         manual = _one_line(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) or "")
@@ -67,8 +77,10 @@ def _builder(dataset: str, name: str, data_dir: str | None):
         hint = (f" (configs: {', '.join(configs)}; pick one as {TFDS_PREFIX}{base}/CONFIG)"
                 if configs and not config else "")
         raise FileNotFoundError(
-            f"--dataset={dataset} is not prepared under --data_dir={data_dir or '~/tensorflow_datasets'} "
-            f"(looked in {builder.data_dir}); nothing is downloaded here: prepare it with `tfds build "
+            f"--dataset={dataset} is not prepared under "
+            f"--data_dir={data_dir or '~/tensorflow_datasets'} "
+            f"(looked in {builder.data_dir}); nothing is downloaded here: "
+            f"prepare it with `tfds build "
             f"{name} --data_dir=DIR{' --manual_dir=MANUAL' if manual else ''}` on a machine with "
             f"internet, then pass --data_dir=DIR{hint}"
             + (f"; MANUAL must hold the files TFDS asks for: {manual}" if manual else ""))
@@ -87,7 +99,8 @@ def _check_keys(dataset: str, features, label_key: str, true_label_key: str | No
     keys = _class_label_keys(features)
     for flag, key in (("label_key", label_key), ("true_label_key", true_label_key)):
         if key is not None and key not in keys:
-            what = "is no feature" if key not in features else f"is a {type(features[key]).__name__}"
+            what = ("is no feature" if key not in features
+                    else f"is a {type(features[key]).__name__}")
             raise ValueError(f"--{flag}={key} {what} of {dataset}; its ClassLabel features are: "
                              f"{', '.join(keys) or 'none'}")
     if true_label_key is not None and features[true_label_key].names != features[label_key].names:
@@ -102,7 +115,8 @@ def _check_keys(dataset: str, features, label_key: str, true_label_key: str | No
 
 def _check_split(dataset: str, flag: str, split: str, splits) -> None:
     if split.split("[")[0] not in splits:
-        raise ValueError(f"--{flag}={split}: {dataset} has no such split (splits: {', '.join(sorted(splits))})")
+        raise ValueError(f"--{flag}={split}: {dataset} has no such split "
+                         f"(splits: {', '.join(sorted(splits))})")
 
 
 def _decode(builder, split: str, keys: list[str], size: int | None) -> dict[str, np.ndarray]:
@@ -145,7 +159,8 @@ def load_tfds_any(dataset: str, options: SourceOptions) -> ArraySplits:
         _check_split(dataset, flag, split, builder.info.splits)
     shape = features[IMAGE_FEATURE].shape
     if size is None and None in shape[:2]:
-        raise ValueError(f"--dataset={dataset}: its images vary in size (feature {IMAGE_FEATURE} has "
+        raise ValueError(f"--dataset={dataset}: its images vary in size "
+                         f"(feature {IMAGE_FEATURE} has "
                          f"shape {tuple(shape)}); pass --image_size=N to resize them to N x N")
     test_key = true_key or label_key
     version_dir = os.fspath(builder.data_dir)
@@ -159,15 +174,18 @@ def load_tfds_any(dataset: str, options: SourceOptions) -> ArraySplits:
     }
 
     def compute():
-        train = _decode(builder, train_split, sorted({label_key, *([true_key] if true_key else [])}), size)
+        train = _decode(builder, train_split,
+                        sorted({label_key, *([true_key] if true_key else [])}), size)
         test = _decode(builder, test_split, [test_key], size)
         return {"train_images": train["images"], "train_labels": train[label_key],
-                "train_true_labels": train[true_key] if true_key else np.full(len(train["images"]), -1),
+                "train_true_labels": (train[true_key] if true_key
+                                      else np.full(len(train["images"]), -1)),
                 "test_images": test["images"], "test_labels": test[test_key]}
 
     arrays = cached_arrays(options.cache_dir, f"tfds-{name}", key, compute)
     _check_labeled("label_key", label_key, train_split, arrays["train_labels"])
-    hint = "" if true_key else "; pass --true_label_key=FEATURE to read the test labels from a clean feature"
+    hint = ("" if true_key else
+            "; pass --true_label_key=FEATURE to read the test labels from a clean feature")
     _check_labeled("true_label_key" if true_key else "label_key", test_key, test_split,
                    arrays["test_labels"], hint)
     return ArraySplits(
@@ -196,5 +214,5 @@ def load_tfds(options: SourceOptions, dataset: str) -> ArraySplits:
 
     Default num_meta: the largest multiple of C <= 1000, held out by true label
     (--true_label_key); none without it.
-    """
+    """  # noqa: E501  (the first line is the source's description in the dataset list: one line)
     return load_tfds_any(dataset, options)

@@ -22,7 +22,8 @@ def _not_prepared(tfds_name: str, data_dir: str | None, where: str) -> FileNotFo
         f"{where}); this code never downloads. Point data_dir at a directory holding a "
         f"prepared TFDS copy ({tfds_name}/<version>/...), e.g. one made with "
         f"`tfds build {tfds_name} --data_dir=DIR` on a machine with internet, or use "
-        f"dataset folder with data_dir=ROOT for an image folder ROOT/{{train,test}}/<class>/<image>."
+        f"dataset folder with data_dir=ROOT for an image folder "
+        f"ROOT/{{train,test}}/<class>/<image>."
     )
 
 
@@ -45,8 +46,10 @@ def load_tfds_arrays(tfds_name: str, data_dir: str | None, cache_dir: str | None
     def compute():
         out = {}
         for split in ("train", "test"):
-            images, labels = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
-            out[f"{split}_images"], out[f"{split}_labels"] = images.astype(np.uint8), labels.astype(np.int64)
+            images, labels = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1,
+                                                              as_supervised=True))
+            out[f"{split}_images"] = images.astype(np.uint8)
+            out[f"{split}_labels"] = labels.astype(np.int64)
         return out
 
     arrays = cached_arrays(cache_dir, f"tfds-{tfds_name}", key, compute)
