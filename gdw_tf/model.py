@@ -5,15 +5,13 @@ import keras
 import tensorflow as tf
 
 from gdw_tf import diagnostics, keras_internals
-from gdw_tf.example_record import DEFAULT_DECAY, ExampleRecord
 from gdw_tf.data.pipeline import split_batch
-from gdw_tf.metrics import Histogram, WeightSeparation
 from gdw_tf.distributed import add_weight_decay, num_replicas
+from gdw_tf.example_record import DEFAULT_DECAY, ExampleRecord
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods import create_method
 from gdw_tf.methods.method import finite_guarded, guarded
-
-
+from gdw_tf.metrics import Histogram, WeightSeparation
 
 
 def _checked_labels(labels, num_classes, what):

@@ -4,7 +4,13 @@ import pytest
 import tensorflow as tf
 
 from gdw_tf.data import available_augmentations, make_augmentation
-from gdw_tf.data.augment import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, reflect_pad_crop_flip
+from gdw_tf.data.augment import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    reflect_pad_crop_flip,
+)
 
 RNG = np.random.default_rng(0)
 CIFAR_BATCH = RNG.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)

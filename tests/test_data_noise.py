@@ -7,9 +7,20 @@ import pytest
 from scipy.stats import truncnorm
 
 import gdw_tf.data as data
-from gdw_tf.data.protocol import (ProtocolConfig, apply_protocol, corrupt_labels, empirical_transition,
-                                  expected_noise_rate, flip_targets, instance_flip_rates, instance_noise,
-                                  pixel_features, realised_noise, rng_for, transition_matrix)
+from gdw_tf.data.protocol import (
+    ProtocolConfig,
+    apply_protocol,
+    corrupt_labels,
+    empirical_transition,
+    expected_noise_rate,
+    flip_targets,
+    instance_flip_rates,
+    instance_noise,
+    pixel_features,
+    realised_noise,
+    rng_for,
+    transition_matrix,
+)
 from gdw_tf.data.sources import SOURCES, SourceOptions
 from tests.fixtures import write_image_folder
 

@@ -133,7 +133,7 @@ def test_imagenet_loads_the_file_keras_cached(empty_keras_home):
         legacy_h5_format.save_weights_to_hdf5_group(f, app)
     model = small_model(seed=5, init_weights="imagenet")
     weighted = [layer for layer in model.layers if layer.weights and layer.name != "fc"]
-    assert len(weighted) > 30 and len(app.weights) == sum(len(l.weights) for l in weighted)
+    assert len(weighted) > 30 and len(app.weights) == sum(len(layer.weights) for layer in weighted)
     for x, y in zip(app.weights, [w for layer in weighted for w in layer.weights], strict=True):
         np.testing.assert_array_equal(x.numpy(), y.numpy())
 

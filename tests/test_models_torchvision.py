@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from gdw_tf import models
-from gdw_tf import convert_torchvision
+from gdw_tf import convert_torchvision, models
 from gdw_tf.convert_torchvision import save_arrays_npz, state_dict_to_arrays
 from tests.fixtures import fake_resnet18_state_dict, write_torch_zip
 

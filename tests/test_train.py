@@ -12,13 +12,24 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gdw_tf.diagnostics import binned_auc
 from gdw_tf.config import RunConfig
 from gdw_tf.defaults import DATASET_DEFAULTS
-from tests.fixtures import (fake_resnet18_state_dict, write_clothing1m_release, write_image_folder,
-                            write_torch_zip)
-from tests.tiny import (ROOT, checkpoint_tensors, results, subprocess_env, train,
-                        uninterrupted_and_killed_at_second_checkpoint, user_error_line)
+from gdw_tf.diagnostics import binned_auc
+from tests.fixtures import (
+    fake_resnet18_state_dict,
+    write_clothing1m_release,
+    write_image_folder,
+    write_torch_zip,
+)
+from tests.tiny import (
+    ROOT,
+    checkpoint_tensors,
+    results,
+    subprocess_env,
+    train,
+    uninterrupted_and_killed_at_second_checkpoint,
+    user_error_line,
+)
 
 FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16"]
 

@@ -186,7 +186,9 @@ def _train_step(model, data):
     """(step, cycle): `step()` runs one training step as `fit` does (both kinds
     of step under meta_interval); `cycle` = meta_interval, 1 for most methods."""
     model.make_train_function()
-    step = lambda: float(model.train_function(iter([data]))["loss"])
+    def step():
+        return float(model.train_function(iter([data]))["loss"])
+
     return step, getattr(model.method, "meta_interval", 1)
 
 
