@@ -88,7 +88,8 @@ class GDWModel(keras_internals.PrebuiltModel):
         self.method.setup(self)
         if self.warmup_steps and not hasattr(self.method, "train_gradients_without_meta"):
             raise ValueError(f"warmup_steps={warmup_steps}: method "
-                             f"'{self.method.method_name}' has no warm-up step (bi-level methods do)")
+                             f"'{self.method.method_name}' has no warm-up step "
+                             "(bi-level methods do)")
         self.example_record = None
         if record_examples is not None:
             self.example_record = ExampleRecord(record_examples, self.num_classes, record_decay)

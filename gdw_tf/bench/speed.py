@@ -389,7 +389,8 @@ def main(argv):
     if fitted:
         lines += ["", "| method | peak memory (MB) by batch | fixed (MB) | per example (MB) |",
                   "| --- | --- | --- | --- |"]
-        lines += [f"| {m} | " + ", ".join(f"{b}: {v:.0f}" for b, v in r["peak_memory_mb_by_batch"].items())
+        lines += [f"| {m} | "
+                  + ", ".join(f"{b}: {v:.0f}" for b, v in r["peak_memory_mb_by_batch"].items())
                   + f" | {r['memory_fixed_mb']:.0f} | {r['memory_per_example_mb']:.1f} |"
                   for m, r in fitted.items()]
     report["unexpected_costs"] = unexpected_costs(results)
