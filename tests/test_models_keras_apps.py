@@ -51,7 +51,8 @@ def test_input_adapter_gives_the_application_what_preprocess_input_gives(name, m
 def test_keras_model_is_one_flat_model_giving_logits_at_the_given_size():
     model = small_model(num_classes=5)
     assert model.input_shape == (None, *SHAPE)
-    assert not any(isinstance(layer, keras.Model) for layer in model.layers)  # virtual_scope counts them
+    # virtual_scope counts them
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
     head = model.layers[-1]
     assert head.name == models.HEAD_LAYER and head.activation is keras.activations.linear
     assert head.kernel.shape == (model.layers[-2].output.shape[-1], 5)
