@@ -134,7 +134,8 @@ def audit(out_dir, top=label_issues.DEFAULT_TOP, export=None):
         issues, found = label_issues.write_report(out_dir, model, bundle, top)
         if export is not None:  # paths as a labels file gives them: relative to ROOT/train
             train_dir = os.path.join(os.path.abspath(config.data.data_dir), "train")
-            paths = [os.path.relpath(p, train_dir).replace(os.sep, "/") for p in bundle.train_files()]
+            paths = [os.path.relpath(p, train_dir).replace(os.sep, "/")
+                     for p in bundle.train_files()]
             write_relabel_csv(os.path.join(export, RELABEL_FILE), issues, paths,
                               bundle.class_names, top)
     return issues, found
@@ -150,7 +151,8 @@ def main(argv):
         sys.exit(run_dir.USER_ERROR_EXIT_CODE)
     line = f"Wrote {label_issues.CSV_FILE} ({issues.index.size} examples) in {values.output_dir}"
     if found is not None:
-        line += f"; detection ROC-AUC {found.auc:.3f}, F1 {found.f1:.3f} at the noisy count {found.noisy}"
+        line += (f"; detection ROC-AUC {found.auc:.3f}, F1 {found.f1:.3f}"
+                 f" at the noisy count {found.noisy}")
     print(line)
 
 

@@ -66,7 +66,9 @@ def increase_fractions(before, after, labels, true_labels):
                              dtype=dtype)
     clean, noisy = (tf.cast(m, dtype)[:, None] for m in clean_and_noisy(labels, true_labels))
     non_target = (1.0 - target) * (1.0 - true_target)
-    flat = lambda mask: tf.reshape(mask, [-1])
+    def flat(mask):
+        return tf.reshape(mask, [-1])
+
     values = flat(increased)
     return {
         INCREASED_NONTARGET_CLEAN: (values, flat(clean * (1.0 - target))),

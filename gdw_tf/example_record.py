@@ -46,7 +46,8 @@ class ExampleRecord(keras.layers.Layer):
             raise ValueError(f"record_examples must be a positive integer, got {num_train!r}")
         if not 0.0 < float(decay) <= 1.0:
             raise ValueError(f"record_decay must be in (0, 1], got {decay!r}")
-        self.num_train, self.num_classes, self.decay = int(num_train), int(num_classes), float(decay)
+        self.num_train, self.num_classes = int(num_train), int(num_classes)
+        self.decay = float(decay)
         self.table = add_table(self, "rows", self.num_train, (_PROBS + self.num_classes,))
         self.built = True
 
@@ -54,7 +55,8 @@ class ExampleRecord(keras.layers.Layer):
         raise TypeError("ExampleRecord is updated by GDWModel's train step, not called")
 
     def update(self, batch, target_weights, probabilities):
-        """Moves the rows of `batch["index"]` [n] towards target_weights [n] and probabilities [n, C]."""
+        """Moves the rows of `batch["index"]` [n] towards target_weights [n] and
+        probabilities [n, C]."""
         index = require_index(batch, "record of label issues")
         rows = read_rows(self.table, index)
         visits = rows[:, _VISITS] + 1.0
@@ -64,9 +66,11 @@ class ExampleRecord(keras.layers.Layer):
                          tf.cast(probabilities, tf.float32)], axis=1)
         averaged = old + rate * (tf.stop_gradient(new) - old)
         labels = tf.cast(batch["label"], tf.float32)
-        true = tf.cast(batch["true_label"], tf.float32) if "true_label" in batch else -tf.ones_like(labels)
+        true = (tf.cast(batch["true_label"], tf.float32) if "true_label" in batch
+                else -tf.ones_like(labels))
         return write_rows(self.table, index, tf.concat(
-            [averaged[:, :1], visits[:, None], labels[:, None], true[:, None], averaged[:, 1:]], axis=1))
+            [averaged[:, :1], visits[:, None], labels[:, None], true[:, None], averaged[:, 1:]],
+            axis=1))
 
     def assign_labels(self, given, true=None):
         """Sets every row's given label int [N] and true label int [N] (-1 or None: unknown)
@@ -79,9 +83,11 @@ class ExampleRecord(keras.layers.Layer):
     def arrays(self):
         """The record as `RecordArrays` (numpy)."""
         rows = np.asarray(self.table.numpy())
-        return RecordArrays(target_weight=rows[:, _WEIGHT], visits=rows[:, _VISITS].astype(np.int64),
+        return RecordArrays(target_weight=rows[:, _WEIGHT],
+                            visits=rows[:, _VISITS].astype(np.int64),
                             given_label=rows[:, _LABEL].astype(np.int64),
-                            true_label=rows[:, _TRUE].astype(np.int64), probabilities=rows[:, _PROBS:])
+                            true_label=rows[:, _TRUE].astype(np.int64),
+                            probabilities=rows[:, _PROBS:])
 
     def get_config(self):
         return {**super().get_config(), "num_train": self.num_train,

@@ -173,7 +173,8 @@ def write_csv(path, issues, paths=None):
             writer.writerow([index, "" if paths is None else spreadsheet_safe(paths[index]),
                              int(issues.given_label[i]), cell(int(issues.suggested_label[i])),
                              cell(issues.score[i], ".6f"), cell(int(issues.rank[i]) or -1),
-                             cell(int(issues.true_label[i])), cell(issues.given_probability[i], ".6f"),
+                             cell(int(issues.true_label[i])),
+                             cell(issues.given_probability[i], ".6f"),
                              cell(issues.weight_score[i], ".6f"), int(issues.visits[i])])
     return path
 
@@ -256,7 +257,8 @@ def write_arrays(out_dir, arrays):
     index i; a never-visited example's probabilities are uniform (it has no prediction)."""
     probs = np.array(arrays.probabilities, np.float32)
     probs[arrays.visits == 0] = 1.0 / probs.shape[1]
-    for name, value in ((PRED_PROBS_FILE, probs), (LABELS_FILE, arrays.given_label.astype(np.int64))):
+    for name, value in ((PRED_PROBS_FILE, probs),
+                        (LABELS_FILE, arrays.given_label.astype(np.int64))):
         with atomic_open(os.path.join(out_dir, name), "wb") as f:
             np.save(f, value, allow_pickle=False)
 

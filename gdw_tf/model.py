@@ -5,15 +5,13 @@ import keras
 import tensorflow as tf
 
 from gdw_tf import diagnostics, keras_internals
-from gdw_tf.example_record import DEFAULT_DECAY, ExampleRecord
 from gdw_tf.data.pipeline import split_batch
-from gdw_tf.metrics import Histogram, WeightSeparation
 from gdw_tf.distributed import add_weight_decay, num_replicas
+from gdw_tf.example_record import DEFAULT_DECAY, ExampleRecord
 from gdw_tf.losses import cross_entropy
 from gdw_tf.methods import create_method
 from gdw_tf.methods.method import finite_guarded, guarded
-
-
+from gdw_tf.metrics import Histogram, WeightSeparation
 
 
 def _checked_labels(labels, num_classes, what):
@@ -90,7 +88,8 @@ class GDWModel(keras_internals.PrebuiltModel):
         self.method.setup(self)
         if self.warmup_steps and not hasattr(self.method, "train_gradients_without_meta"):
             raise ValueError(f"warmup_steps={warmup_steps}: method "
-                             f"'{self.method.method_name}' has no warm-up step (bi-level methods do)")
+                             f"'{self.method.method_name}' has no warm-up step "
+                             "(bi-level methods do)")
         self.example_record = None
         if record_examples is not None:
             self.example_record = ExampleRecord(record_examples, self.num_classes, record_decay)

@@ -23,7 +23,8 @@ def test_the_smallest_losses_of_each_given_class_are_chosen():
     losses = np.array([0.5, 0.1, 0.9, 0.2, 0.2, 0.0, 3.0, 0.3])
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 1])
     np.testing.assert_array_equal(smallest_loss(losses, labels, 3, 2), [0, 1, 3, 4, 5, 6])
-    np.testing.assert_array_equal(smallest_loss(losses, labels, 3, 1), [1, 3, 5])  # tie: lower index
+    # tie: lower index
+    np.testing.assert_array_equal(smallest_loss(losses, labels, 3, 1), [1, 3, 5])
 
 
 def test_a_choice_reports_its_clean_fraction_over_the_examples_whose_truth_is_known():

@@ -55,7 +55,8 @@ def test_a_finished_run_with_the_same_flags_is_reused_and_tabulated(tmp_path):
     assert "| gdw | 0.750 ± 0.000 |" in accuracy.table(args, results, "auc")
     assert "| gdw | 60 ± 0 |" in accuracy.table(args, results, "wall")
     report = accuracy.report(args, results)  # one setting: one table of every column
-    assert "| gdw | 40.00 ± 0.00 | 43.00 ± 0.00 | 45.0 ± 0.0 | 0.750 ± 0.000 | - | - | 60 ± 0 |" in report
+    assert ("| gdw | 40.00 ± 0.00 | 43.00 ± 0.00 | 45.0 ± 0.0 | 0.750 ± 0.000 | - | - "
+            "| 60 ± 0 |") in report
     assert "1 runs, 1.0 min" in report
     several = dataclasses.replace(args, settings=("uniform40", "flip40"))  # one table per column
     assert accuracy.report(several, results).count("| method |") == len(accuracy.COLUMNS)
@@ -78,7 +79,8 @@ def test_a_finished_run_is_compared_with_the_values_the_trainer_parses(tmp_path)
     # A run made with a method option is not the bare method's run.
     os.rename(tmp_path / "uniform40_gdw_seed0", tmp_path / "kept")
     _finished_run(tmp_path, args, method_option=["meta_interval=2"])
-    with pytest.raises(SystemExit, match=r"--method_option=meta_interval=2.*--method_option=\(none\)"):
+    with pytest.raises(SystemExit,
+                       match=r"--method_option=meta_interval=2.*--method_option=\(none\)"):
         accuracy.run_one(args, "uniform40", "gdw", 0)
 
 
@@ -249,7 +251,8 @@ def test_runs_made_before_auc_by_signal_get_the_reports_signal_from_their_csv(tm
     run = {"output_dir": str(tmp_path), "label_issues": {"auc": 0.99, "csv": "label_issues.csv"}}
     # noisy: rows 0 and 2 (p 0.9, 0.5); clean: rows 1 and 3 (p 0.2, 0.8): 1 of 4 pairs ranked right
     assert accuracy._run_values(run, "issues") == pytest.approx(0.25)
-    assert accuracy._run_values({"label_issues": {"auc": 0.99}}, "issues") is None  # no CSV: unknown
+    # no CSV: unknown
+    assert accuracy._run_values({"label_issues": {"auc": 0.99}}, "issues") is None
 
 
 def test_the_benches_launch_children_with_silenced_logs_and_shared_cores(monkeypatch, capsys):
@@ -283,12 +286,14 @@ def test_cifar10n_settings_train_on_the_human_labels_with_a_clean_meta_set_by_tr
     assert worst["labels"] == os.path.join("labels", "labels_worst.csv")
     assert random1["labels"] == os.path.join("labels", "labels_random1.csv")
     assert aggre["labels"] == os.path.join("labels", "labels_aggre.csv")
-    assert worst["meta_source"] == random1["meta_source"] == "truth" and aggre["meta_source"] == "auto"
+    assert worst["meta_source"] == random1["meta_source"] == "truth"
+    assert aggre["meta_source"] == "auto"
     assert worst["num_meta"] == aggre["num_meta"] == "1000" and random1["num_meta"] == "200"
     for f in flags.values():
         assert "noise_type" not in f and f["train_per_class"] == "1000" and f["epochs"] == "40"
         assert f["model"] == "strided_cnn" and f["dataset"] == "folder"
-    assert "labels" not in dict(f[2:].partition("=")[::2] for f in accuracy.protocol_flags(args, "uniform40"))
+    assert "labels" not in dict(f[2:].partition("=")[::2]
+                                for f in accuracy.protocol_flags(args, "uniform40"))
     assert not set(parse().settings) & set(flags)          # on request only
     memorise = parse("--protocol=cpu_memorise", "--settings=cifar10n_worst")
     assert "--augment=none" in accuracy.protocol_flags(memorise, "cifar10n_worst")

@@ -47,14 +47,16 @@ def test_cross_validation_predicts_every_training_example_once_and_is_reused(tmp
     # A file of an older bench holds the argument list instead of every flag: still compared.
     from gdw_tf.bench import accuracy
     path = os.path.join(out, bench.CV_FILE)
-    np.savez(path, **{**cv, "flags": json.dumps(accuracy.run_flags(config, "uniform40", "base", 0))})
+    np.savez(path, **{**cv,
+                      "flags": json.dumps(accuracy.run_flags(config, "uniform40", "base", 0))})
     assert bench.run_cross_validation(config, "uniform40", 0)["probs"].shape == (300, 10)
     with pytest.raises(SystemExit, match="made with --epochs=2, the benchmark asks for --epochs=4"):
         bench.run_cross_validation(_config(tmp_path, iterations=12), "uniform40", 0)
 
 
 def test_cleanlab_ranks_planted_label_errors_first():
-    pytest.importorskip("cleanlab", reason="bench-only extra: pip install -r requirements-bench.txt")
+    pytest.importorskip("cleanlab",
+                        reason="bench-only extra: pip install -r requirements-bench.txt")
     rng = np.random.default_rng(0)
     true = rng.integers(0, 4, 400)
     labels = true.copy()
@@ -98,10 +100,11 @@ def test_report_rows_score_the_report_the_weight_and_cleanlab_on_the_record(tmp_
 def test_table_has_a_row_per_setting_and_detector(tmp_path):
     config = _config(tmp_path, seeds=(0, 1))
     row = bench.Row(0.9, 0.8, 120, 0.7, 0.6, 100.0)
-    results = {("uniform40", 0): {"cleanlab": row, "gdw": bench.Row(0.8, 0.7, None, None, None, 50)},
+    results = {("uniform40", 0): {"cleanlab": row,
+                                  "gdw": bench.Row(0.8, 0.7, None, None, None, 50)},
                ("uniform40", 1): {"cleanlab": bench.Row(0.7, 0.6, 80, 0.5, 0.4, 300.0)}}
     md = bench.table(config, results)
-    assert "| uniform40 | cleanlab, K-fold cross-validation | 0.800 ± 0.100 | 0.700 ± 0.100 | 100 ± 20 / 0.600 ± 0.100 / " \
-           "0.500 ± 0.100 | 200 ± 100 |" in md
+    assert ("| uniform40 | cleanlab, K-fold cross-validation | 0.800 ± 0.100 | 0.700 ± 0.100 "
+            "| 100 ± 20 / 0.600 ± 0.100 / 0.500 ± 0.100 | 200 ± 100 |") in md
     assert "| uniform40 | gdw (1/2 seeds) | 0.800 ± 0.000 | 0.700 ± 0.000 | - | 50 ± 0 |" in md
     assert "gdw, weight" not in md  # no run: no row

@@ -18,7 +18,8 @@ def test_every_method_builds_and_steps_with_the_benchmarks_options():
 
 def test_memory_fit_recovers_a_line():
     fit = speed.memory_fit({8: 1000.0 + 8 * 50.0, 16: 1000.0 + 16 * 50.0, 32: 1000.0 + 32 * 50.0})
-    assert np.isclose(fit["memory_per_example_mb"], 50.0) and np.isclose(fit["memory_fixed_mb"], 1000.0)
+    assert np.isclose(fit["memory_per_example_mb"], 50.0)
+    assert np.isclose(fit["memory_fixed_mb"], 1000.0)
     assert speed.memory_fit({8: 1.0}) == {}
 
 

@@ -54,11 +54,13 @@ def test_the_python_api_defaults_are_the_flags_defaults():
 
 def test_a_keras_backbone_fine_tuned_from_weights_starts_at_the_clothing1m_learning_rate():
     def lr(**values):
-        return RunConfig.from_flag_values({"dataset": "folder", "data_dir": "photos", **values}).optim.lr
+        flag_values = {"dataset": "folder", "data_dir": "photos", **values}
+        return RunConfig.from_flag_values(flag_values).optim.lr
 
     assert lr(model="keras:EfficientNetV2B0", init_weights="imagenet") == 1e-3
     assert lr(model="keras:EfficientNetV2B0", init_weights="w.keras", lr=0.01) == 0.01
-    assert lr(model="keras:EfficientNetV2B0") == lr(model="keras:EfficientNetV2B0", init_weights="none") == 0.1
+    assert (lr(model="keras:EfficientNetV2B0")
+            == lr(model="keras:EfficientNetV2B0", init_weights="none") == 0.1)
     assert lr(model="resnet18", init_weights="resnet18.npz") == 0.1
 
 

@@ -4,7 +4,13 @@ import pytest
 import tensorflow as tf
 
 from gdw_tf.data import available_augmentations, make_augmentation
-from gdw_tf.data.augment import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, reflect_pad_crop_flip
+from gdw_tf.data.augment import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    reflect_pad_crop_flip,
+)
 
 RNG = np.random.default_rng(0)
 CIFAR_BATCH = RNG.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
@@ -23,7 +29,8 @@ def test_registry_names():
 def test_gather_crop_equals_reflect_pad_slice_flip():
     offsets = RNG.integers(0, 9, (16, 2)).astype(np.int32)
     flips = RNG.random(16) < 0.5
-    got = reflect_pad_crop_flip(tf.constant(CIFAR_BATCH), tf.constant(offsets), tf.constant(flips), 4).numpy()
+    got = reflect_pad_crop_flip(tf.constant(CIFAR_BATCH), tf.constant(offsets),
+                                tf.constant(flips), 4).numpy()
     padded = np.pad(CIFAR_BATCH, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
     for i, ((r, c), f) in enumerate(zip(offsets, flips)):
         want = padded[i, r:r + 32, c:c + 32]
@@ -62,7 +69,8 @@ def test_imagenet_train_and_test_on_varying_sizes():
             assert (out >= lo - 0.01).all() and (out <= hi + 0.01).all()  # antialiasing overshoot
     flat = tf.fill([256, 300, 3], tf.constant(128, tf.uint8))
     want = (128 / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
-    np.testing.assert_allclose(aug.test(flat).numpy(), np.broadcast_to(want, (224, 224, 3)), atol=1e-4)
+    np.testing.assert_allclose(aug.test(flat).numpy(), np.broadcast_to(want, (224, 224, 3)),
+                               atol=1e-4)
 
 
 def test_imagenet_test_is_a_centre_crop():
@@ -75,7 +83,8 @@ def test_imagenet_test_is_a_centre_crop():
 
 def test_none_scales_digits_to_unit_range():
     aug = make_augmentation("none", (8, 8, 1), pixel_max=16)
-    x = tf.constant(np.array([0, 8, 16], np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 1), np.uint8))
+    x = tf.constant(np.array([0, 8, 16], np.uint8)[:, None, None, None]
+                    * np.ones((1, 8, 8, 1), np.uint8))
     np.testing.assert_allclose(aug.test(x).numpy(), [np.full((8, 8, 1), v) for v in (0, 0.5, 1)])
     np.testing.assert_array_equal(aug.train(x, SEED).numpy(), aug.test(x).numpy())
 

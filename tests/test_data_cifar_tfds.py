@@ -50,17 +50,19 @@ def prepared(tmp_path_factory):
 
 
 def test_prepared_cifar10_builds(prepared, tmp_path, no_network):
-    b = data.build("cifar10", data_dir=prepared, num_meta=20, batch_size=10, cache_dir=str(tmp_path),
-                   noise_type="flip", noise_rate=0.4)
+    b = data.build("cifar10", data_dir=prepared, num_meta=20, batch_size=10,
+                   cache_dir=str(tmp_path), noise_type="flip", noise_rate=0.4)
     assert b.class_names == NAMES and b.image_shape == (32, 32, 3) and b.augment == "cifar"
-    assert b.summary["counts"]["meta"] == [2] * 10 and b.summary["counts"]["train_true"] == [10] * 10
+    assert b.summary["counts"]["meta"] == [2] * 10
+    assert b.summary["counts"]["train_true"] == [10] * 10
     assert b.num_test == 30 and b.steps_per_epoch == 10
     batch = next(iter(b.train))
     assert batch["image"].shape == (10, 32, 32, 3)
     # flip noise changes exactly the flipped labels to each class's single target
     t = np.array(b.summary["noise"]["transition_matrix"])
     changed = b.train_labels != b.train_true_labels
-    np.testing.assert_array_equal(b.train_labels[changed], flip_targets(t)[b.train_true_labels[changed]])
+    np.testing.assert_array_equal(b.train_labels[changed],
+                                  flip_targets(t)[b.train_true_labels[changed]])
 
 
 def test_default_num_meta_is_1000(prepared, tmp_path):

@@ -29,7 +29,8 @@ def data_dir(release, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle(release, data_dir):
-    return data.build("clothing1m", data_dir=data_dir, manual_dir=release[0], batch_size=8, meta_batch_size=4)
+    return data.build("clothing1m", data_dir=data_dir, manual_dir=release[0], batch_size=8,
+                      meta_batch_size=4)
 
 
 def test_tfds_splits_and_features(bundle, data_dir, release):
@@ -45,7 +46,8 @@ def test_tfds_splits_and_features(bundle, data_dir, release):
         key = r["file_name"].decode()
         assert key == info["keys"]["noisy_train"][r["index"]]            # index = key-list position
         assert r["label"] == int(info["noisy_kv"][key])                  # noisy label
-        clean_known = key in info["clean_known"]                         # also in clean_label_kv.txt
+        # also in clean_label_kv.txt
+        clean_known = key in info["clean_known"]
         assert r["true_label"] == (info["true"]["noisy_train"][r["index"]] if clean_known else -1)
         assert r["image"].ndim == 3 and r["image"].shape[2] == 3
     val = list(tfds.as_numpy(builder.as_dataset(split="clean_val")))
@@ -83,7 +85,8 @@ def test_positioned_pipelines_restart_anywhere_with_the_same_batches(bundle, rel
     epochs = [np.concatenate([b["index"].numpy() for b in whole[e * steps:(e + 1) * steps]])
               for e in range(3)]
     for idx in epochs:
-        assert sorted(idx) == list(range(56))                            # an epoch: each example once
+        # an epoch: each example once
+        assert sorted(idx) == list(range(56))
     assert not np.array_equal(epochs[0], epochs[1])                      # reshuffled
     for b in whole[:2]:                                                  # records parsed right
         keys = [info["keys"]["noisy_train"][i] for i in b["index"].numpy()]
@@ -91,7 +94,8 @@ def test_positioned_pipelines_restart_anywhere_with_the_same_batches(bundle, rel
         assert b["image"].shape == (8, 224, 224, 3)
     for first in (3, steps, steps + 4):                                  # mid-epoch, epoch start
         _assert_same_batches(whole[first:], list(bundle.train_from(first, 3 * steps)))
-    meta = list(bundle.meta_from(0).take(10))                            # 7 batches of 4 a meta epoch
+    # 7 batches of 4 a meta epoch
+    meta = list(bundle.meta_from(0).take(10))
     _assert_same_batches(meta[5:], list(bundle.meta_from(5).take(5)))    # across its boundary
     labels = np.concatenate([y.numpy() for _, y in meta[:7]])
     assert sorted(labels) == sorted(info["true"]["clean_val"])
@@ -104,7 +108,8 @@ def test_records_are_positioned_across_files_blocks_and_groups(bundle, data_dir,
     splits = SOURCES.get("clothing1m").load(SourceOptions(data_dir))
     stored = splits.records("train")
     serialized = [r.numpy() for r in tf.data.TFRecordDataset(list(stored.files))]
-    counts, files = (20, 5, 31), []                                      # three files, as TFDS shards
+    # three files, as TFDS shards
+    counts, files = (20, 5, 31), []
     for i, (start, count) in enumerate(zip(np.cumsum((0,) + counts[:-1]), counts)):
         files.append(str(tmp_path / f"part-{i}.tfrecord"))
         with tf.io.TFRecordWriter(files[-1]) as writer:
@@ -117,16 +122,19 @@ def test_records_are_positioned_across_files_blocks_and_groups(bundle, data_dir,
               block=4, window=3)
     whole = list(pipeline.positional_record_dataset(records, first=0, last=150, **kw))
     assert len(whole) == 30
-    epochs = [np.concatenate([b["index"].numpy() for b in whole[e * 10:(e + 1) * 10]]) for e in range(3)]
+    epochs = [np.concatenate([b["index"].numpy() for b in whole[e * 10:(e + 1) * 10]])
+              for e in range(3)]
     for idx in epochs:
-        assert len(set(idx)) == 50                                       # no repeats within an epoch
+        # no repeats within an epoch
+        assert len(set(idx)) == 50
     assert len({tuple(idx) for idx in epochs}) == 3
     file_order = [int(stored.parse(tf.constant(r))["index"]) for r in serialized]
     assert all(not np.array_equal(idx, file_order[:50]) for idx in epochs)
     for step in (1, 3, 10, 17):                                          # in a group, epoch start
         tail = list(pipeline.positional_record_dataset(records, first=5 * step, last=150, **kw))
         _assert_same_batches(whole[step:], tail)
-    other_seed = list(pipeline.positional_record_dataset(records, first=0, last=50, **{**kw, "seed": 4}))
+    other_seed = list(pipeline.positional_record_dataset(records, first=0, last=50,
+                                                         **{**kw, "seed": 4}))
     assert not np.array_equal(other_seed[0]["index"].numpy(), whole[0]["index"].numpy())
 
 
@@ -136,7 +144,8 @@ def test_summary_reports_real_noise(bundle):
     assert sum(s["counts"]["train"]) == 56 and s["counts"]["train_true"] == [2] * 14
     assert s["noise"]["type"] == "real" and s["noise"]["known_true_label"] == 28
     assert 0 <= s["noise"]["realised_rate"] <= 1
-    assert s["protocol"]["splits"] == {"train": "noisy_train", "meta": "clean_val", "test": "clean_test"}
+    assert s["protocol"]["splits"] == {"train": "noisy_train", "meta": "clean_val",
+                                       "test": "clean_test"}
 
 
 def test_prepared_dataset_is_reused_without_manual_dir(bundle, data_dir):
@@ -148,10 +157,12 @@ def test_release_in_the_official_layout_is_read_as_written(release):
     root, info = release
     with open(os.path.join(root, "noisy_label_kv.txt"), "rb") as f:
         assert f.readline().endswith(b"\r\n")                            # CRLF, as released
-    assert all("," in k for k in info["keys"]["clean_test"])             # images/<d>/<dd>/<a>,<b>.jpg
+    # images/<d>/<dd>/<a>,<b>.jpg
+    assert all("," in k for k in info["keys"]["clean_test"])
     parsed = read_release(root)
     for split, keys in info["keys"].items():
-        assert [e[0] for e in parsed.splits[split]] == keys              # extra labelled keys ignored
+        # extra labelled keys ignored
+        assert [e[0] for e in parsed.splits[split]] == keys
         if split != "noisy_train":
             assert [e[2] for e in parsed.splits[split]] == info["true"][split]
 
@@ -200,7 +211,8 @@ def test_missing_release_dir_is_named(tmp_path):
         data.build("clothing1m", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "none"))
 
 
-@pytest.mark.parametrize("missing", list(KEY_LISTS.values()) + ["noisy_label_kv.txt", "category_names_eng.txt"])
+@pytest.mark.parametrize("missing", list(KEY_LISTS.values())
+                         + ["noisy_label_kv.txt", "category_names_eng.txt"])
 def test_missing_release_file_is_named(release, tmp_path, missing):
     root = str(tmp_path / "rel")
     os.makedirs(os.path.join(root, "images"))
@@ -217,12 +229,14 @@ def test_malformed_and_unlabelled_lines_are_named(release, tmp_path):
     kv = os.path.join(root, "clean_label_kv.txt")
     with open(kv, "a") as f:
         f.write("images/x.jpg fourteen\n")
-    with pytest.raises(ValueError, match=r"clean_label_kv.txt:\d+: expected '<image path> <label>'"):
+    with pytest.raises(ValueError,
+                       match=r"clean_label_kv.txt:\d+: expected '<image path> <label>'"):
         read_release(root)
     shutil.copy(os.path.join(release[0], "clean_label_kv.txt"), kv)
     with open(os.path.join(root, "clean_test_key_list.txt"), "a") as f:
         f.write("images/unknown.jpg\n")
-    with pytest.raises(ValueError, match=r"clean_test_key_list.txt:29: image 'images/unknown.jpg' has no label"):
+    with pytest.raises(ValueError, match=r"clean_test_key_list.txt:29: "
+                                         r"image 'images/unknown.jpg' has no label"):
         read_release(root)
 
 
@@ -251,7 +265,8 @@ def test_bad_images_fail_in_one_error_before_anything_is_written(release, tmp_pa
     with pytest.raises(ValueError) as err:
         data.build("clothing1m", data_dir=tfds_dir, manual_dir=root)
     message = str(err.value)
-    assert message.startswith(f"Clothing1M release {root}: 6 image(s) in the key lists cannot be used")
+    assert message.startswith(f"Clothing1M release {root}: "
+                              "6 image(s) in the key lists cannot be used")
     assert "skip_bad_images=True" in message and "... and 2 more" in message
     listed = [line.split(":")[0].strip() for line in message.splitlines()[1:-1]]
     assert listed == sorted(bad)[:4]
@@ -285,8 +300,10 @@ def test_auto_meta_on_a_stream_addresses_training_records_by_position(auto_bundl
     from gdw_tf.data import pipeline
     from gdw_tf.data.sources import SOURCES, SourceOptions
     b = auto_bundle
-    assert b.meta_source == "auto" and b.meta is None and b.meta_once is None and b.meta_from is None
-    assert b.num_meta == 28                                          # clean_val's 28: a multiple of 14
+    assert b.meta_source == "auto"
+    assert b.meta is None and b.meta_once is None and b.meta_from is None
+    # clean_val's 28: a multiple of 14
+    assert b.num_meta == 28
     assert b.summary["protocol"]["meta_source"].startswith("auto: ")
     assert "clean_val split is not used" in b.summary["protocol"]["meta_source"]
     assert b.summary["counts"]["meta"] is None and b.summary["num_meta"] == 28
@@ -300,7 +317,8 @@ def test_auto_meta_on_a_stream_addresses_training_records_by_position(auto_bundl
     np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in in_order]), labels)
     rows = np.array([0, 3, 7, 20, 21, 40, 55])
     at = pipeline.records_at(records, rows[::-1])                     # in the order asked for
-    assert [int(records.parse(s)["index"]) for s in at] == [int(parsed[r]["index"]) for r in rows[::-1]]
+    assert ([int(records.parse(s)["index"]) for s in at]
+            == [int(parsed[r]["index"]) for r in rows[::-1]])
     with pytest.raises(ValueError, match="distinct"):
         pipeline.records_at(records, [1, 1])
     with pytest.raises(ValueError, match=r"in \[0, 56\)"):
@@ -310,7 +328,8 @@ def test_auto_meta_on_a_stream_addresses_training_records_by_position(auto_bundl
 def test_auto_meta_batches_of_a_stream_are_the_chosen_records_and_restart_anywhere(auto_bundle):
     b = auto_bundle
     rows = np.flatnonzero(b.train_labels < 7)[:12]                   # any 12 records
-    whole = list(b.meta_from_train(rows, 0, "meta_auto_1").take(9))  # 12 records: 3 batches of 4 an epoch
+    # 12 records: 3 batches of 4 an epoch
+    whole = list(b.meta_from_train(rows, 0, "meta_auto_1").take(9))
     assert whole[0][0].shape == (4, 224, 224, 3)
     for e in range(3):                                               # each record once an epoch
         labels = np.concatenate([y.numpy() for _, y in whole[3 * e:3 * e + 3]])

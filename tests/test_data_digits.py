@@ -24,7 +24,8 @@ def test_split_is_fixed_and_independent_of_seed(bundle):
     ya = np.concatenate([y.numpy() for _, y in bundle.test])
     yb = np.concatenate([y.numpy() for _, y in other.test])
     np.testing.assert_array_equal(ya, yb)
-    assert not np.array_equal(other.meta_origin, bundle.meta_origin)  # the meta draw does follow the seed
+    # the meta draw does follow the seed
+    assert not np.array_equal(other.meta_origin, bundle.meta_origin)
 
 
 def test_values_in_unit_range(bundle):
@@ -68,6 +69,7 @@ def test_each_pipeline_follows_its_role():
     assert [len(y) for _, y in b.meta_once] == [30, 30, 30, 10]         # the 100 meta examples once
     assert len(list(b.test)) == -(-b.num_test // 64)                     # the last test batch too
     test_labels = np.concatenate([y.numpy() for _, y in b.test])
-    np.testing.assert_array_equal(test_labels, np.concatenate([y.numpy() for _, y in b.test]))  # unshuffled
+    # unshuffled
+    np.testing.assert_array_equal(test_labels, np.concatenate([y.numpy() for _, y in b.test]))
     assert [len(y) for _, y in b.meta_from(0).take(4)] == [30] * 4
     assert len(list(b.train_from(0, 3))) == 3

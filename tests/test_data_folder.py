@@ -19,9 +19,11 @@ TEST = {"ant": 3, "bee": 2, "cat": 4}
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("folder") / "imgs")
-    write_image_folder(root, SORTED, {"train": [TRAIN[c] for c in SORTED], "test": [TEST[c] for c in SORTED]})
+    write_image_folder(root, SORTED, {"train": [TRAIN[c] for c in SORTED],
+                                      "test": [TEST[c] for c in SORTED]})
     # one JPEG among the PNGs, and a non-image file that must be skipped
-    Image.fromarray(np.full((12, 12, 3), 200, np.uint8)).save(os.path.join(root, "train", "bee", "extra.jpg"))
+    Image.fromarray(np.full((12, 12, 3), 200, np.uint8)).save(
+        os.path.join(root, "train", "bee", "extra.jpg"))
     open(os.path.join(root, "train", "bee", "notes.txt"), "w").write("not an image")
     return root
 
@@ -112,13 +114,16 @@ def test_positioned_pipelines_restart_anywhere_with_the_same_batches(bundle):
         idx = np.concatenate([b["index"].numpy() for b in whole[epoch * steps:(epoch + 1) * steps]])
         assert len(set(idx)) == idx.size == steps * bundle.batch_size  # an epoch: no repeats
         np.testing.assert_array_equal(
-            whole[epoch * steps]["label"].numpy(), bundle.train_labels[whole[epoch * steps]["index"].numpy()])
-    assert not np.array_equal(whole[0]["index"].numpy(), whole[steps]["index"].numpy())  # reshuffled
+            whole[epoch * steps]["label"].numpy(),
+            bundle.train_labels[whole[epoch * steps]["index"].numpy()])
+    # reshuffled
+    assert not np.array_equal(whole[0]["index"].numpy(), whole[steps]["index"].numpy())
     tail = list(bundle.train_from(steps + 1, 3 * steps))  # resumed at step 1 of epoch 1
     assert len(tail) == len(whole) - steps - 1
     for a, b in zip(whole[steps + 1:], tail):
         for key in a:
-            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())  # images: same augmentation
+            # images: same augmentation
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
     meta = [x for x, _ in bundle.meta_from(0).take(7)]
     again = [x for x, _ in bundle.meta_from(5).take(2)]
     np.testing.assert_array_equal(meta[5].numpy(), again[0].numpy())
@@ -128,9 +133,11 @@ def test_positioned_pipelines_restart_anywhere_with_the_same_batches(bundle):
 def test_meta_is_clean_balanced_and_disjoint(bundle, root, cache):
     splits = folder_source.load_image_folder(root, cache)
     assert np.intersect1d(bundle.meta_origin, bundle.train_origin).size == 0
-    np.testing.assert_array_equal(np.sort(np.concatenate([bundle.meta_origin, bundle.train_origin])),
-                                  np.arange(len(splits.train_labels)))
-    np.testing.assert_array_equal(bundle.train_true_labels, splits.train_labels[bundle.train_origin])
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([bundle.meta_origin, bundle.train_origin])),
+        np.arange(len(splits.train_labels)))
+    np.testing.assert_array_equal(bundle.train_true_labels,
+                                  splits.train_labels[bundle.train_origin])
     meta_images = {img.tobytes() for img in splits.train_images[bundle.meta_origin]}
     train_images = {img.tobytes() for img in splits.train_images[bundle.train_origin]}
     assert not meta_images & train_images                        # disjoint by content too
@@ -163,7 +170,8 @@ def test_determinism_under_seed(root, cache, bundle):
     np.testing.assert_array_equal(next(iter(a.meta))[0].numpy(), next(iter(b.meta))[0].numpy())
     other = build(root, cache, noise_type="uniform", noise_rate=0.5, seed=4)
     assert not np.array_equal(other.meta_origin, bundle.meta_origin)
-    assert not np.array_equal(next(iter(other.train))["index"].numpy(), next(iter(a.train))["index"].numpy())
+    assert not np.array_equal(next(iter(other.train))["index"].numpy(),
+                              next(iter(a.train))["index"].numpy())
 
 
 def test_pairs_with_with_meta(bundle):
@@ -237,4 +245,5 @@ def test_unknown_dataset_lists_the_registry():
     with pytest.raises(ValueError) as err:
         data.build("imagenet21k")
     assert "'imagenet21k'" in str(err.value) and "cifar10" in str(err.value)
-    assert {"cifar10", "cifar100", "folder", "clothing1m", "digits"} <= set(data.available_datasets())
+    assert ({"cifar10", "cifar100", "folder", "clothing1m", "digits"}
+            <= set(data.available_datasets()))

@@ -1,4 +1,5 @@
-"""The folder source with labels of its own: a clean ROOT/meta split, a --labels CSV, hidden folders."""
+"""The folder source with labels of its own: a clean ROOT/meta split, a --labels CSV, hidden
+folders."""
 import csv
 import json
 import logging
@@ -33,7 +34,8 @@ def _files(folder):
 
 
 def make_folder(root, train=6, meta=3, test=2, classes=CLASSES, seed=0):
-    """ROOT/{train,meta,test}/<class>/<i>.png with `train`/`meta`/`test` random 8x8 images per class."""
+    """ROOT/{train,meta,test}/<class>/<i>.png with `train`/`meta`/`test` random 8x8 images per
+    class."""
     rng = np.random.default_rng(seed)
     for split, n in (("train", train), ("meta", meta), ("test", test)):
         for name in classes:
@@ -63,7 +65,8 @@ def test_meta_folder_is_the_meta_set_as_is_never_mixed_with_train(tmp_path):
     bundle = build(root, tmp_path / "cache")
     meta_files, train_files = _pixels(_files(f"{root}/meta")), _pixels(_files(f"{root}/train"))
     meta_seen = _images(bundle.meta_once)
-    assert sorted(meta_seen) == sorted(meta_files)                # exactly the meta/ images, once each
+    # exactly the meta/ images, once each
+    assert sorted(meta_seen) == sorted(meta_files)
     train_seen = set(_images(bundle.train_from(0, bundle.steps_per_epoch * 3), "image"))
     assert train_seen <= train_files and not train_seen & meta_files
     s = bundle.summary
@@ -100,7 +103,8 @@ def test_num_meta_subsamples_the_meta_folder_per_class_with_the_seed(tmp_path):
 def test_a_meta_or_test_class_absent_from_train_is_named(tmp_path, split):
     root = make_folder(tmp_path / "imgs")
     _png(f"{root}/{split}/wasp/0.png", np.random.default_rng(1))
-    with pytest.raises(ValueError, match=f"class folder {root}/{split}/wasp has no counterpart in {root}/train"):
+    with pytest.raises(ValueError, match=f"class folder {root}/{split}/wasp "
+                                         f"has no counterpart in {root}/train"):
         build(root, tmp_path / "cache")
 
 
@@ -118,7 +122,8 @@ def test_noise_defaults_to_none_with_meta_or_labels_and_explicit_noise_is_record
         data = RunConfig.from_flag_values(_settings(**kw)).data
         return data.noise_type, data.noise_rate
 
-    assert noise(data_dir=plain) == ("uniform", 0.4)                 # the folder names are the truth
+    # the folder names are the truth
+    assert noise(data_dir=plain) == ("uniform", 0.4)
     assert noise(data_dir=root) == noise(data_dir=plain, labels="x.csv") == ("none", 0.0)
     assert noise(data_dir=root, noise_type="uniform") == ("uniform", 0.4)
     bundle = build(root, tmp_path / "cache", noise_type="uniform", noise_rate=0.4, seed=1)
@@ -164,15 +169,18 @@ def flat(tmp_path):
 
 def test_labels_by_name_and_by_index_override_the_layout(tmp_path, flat):
     root, rels, given, true = flat
-    by_name = write_csv(tmp_path / "names.csv", ["path", "label"], [(r, CLASSES[g]) for r, g in zip(rels, given)])
-    by_index = write_csv(tmp_path / "index.csv", ["label", "path"], [(g, r) for r, g in zip(rels, given)])
+    by_name = write_csv(tmp_path / "names.csv", ["path", "label"],
+                        [(r, CLASSES[g]) for r, g in zip(rels, given)])
+    by_index = write_csv(tmp_path / "index.csv", ["label", "path"],
+                         [(g, r) for r, g in zip(rels, given)])
     a = build(root, tmp_path / "cache", labels=by_name, num_meta=None)
     b = build(root, tmp_path / "cache", labels=by_index)
     assert a.class_names == CLASSES
     order = np.argsort(rels)                                    # training images in path order
     np.testing.assert_array_equal(a.train_labels, given[order])
     np.testing.assert_array_equal(b.train_labels, given[order])
-    assert a.summary["labels_file"] == {"path": by_name, "rows": 12, "true_label": False, "unlisted_skipped": 0}
+    assert a.summary["labels_file"] == {"path": by_name, "rows": 12, "true_label": False,
+                                        "unlisted_skipped": 0}
     assert (a.train_true_labels == -1).all() and a.summary["noise"]["type"] == "none"
     assert a.summary["protocol"]["labels"] == by_name
 
@@ -190,14 +198,16 @@ def test_true_label_column_is_the_truth_of_the_summary_and_the_batches(tmp_path,
     assert noise["realised_rate"] == pytest.approx(np.mean(g != t)) and np.mean(g != t) > 0
     empirical = np.zeros((3, 3))
     np.add.at(empirical, (t, g), 1)
-    np.testing.assert_allclose(noise["empirical_transition_matrix"], empirical / empirical.sum(1, keepdims=True))
+    np.testing.assert_allclose(noise["empirical_transition_matrix"],
+                               empirical / empirical.sum(1, keepdims=True))
     assert bundle.summary["counts"]["train_true"] == np.bincount(t, minlength=3).tolist()
     batch = next(iter(bundle.train))
     np.testing.assert_array_equal(batch["true_label"].numpy(), t[batch["index"].numpy()])
     np.testing.assert_array_equal(batch["label"].numpy(), g[batch["index"].numpy()])
     # synthetic noise on top: measured against the CSV's truth
     noisier = build(root, tmp_path / "cache", labels=path, noise_type="flip", noise_rate=1.0)
-    assert noisier.summary["noise"]["realised_rate"] == pytest.approx(np.mean(noisier.train_labels != t))
+    assert (noisier.summary["noise"]["realised_rate"]
+            == pytest.approx(np.mean(noisier.train_labels != t)))
 
 
 @pytest.mark.parametrize("case, line, needle", [
@@ -247,7 +257,8 @@ def test_every_labels_file_problem_names_file_and_line(tmp_path, flat, case, lin
 
 def test_labels_missing_skip_leaves_unlisted_images_out_and_counts_them(tmp_path, flat):
     root, rels, given, _ = flat
-    path = write_csv(tmp_path / "l.csv", ["path", "label"], [(r, CLASSES[g]) for r, g in zip(rels, given)][:9])
+    path = write_csv(tmp_path / "l.csv", ["path", "label"],
+                     [(r, CLASSES[g]) for r, g in zip(rels, given)][:9])
     bundle = build(root, tmp_path / "cache", labels=path, labels_missing="skip")
     assert bundle.num_train == 9 and bundle.summary["labels_file"]["unlisted_skipped"] == 3
     assert bundle.summary["protocol"]["labels_missing"] == "skip"
@@ -261,15 +272,18 @@ def test_a_class_without_training_image_in_the_file_is_named(tmp_path, flat):
     root, rels, _, _ = flat
     rows = [(r, "ant" if i % 2 else "bee") for i, r in enumerate(rels)]  # no "cat"
     path = write_csv(tmp_path / "l.csv", ["path", "label"], rows)
-    with pytest.raises(ValueError, match=f"class folder {root}/test/cat: no training image is labelled 'cat'"):
+    with pytest.raises(ValueError, match=f"class folder {root}/test/cat: "
+                                         "no training image is labelled 'cat'"):
         build(root, tmp_path / "cache", labels=path)
 
 
 def test_an_edited_labels_file_relabels_without_decoding_again(tmp_path, flat, monkeypatch):
     root, rels, given, _ = flat
-    path = write_csv(tmp_path / "l.csv", ["path", "label"], [(r, CLASSES[g]) for r, g in zip(rels, given)])
+    path = write_csv(tmp_path / "l.csv", ["path", "label"],
+                     [(r, CLASSES[g]) for r, g in zip(rels, given)])
     first = folder_source.load_image_folder(root, str(tmp_path / "cache"), path)
-    monkeypatch.setattr(folder_source, "decode_images", lambda *a: pytest.fail("decoded although cached"))
+    monkeypatch.setattr(folder_source, "decode_images",
+                        lambda *a: pytest.fail("decoded although cached"))
     write_csv(path, ["path", "label"], [(r, CLASSES[(g + 1) % 3]) for r, g in zip(rels, given)])
     again = folder_source.load_image_folder(root, str(tmp_path / "cache"), path)
     np.testing.assert_array_equal(again.train_labels, (first.train_labels + 1) % 3)
@@ -283,7 +297,8 @@ def test_an_edited_labels_file_relabels_without_decoding_again(tmp_path, flat, m
 def test_other_datasets_refuse_labels(dataset):
     with pytest.raises(ValueError, match=f"labels=x.csv does not apply to dataset '{dataset}'"):
         data.build(dataset, labels="x.csv")
-    with pytest.raises(ValueError, match=f"labels_missing=skip does not apply to dataset '{dataset}'"):
+    with pytest.raises(ValueError,
+                       match=f"labels_missing=skip does not apply to dataset '{dataset}'"):
         data.build(dataset, labels_missing="skip")
 
 
@@ -305,10 +320,13 @@ def test_hidden_class_folders_are_skipped_with_a_warning_naming_them(tmp_path, c
 def test_hidden_folders_under_a_labelled_train_tree_are_skipped(tmp_path, flat, caplog):
     root, rels, given, _ = flat
     _png(os.path.join(root, "train", ".cache", "x.png"), np.random.default_rng(4))
-    path = write_csv(tmp_path / "l.csv", ["path", "label"], [(r, CLASSES[g]) for r, g in zip(rels, given)])
+    path = write_csv(tmp_path / "l.csv", ["path", "label"],
+                     [(r, CLASSES[g]) for r, g in zip(rels, given)])
     with caplog.at_level(logging.WARNING, logger=folder_source.__name__):
-        assert len(folder_source.list_image_folder(root, path).files["train"]) == 12  # no missing row
-    assert any(f"skipping hidden folder {root}/train/.cache" in r.getMessage() for r in caplog.records)
+        # no missing row
+        assert len(folder_source.list_image_folder(root, path).files["train"]) == 12
+    assert any(f"skipping hidden folder {root}/train/.cache" in r.getMessage()
+               for r in caplog.records)
 
 
 # ----- end to end: the user's noisy CIFAR folder, labels from a CSV -------------------------------
@@ -326,15 +344,18 @@ def cifar_folder(root, rng, train_per_class=100, meta_per_class=10, test_per_cla
             rel = f"batch_{k % 7}/img_{k:05d}.jpg"
             os.makedirs(os.path.join(root, "train", os.path.dirname(rel)), exist_ok=True)
             os.symlink(os.path.join(CIFAR, "train", name, f), os.path.join(root, "train", rel))
-            label = c if rng.random() >= noise else int((c + rng.integers(1, len(classes))) % len(classes))
+            label = (c if rng.random() >= noise
+                     else int((c + rng.integers(1, len(classes))) % len(classes)))
             rows.append((rel, classes[label], name))
+        test_files = sorted(os.listdir(os.path.join(CIFAR, "test", name)))
         for split, picked in (("meta", files[train_per_class:train_per_class + meta_per_class]),
-                              ("test", sorted(os.listdir(os.path.join(CIFAR, "test", name)))[:test_per_class])):
+                              ("test", test_files[:test_per_class])):
             os.makedirs(os.path.join(root, split, name))
             source = "train" if split == "meta" else "test"
             for f in picked:
                 os.symlink(os.path.join(CIFAR, source, name, f), os.path.join(root, split, name, f))
-    return write_csv(os.path.join(os.path.dirname(root), "labels.csv"), ["path", "label", "true_label"],
+    return write_csv(os.path.join(os.path.dirname(root), "labels.csv"),
+                     ["path", "label", "true_label"],
                      rng.permutation(np.array(rows, dtype=object)).tolist())
 
 
@@ -353,7 +374,8 @@ def test_train_on_a_noisy_cifar_folder_with_labels_from_a_csv(tmp_path):
                                        capture_output=True, text=True, timeout=300)
     proc = run("gdw_tf.train", "--dataset=folder", f"--data_dir={root}", f"--labels={labels}",
                "--method=gdw", "--epochs=2", "--model=strided_cnn", "--batch_size=50",
-               "--hidden_units=16", "--verbose=0", f"--cache_dir={tmp_path / 'cache'}", f"--output_dir={out}")
+               "--hidden_units=16", "--verbose=0", f"--cache_dir={tmp_path / 'cache'}",
+               f"--output_dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "detection ROC-AUC" in proc.stdout
     with open(os.path.join(out, "results.json")) as f:
@@ -362,7 +384,8 @@ def test_train_on_a_noisy_cifar_folder_with_labels_from_a_csv(tmp_path):
     with open(os.path.join(out, "data_summary.json")) as f:
         summary = json.load(f)
     assert summary["protocol"]["meta_source"] == f"the folder's meta/ split ({root}/meta)"
-    assert summary["num_meta"] == 100 and summary["counts"]["meta"] == [10] * 10 and summary["num_train"] == 1000
+    assert summary["num_meta"] == 100 and summary["counts"]["meta"] == [10] * 10
+    assert summary["num_train"] == 1000
     assert summary["noise"]["type"] == "none"
     assert summary["noise"]["realised_rate"] == pytest.approx(len(noisy) / len(rows))
     with open(os.path.join(out, "label_issues.csv")) as f:
@@ -385,13 +408,15 @@ def test_an_unknown_true_label_counts_as_neither_clean_nor_noisy():
 
     from gdw_tf import diagnostics
 
-    labels, true = tf.constant([0, 1, 2, 1]), tf.constant([0, 2, -1, -1])  # clean, noisy, unknown x2
+    # clean, noisy, unknown x2
+    labels, true = tf.constant([0, 1, 2, 1]), tf.constant([0, 2, -1, -1])
     weights = tf.constant([[1.0, 0, 0], [0, 2.0, 0], [0, 0, 3.0], [0, 4.0, 0]])
     stats = diagnostics.target_weight_stats(weights, labels, true)
     np.testing.assert_array_equal(stats["target_weight_clean"][1].numpy(), [1, 0, 0, 0])
     np.testing.assert_array_equal(stats["target_weight_noisy"][1].numpy(), [0, 1, 0, 0])
     fractions = diagnostics.increase_fractions(weights, weights + 1, labels, true)
-    for name in ("increased_nontarget_clean", "increased_truetarget_noisy", "increased_nontarget_noisy"):
+    for name in ("increased_nontarget_clean", "increased_truetarget_noisy",
+                 "increased_nontarget_noisy"):
         assert fractions[name][1].numpy()[6:].sum() == 0, name  # rows of the unknown examples
 
 
@@ -401,18 +426,22 @@ def test_a_resumed_run_compares_labels_as_a_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run_dir.differing_flags({"labels": "l.csv"}, {"labels": str(tmp_path / "l.csv")}) == []
     assert run_dir.differing_flags({"labels": "l.csv"}, {"labels": "other.csv"}) == ["labels"]
-    assert run_dir.differing_flags({"labels_missing": "error"}, {"labels_missing": "skip"}) == ["labels_missing"]
+    assert (run_dir.differing_flags({"labels_missing": "error"}, {"labels_missing": "skip"})
+            == ["labels_missing"])
 
 
-def test_labels_without_a_meta_folder_hold_the_meta_set_out_of_train_with_a_warning(tmp_path, flat, caplog):
+def test_labels_without_a_meta_folder_hold_the_meta_set_out_of_train_with_a_warning(
+        tmp_path, flat, caplog):
     import shutil
 
     root, rels, given, _ = flat
     shutil.rmtree(f"{root}/meta")
-    path = write_csv(tmp_path / "l.csv", ["path", "label"], [(r, CLASSES[g]) for r, g in zip(rels, given)])
+    path = write_csv(tmp_path / "l.csv", ["path", "label"],
+                     [(r, CLASSES[g]) for r, g in zip(rels, given)])
     with caplog.at_level(logging.WARNING, logger=data.bundle.__name__):
         bundle = build(root, tmp_path / "cache", labels=path, num_meta=3)
-    assert bundle.summary["protocol"]["meta_source"] == "held out of the training split before corruption"
+    assert (bundle.summary["protocol"]["meta_source"]
+            == "held out of the training split before corruption")
     assert bundle.num_meta == 3 and bundle.num_train == 9
     assert any(f"labels={path} without a meta split" in r.getMessage() for r in caplog.records)
     caplog.clear()  # meta_source=auto holds nothing out: no such warning
@@ -439,8 +468,10 @@ def test_meta_source_truth_holds_out_a_balanced_clean_meta_set_by_true_label(tmp
     t_src, g_src = true[order], given[order]
     meta = bundle.meta_origin
     assert meta.size == 12 and not set(meta) & set(bundle.train_origin)   # held out of train
-    np.testing.assert_array_equal(np.bincount(t_src[meta], minlength=3), [4, 4, 4])  # balanced by truth
-    assert (g_src[meta] != t_src[meta]).any()                         # not drawn by the given labels
+    # balanced by truth
+    np.testing.assert_array_equal(np.bincount(t_src[meta], minlength=3), [4, 4, 4])
+    # not drawn by the given labels
+    assert (g_src[meta] != t_src[meta]).any()
     meta_labels = np.concatenate([y.numpy() for _, y in bundle.meta_once])
     meta_pixels = _images(bundle.meta_once)
     train_images = np.asarray(bundle.source_train_images)
@@ -470,22 +501,25 @@ def test_meta_source_truth_never_chooses_an_example_of_unknown_truth():
                            meta_by_truth=True)
         np.testing.assert_array_equal(np.sort(r.meta_origin), np.arange(9, 18))  # all 9 known ones
         np.testing.assert_array_equal(r.meta_labels, truth[r.meta_origin])
-    with pytest.raises(ValueError, match="num_meta=12 asks 4 meta examples per class, drawn by true "
-                                         "label, but class 0 has only 3 training examples whose true "
-                                         "label is known"):
+    with pytest.raises(ValueError, match="num_meta=12 asks 4 meta examples per class, "
+                                         "drawn by true label, but class 0 has only 3 training "
+                                         "examples whose true label is known"):
         apply_protocol(given, 3, ProtocolConfig(num_meta=12), true_labels=truth, meta_by_truth=True)
 
 
 def test_meta_source_truth_errors_name_the_flag(tmp_path, flat):
     root, rels, given, true = flat
-    no_truth = write_csv(tmp_path / "n.csv", ["path", "label"], [(r, CLASSES[g]) for r, g in zip(rels, given)])
+    no_truth = write_csv(tmp_path / "n.csv", ["path", "label"],
+                         [(r, CLASSES[g]) for r, g in zip(rels, given)])
     import shutil
     shutil.copytree(root, tmp_path / "nometa")
     shutil.rmtree(tmp_path / "nometa" / "meta")
-    with pytest.raises(ValueError, match="meta_source=truth draws the meta set by true label, but the "
-                                         "training labels of folder have no known truth"):
-        build(str(tmp_path / "nometa"), tmp_path / "cache", labels=no_truth, num_meta=3, meta_source="truth")
+    with pytest.raises(ValueError, match="meta_source=truth draws the meta set by true label, "
+                                         "but the training labels of folder have no known truth"):
+        build(str(tmp_path / "nometa"), tmp_path / "cache", labels=no_truth, num_meta=3,
+              meta_source="truth")
     with_truth = write_csv(tmp_path / "t.csv", ["path", "label", "true_label"],
                            [(r, CLASSES[g], CLASSES[t]) for r, g, t in zip(rels, given, true)])
-    with pytest.raises(ValueError, match=f"but {root}/meta is a clean meta set: drop meta_source=truth"):
+    with pytest.raises(ValueError,
+                       match=f"but {root}/meta is a clean meta set: drop meta_source=truth"):
         build(root, tmp_path / "cache", labels=with_truth, meta_source="truth")

@@ -7,9 +7,20 @@ import pytest
 from scipy.stats import truncnorm
 
 import gdw_tf.data as data
-from gdw_tf.data.protocol import (ProtocolConfig, apply_protocol, corrupt_labels, empirical_transition,
-                                  expected_noise_rate, flip_targets, instance_flip_rates, instance_noise,
-                                  pixel_features, realised_noise, rng_for, transition_matrix)
+from gdw_tf.data.protocol import (
+    ProtocolConfig,
+    apply_protocol,
+    corrupt_labels,
+    empirical_transition,
+    expected_noise_rate,
+    flip_targets,
+    instance_flip_rates,
+    instance_noise,
+    pixel_features,
+    realised_noise,
+    rng_for,
+    transition_matrix,
+)
 from gdw_tf.data.sources import SOURCES, SourceOptions
 from tests.fixtures import write_image_folder
 
@@ -42,8 +53,10 @@ def test_flip_matrix_one_off_diagonal_class_per_row():
 
 def test_flip_targets_fixed_per_seed_and_vary_across_seeds():
     a = flip_targets(transition_matrix(ProtocolConfig("flip", 0.4, seed=7), C))
-    np.testing.assert_array_equal(a, flip_targets(transition_matrix(ProtocolConfig("flip", 0.2, seed=7), C)))
-    others = [flip_targets(transition_matrix(ProtocolConfig("flip", 0.4, seed=s), C)) for s in range(8, 12)]
+    np.testing.assert_array_equal(
+        a, flip_targets(transition_matrix(ProtocolConfig("flip", 0.2, seed=7), C)))
+    others = [flip_targets(transition_matrix(ProtocolConfig("flip", 0.4, seed=s), C))
+              for s in range(8, 12)]
     assert any(not np.array_equal(a, o) for o in others)
 
 
@@ -78,7 +91,8 @@ def test_full_flip_rate_moves_every_label():
 
 def test_none_and_zero_rate_leave_labels_unchanged():
     labels = big_labels(n=1000)
-    for t in (transition_matrix(ProtocolConfig("none", 0.0), C), transition_matrix(ProtocolConfig("uniform", 0.0), C)):
+    for t in (transition_matrix(ProtocolConfig("none", 0.0), C),
+              transition_matrix(ProtocolConfig("uniform", 0.0), C)):
         np.testing.assert_array_equal(corrupt_labels(labels, t, seed=0), labels)
 
 
@@ -93,7 +107,8 @@ def test_corruption_is_deterministic_per_seed():
 def test_golden_values_pin_the_random_streams():
     # Same flags -> same corrupted labels on every machine: pin a few draws.
     t = transition_matrix(ProtocolConfig("flip", 0.4, seed=0), 4)
-    labels = corrupt_labels(np.arange(12) % 4, transition_matrix(ProtocolConfig("uniform", 0.8), 4), seed=0)
+    labels = corrupt_labels(np.arange(12) % 4,
+                            transition_matrix(ProtocolConfig("uniform", 0.8), 4), seed=0)
     assert flip_targets(t).tolist() == GOLDEN_FLIP and labels.tolist() == GOLDEN_UNIFORM
 
 
@@ -117,7 +132,8 @@ def test_bad_noise_parameters_are_named_with_their_value(noise_type, rate, needl
 
 def test_labels_out_of_range_are_rejected():
     with pytest.raises(ValueError, match="labels must lie in"):
-        corrupt_labels(np.array([0, 10]), transition_matrix(ProtocolConfig("uniform", 0.1), C), seed=0)
+        corrupt_labels(np.array([0, 10]), transition_matrix(ProtocolConfig("uniform", 0.1), C),
+                       seed=0)
 
 
 # Instance-dependent noise (Xia et al. 2020).
@@ -159,14 +175,16 @@ def test_instance_noise_matches_a_slow_reference_label_for_label(n, shape, num_c
     noisy, dists = reference_instance_noise(images[rows], labels[rows], num_classes, tau, seed=5)
     np.testing.assert_array_equal(r.labels, noisy)
     for c in range(num_classes):
-        np.testing.assert_allclose(r.transition[c], dists[labels[rows] == c].mean(axis=0), atol=1e-12)
+        np.testing.assert_allclose(r.transition[c], dists[labels[rows] == c].mean(axis=0),
+                                   atol=1e-12)
     assert (r.labels != r.true_labels).any()
 
 
 def test_instance_flip_rates_are_a_truncated_normal_by_inverse_cdf():
     q = instance_flip_rates(20_000, 0.4, seed=0)
     assert abs(q.mean() - 0.4) < 0.003 and abs(q.std() - 0.1) < 0.003
-    top = instance_flip_rates(20_000, 1.0, seed=0)  # half the normal lies above 1: truncated, not clipped
+    # half the normal lies above 1: truncated, not clipped
+    top = instance_flip_rates(20_000, 1.0, seed=0)
     assert top.max() < 1.0 and abs(top.mean() - (1 - 0.1 * np.sqrt(2 / np.pi))) < 0.003
     np.testing.assert_allclose(top, truncnorm.ppf(rng_for(0, "instance_rates").random(20_000),
                                                   -10.0, 0.0, loc=1.0, scale=0.1), atol=1e-9)
@@ -200,7 +218,8 @@ def test_instance_zero_rate_keeps_every_label():
     noisy, t = instance_noise(labels, pixel_features(images, 255.0), C, 0.0, seed=0)
     np.testing.assert_array_equal(noisy, labels)
     np.testing.assert_array_equal(t, np.eye(C))
-    r = apply_protocol(labels, C, ProtocolConfig("instance", 0.0, seed=0), pixel_features(images, 255.0))
+    r = apply_protocol(labels, C, ProtocolConfig("instance", 0.0, seed=0),
+                       pixel_features(images, 255.0))
     np.testing.assert_array_equal(r.labels, r.true_labels)
 
 
@@ -212,7 +231,8 @@ def test_instance_flip_targets_follow_the_image_while_flip_targets_cannot():
     images, labels = np.repeat(blocks, 2000, axis=0), np.zeros(12_000, np.int64)
     which = np.repeat(np.arange(6), 2000)
     noisy, _ = instance_noise(labels, pixel_features(images, 255.0), C, 0.6, seed=0)
-    hist = np.array([np.bincount(noisy[(which == k) & (noisy != 0)], minlength=C) for k in range(6)])
+    hist = np.array([np.bincount(noisy[(which == k) & (noisy != 0)], minlength=C)
+                     for k in range(6)])
     hist = hist / hist.sum(axis=1, keepdims=True)
     total_variation = 0.5 * np.abs(hist[:, None] - hist[None]).sum(axis=2)
     assert total_variation.max() > 0.5
@@ -226,9 +246,11 @@ def test_uniform_and_flip_draws_are_those_before_instance_noise():
     labels = big_labels(n=5000)
     for noise_type, protocol, corrupted in (("uniform", "d7417d2af2f4b86f", "fd92dbd6683054e2"),
                                             ("flip", "1f56c4aa99f2a413", "5e62e46dbfa45fc4")):
-        r = apply_protocol(labels, C, ProtocolConfig(noise_type, 0.4, 0.1, 0, seed=4, train_per_class=400))
+        r = apply_protocol(labels, C,
+                           ProtocolConfig(noise_type, 0.4, 0.1, 0, seed=4, train_per_class=400))
         t = transition_matrix(ProtocolConfig(noise_type, 0.4, seed=4), C)
-        assert (digest(r.labels), digest(corrupt_labels(labels, t, seed=4))) == (protocol, corrupted)
+        assert ((digest(r.labels), digest(corrupt_labels(labels, t, seed=4)))
+                == (protocol, corrupted))
 
 
 def digest(labels):
@@ -262,15 +284,16 @@ def test_digits_build_with_instance_noise_and_its_summary():
     assert within(s["realised_rate"], s["expected_rate"], b.num_train, sigmas=4)
     # the labels are the generator's on the digits images (pixels / 16) of the training rows
     splits = SOURCES.get("digits").load(SourceOptions())
-    noisy, _ = reference_instance_noise(splits.train_images[b.train_origin], b.train_true_labels, 10, 0.4,
-                                        seed=0, pixel_max=16.0)
+    noisy, _ = reference_instance_noise(splits.train_images[b.train_origin], b.train_true_labels,
+                                        10, 0.4, seed=0, pixel_max=16.0)
     np.testing.assert_array_equal(b.train_labels, noisy)
 
 
 def test_folder_build_with_instance_noise(tmp_path):
     root = str(tmp_path / "imgs")
     write_image_folder(root, ["a", "b", "c"], {"train": [20, 20, 20], "test": [2, 2, 2]})
-    b = data.build("folder", data_dir=root, cache_dir=str(tmp_path / "cache"), num_meta=6, batch_size=6,
-                   noise_type="instance", noise_rate=0.5, seed=1)
-    assert b.summary["noise"]["type"] == "instance" and (b.train_labels != b.train_true_labels).any()
+    b = data.build("folder", data_dir=root, cache_dir=str(tmp_path / "cache"), num_meta=6,
+                   batch_size=6, noise_type="instance", noise_rate=0.5, seed=1)
+    assert b.summary["noise"]["type"] == "instance"
+    assert (b.train_labels != b.train_true_labels).any()
     np.testing.assert_allclose(np.array(b.summary["noise"]["transition_matrix"]).sum(axis=1), 1.0)

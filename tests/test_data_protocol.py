@@ -4,8 +4,16 @@ import logging
 import numpy as np
 import pytest
 
-from gdw_tf.data.protocol import (ProtocolConfig, apply_protocol, corrupt_labels, long_tail_counts,
-                                  long_tail_subsample, realised_noise, split_meta, transition_matrix)
+from gdw_tf.data.protocol import (
+    ProtocolConfig,
+    apply_protocol,
+    corrupt_labels,
+    long_tail_counts,
+    long_tail_subsample,
+    realised_noise,
+    split_meta,
+    transition_matrix,
+)
 
 C = 10
 CIFAR_LIKE = np.repeat(np.arange(C), 5000)  # 50,000 clean labels, 5,000 per class

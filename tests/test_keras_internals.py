@@ -15,7 +15,8 @@ from tests import tiny
 
 
 def _compiled(metrics=("accuracy",)):
-    model = keras.Sequential([keras.Input((tiny.NUM_FEATURES,)), keras.layers.Dense(tiny.NUM_CLASSES)])
+    model = keras.Sequential([keras.Input((tiny.NUM_FEATURES,)),
+                              keras.layers.Dense(tiny.NUM_CLASSES)])
     model.compile("sgd", metrics=list(metrics) if metrics else None)
     return model
 
@@ -43,7 +44,8 @@ def test_compiled_metrics_are_built_from_keras_tensors_and_updated_by_compute_me
     keras_internals.build_compiled_metrics(model, labels, logits)  # built once
     assert len(model.metrics_variables) == variables > 2  # loss (total, count) and accuracy
     # The public compute_metrics updates what was built: 1 of 2 labels is the argmax.
-    results = model.compute_metrics(None, tf.constant([0, 1]), tf.constant([[2.0, 0, 0], [2.0, 0, 0]]))
+    results = model.compute_metrics(None, tf.constant([0, 1]),
+                                    tf.constant([[2.0, 0, 0], [2.0, 0, 0]]))
     assert float(results["accuracy"]) == 0.5
     plain = _compiled(metrics=None)  # no metrics: nothing to build
     assert keras_internals.compiled_metrics_built(plain)
@@ -95,7 +97,8 @@ def test_fit_under_a_strategy_skips_the_symbolic_build_once_state_is_built(monke
     assert built == ["Sequential"]  # what Keras does under a strategy, and PrebuiltModel skips
     assert isinstance(prebuilt, keras_internals.PrebuiltModel)
     prebuilt.fit(tf.data.Dataset.from_tensor_slices({"image": x, "label": y}).batch(2), verbose=0)
-    prebuilt.evaluate(tf.data.Dataset.from_tensor_slices({"image": x, "label": y}).batch(2), verbose=0)
+    prebuilt.evaluate(tf.data.Dataset.from_tensor_slices({"image": x, "label": y}).batch(2),
+                      verbose=0)
     assert built == ["Sequential"]
 
 

@@ -50,7 +50,8 @@ def test_scores_rank_suggest_and_measure_detection():
     np.testing.assert_allclose(issues.score, [1.0, 0.8, 0.4, 0.0, np.nan])
     np.testing.assert_array_equal(issues.suggested_label, [1, 0, 1, 0, -1])
     np.testing.assert_array_equal(issues.rank, [1, 2, 3, 4, 0])
-    np.testing.assert_array_equal(issues.true_label, [1, 0, 1, 0, 1])  # from the data, visited or not
+    # from the data, visited or not
+    np.testing.assert_array_equal(issues.true_label, [1, 0, 1, 0, 1])
     assert issues.num_ranked == 4
     found = label_issues.detection(issues)  # over the visited examples only
     assert found.auc == 1.0 and found.noisy == found.flagged == 2
@@ -70,7 +71,8 @@ def test_every_method_keeps_a_record_and_only_those_with_learned_weights_have_th
     assert label_issues.model_options(10) == {"record_examples": 10}
     rows = example_record.RecordArrays(
         target_weight=np.ones(3), visits=np.array([1, 1, 1]), given_label=np.array([0, 1, 1]),
-        true_label=np.array([0, 0, 1]), probabilities=np.array([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]]))
+        true_label=np.array([0, 0, 1]),
+        probabilities=np.array([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]]))
     issues = label_issues.label_issues(rows, with_weights=False)
     assert np.isnan(issues.weight_score).all() and issues.index.tolist() == [1, 2, 0]
     with pytest.raises(ValueError, match="signal='weight' needs a method with learned weights"):
@@ -138,7 +140,8 @@ def test_every_step_updates_the_record_and_keras_save_and_load_keep_it(tmp_path)
     model.save(str(tmp_path / "m.keras"))
     loaded = keras.models.load_model(str(tmp_path / "m.keras"))
     assert loaded.example_record.decay == 0.7
-    np.testing.assert_array_equal(loaded.example_record.table.numpy(), model.example_record.table.numpy())
+    np.testing.assert_array_equal(loaded.example_record.table.numpy(),
+                                  model.example_record.table.numpy())
     assert model.example_record.arrays().visits.tolist() == [1] * 12  # batch 2: no meta step
 
 
@@ -190,7 +193,8 @@ def test_train_writes_the_report_a_resumed_run_keeps_the_record_and_audit_rewrit
     out = str(tmp_path / "run")
     first = _run("gdw_tf.train", *FAST, "--epochs=1", f"--output_dir={out}")
     assert first.returncode == 0, first.stderr[-2000:]
-    resumed = _run("gdw_tf.train", *FAST, "--epochs=2", f"--output_dir={out}")  # a larger --epochs resumes
+    # a larger --epochs resumes
+    resumed = _run("gdw_tf.train", *FAST, "--epochs=2", f"--output_dir={out}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming from" in resumed.stdout and "at epoch 1 of 2" in resumed.stdout
     assert "Label issues: label_issues.csv" in resumed.stdout and "ROC-AUC" in resumed.stdout
@@ -339,7 +343,8 @@ def test_a_run_whose_weights_fail_the_truth_free_check_warns_and_its_report_stil
     proc = _run("gdw_tf.train", "--method=mwnet", "--hidden_units=16", "--epochs=8",
                 "--verbose=0", f"--output_dir={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    warnings = [line for line in proc.stderr.splitlines() if line.startswith("gdw_tf.train: warning:")]
+    warnings = [line for line in proc.stderr.splitlines()
+                if line.startswith("gdw_tf.train: warning:")]
     assert len(warnings) == 1 and "not singling out noisy labels" in warnings[0]
     with open(os.path.join(out, "results.json")) as f:
         res = json.load(f)
@@ -350,7 +355,8 @@ def test_a_run_whose_weights_fail_the_truth_free_check_warns_and_its_report_stil
     scores = [float(r["score"]) for r in rows]
     assert scores == pytest.approx([1 - float(r["given_probability"]) for r in rows], abs=2e-6)
     weight_ranked = label_issues.detection_of_scores(
-        [float(r["weight_score"]) for r in rows], [r["given_label"] != r["true_label"] for r in rows])
+        [float(r["weight_score"]) for r in rows],
+        [r["given_label"] != r["true_label"] for r in rows])
     assert weight_ranked.auc < 0.5  # what the weights alone would have ranked: worse than random
     assert res["label_issues"]["auc_by_signal"] == pytest.approx(
         {"weight": weight_ranked.auc, "probability": res["label_issues"]["auc"]})

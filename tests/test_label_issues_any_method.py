@@ -26,7 +26,8 @@ def _read(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["base", "coteaching"])
-def test_a_run_of_a_method_without_weights_writes_the_report_and_audit_rewrites_it(tmp_path, method):
+def test_a_run_of_a_method_without_weights_writes_the_report_and_audit_rewrites_it(
+        tmp_path, method):
     out = str(tmp_path / "run")
     proc = tiny.train(*FAST, f"--method={method}", f"--output_dir={out}")
     assert "Label issues: label_issues.csv" in proc.stdout and "ROC-AUC" in proc.stdout

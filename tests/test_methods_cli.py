@@ -15,7 +15,8 @@ from tests.tiny import train, user_error_line
     (["--method=mwnet", "--outer_lr=1000"], "--outer_lr: method 'mwnet' has no option outer_lr; "
      "its options: hidden_units, meta_interval, meta_learning_rate, meta_optimizer, "
      "meta_weight_decay, virtual_scope, weight_inputs"),
-    (["--method=base", "--clip=0.9"], "--clip: method 'base' has no option clip; it takes no options"),
+    (["--method=base", "--clip=0.9"],
+     "--clip: method 'base' has no option clip; it takes no options"),
     (["--method=base", "--flagfile={flagfile}"], "--hidden_units: method 'base' has no option"),
     (["--method_option=outer_lr=5", "--outer_lr=7"],
      "--outer_lr and --method_option=outer_lr=... both set outer_lr; give it once"),

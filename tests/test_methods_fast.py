@@ -53,7 +53,8 @@ def test_meta_interval_three_runs_the_meta_step_on_steps_zero_and_three():
              for now, prev in zip(snapshots.after, previous)]
     assert moved == [True, False, False, True, False, False]
     previous = backbone.after[:-1]
-    assert all(not np.array_equal(now[0], prev[0]) for now, prev in zip(backbone.after[1:], previous))
+    assert all(not np.array_equal(now[0], prev[0])
+               for now, prev in zip(backbone.after[1:], previous))
 
     exact = tiny.gdw_model("gdw", hidden_units=8)
     exact_history = exact.fit(tiny.paired_dataset(steps[:1]), epochs=1, steps_per_epoch=1,

@@ -28,7 +28,7 @@ def _value_and_logit_grad(loss_fn, labels, logits):
 
 def test_focal_with_gamma_zero_is_cross_entropy_gradients_too():
     logits, labels = _logits_and_labels()
-    focal = _value_and_logit_grad(lambda y, l: focal_loss(y, l, 0.0), labels, logits)
+    focal = _value_and_logit_grad(lambda y, z: focal_loss(y, z, 0.0), labels, logits)
     plain = _value_and_logit_grad(cross_entropy, labels, logits)
     np.testing.assert_allclose(focal[0], plain[0], rtol=1e-12)
     np.testing.assert_allclose(focal[1], plain[1], rtol=1e-12)
@@ -45,7 +45,7 @@ def test_focal_with_gamma_zero_is_cross_entropy_gradients_too():
 def test_focal_loss_formula_and_default_gamma():
     logits, labels = _logits_and_labels(seed=1)
     p = tf.nn.softmax(logits).numpy()[np.arange(7), labels.numpy()]
-    values, grads = _value_and_logit_grad(lambda y, l: focal_loss(y, l, 2.0), labels, logits)
+    values, grads = _value_and_logit_grad(lambda y, z: focal_loss(y, z, 2.0), labels, logits)
     np.testing.assert_allclose(values, -(1 - p) ** 2 * np.log(p), rtol=1e-10)
     assert np.isfinite(grads).all()
     assert gdw_tf.methods.Focal().gamma == 2.0
@@ -87,7 +87,7 @@ def test_class_balanced_step_weights_each_example_by_its_class():
 def test_glc_corrected_loss_with_identity_is_cross_entropy_gradients_too():
     logits, labels = _logits_and_labels(seed=2)
     eye = tf.eye(4, dtype=tf.float64)
-    glc = _value_and_logit_grad(lambda y, l: corrected_cross_entropy(y, l, eye), labels, logits)
+    glc = _value_and_logit_grad(lambda y, z: corrected_cross_entropy(y, z, eye), labels, logits)
     plain = _value_and_logit_grad(cross_entropy, labels, logits)
     np.testing.assert_allclose(glc[0], plain[0], rtol=1e-12)
     np.testing.assert_allclose(glc[1], plain[1], rtol=1e-12, atol=1e-15)

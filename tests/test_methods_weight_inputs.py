@@ -25,7 +25,8 @@ softmax, forward = tiny.softmax, tiny.mlp_forward
 
 
 def class_vnet(phi, costs, labels):
-    """The class-aware V_phi written out: [cost, onehot] -> ReLU -> sigmoid [n, C] -> given column."""
+    """The class-aware V_phi written out: [cost, onehot] -> ReLU -> sigmoid [n, C] -> given
+    column."""
     k1, b1, k2, b2 = phi
     one_hot = np.eye(k2.shape[1])[labels]
     h = np.maximum(np.concatenate([costs[:, None], one_hot], axis=1) @ k1 + b1, 0)

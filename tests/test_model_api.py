@@ -19,7 +19,8 @@ def _noisy_blobs(n=1600, classes=4, dims=8, rate=0.4, seed=0):
     train = tf.data.Dataset.from_tensor_slices(
         {"image": x, "label": noisy.astype("int32"), "true_label": true.astype("int32")}
     ).shuffle(n, seed=seed).batch(100, drop_remainder=True)
-    meta = tf.data.Dataset.from_tensor_slices((xm, ym.astype("int32"))).shuffle(100, seed=seed).batch(50)
+    meta = tf.data.Dataset.from_tensor_slices((xm, ym.astype("int32"))).shuffle(
+        100, seed=seed).batch(50)
     return train, meta
 
 
@@ -57,8 +58,9 @@ def test_save_and_load_round_trip_keeps_the_weighting_network(tmp_path):
     assert loaded.method.method_name == "gdw" and loaded.method.outer_lr == 100.0
     for a, b in zip(loaded.method.weighting_net.weights, model.method.weighting_net.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    evaluated = loaded.evaluate(tf.data.Dataset.from_tensor_slices((x, np.zeros(5, "int32"))).batch(5),
-                                return_dict=True, verbose=0)
+    evaluated = loaded.evaluate(
+        tf.data.Dataset.from_tensor_slices((x, np.zeros(5, "int32"))).batch(5),
+        return_dict=True, verbose=0)
     assert set(evaluated) == {"loss", "accuracy"}
 
 
@@ -118,8 +120,10 @@ def test_unknown_method_and_option_are_named():
     with pytest.raises(ValueError, match="method 'gdw' has no option outer_lrr; its options: "
                        "clip, hidden_units, meta_interval, "):
         gdw_tf.GDWModel(tiny.mlp(), 3, method="gdw", outer_lrr=1.0)
-    with pytest.raises(ValueError, match="method 'base' has no option trainable; it takes no options"):
-        gdw_tf.GDWModel(tiny.mlp(), 3, method="base", trainable=False)  # a Keras argument, not an option
+    with pytest.raises(ValueError,
+                       match="method 'base' has no option trainable; it takes no options"):
+        # a Keras argument, not an option
+        gdw_tf.GDWModel(tiny.mlp(), 3, method="base", trainable=False)
 
 
 def test_compiling_a_loss_is_refused():

@@ -197,7 +197,8 @@ def _fuzz_case(rng, tmp_path, monkeypatch):
     """Writes one fuzzed .pth; returns its path and the expected arrays (None: must be refused)."""
     dtype = np.dtype(DTYPES[rng.integers(len(DTYPES))])
     n = int(rng.integers(0, 13))
-    raw = rng.integers(0, 2 if dtype == bool else 256, n * dtype.itemsize, dtype=np.uint8).tobytes()
+    high = 2 if dtype == np.dtype(bool) else 256
+    raw = rng.integers(0, high, n * dtype.itemsize, dtype=np.uint8).tobytes()
     offset, size, stride = _random_view(rng, n)
     bias = rng.normal(size=3).astype("float32")
     pth = str(tmp_path / "fuzz.pth")

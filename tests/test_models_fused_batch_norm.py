@@ -139,7 +139,7 @@ def test_meta_step_on_a_resnet_is_the_same_with_fused_and_keras_batch_norm(monke
     weights = []
     for fused in (False, True):
         backbone = _resnet8(monkeypatch, fused)
-        kinds = {type(l) for l in backbone.layers}
+        kinds = {type(layer) for layer in backbone.layers}
         assert (FusedBatchNormalization in kinds) == fused
         keras.utils.set_random_seed(1)
         model = gdw_tf.GDWModel(backbone, 10, method=method)

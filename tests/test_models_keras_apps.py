@@ -51,7 +51,8 @@ def test_input_adapter_gives_the_application_what_preprocess_input_gives(name, m
 def test_keras_model_is_one_flat_model_giving_logits_at_the_given_size():
     model = small_model(num_classes=5)
     assert model.input_shape == (None, *SHAPE)
-    assert not any(isinstance(layer, keras.Model) for layer in model.layers)  # virtual_scope counts them
+    # virtual_scope counts them
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
     head = model.layers[-1]
     assert head.name == models.HEAD_LAYER and head.activation is keras.activations.linear
     assert head.kernel.shape == (model.layers[-2].output.shape[-1], 5)
@@ -133,7 +134,7 @@ def test_imagenet_loads_the_file_keras_cached(empty_keras_home):
         legacy_h5_format.save_weights_to_hdf5_group(f, app)
     model = small_model(seed=5, init_weights="imagenet")
     weighted = [layer for layer in model.layers if layer.weights and layer.name != "fc"]
-    assert len(weighted) > 30 and len(app.weights) == sum(len(l.weights) for l in weighted)
+    assert len(weighted) > 30 and len(app.weights) == sum(len(layer.weights) for layer in weighted)
     for x, y in zip(app.weights, [w for layer in weighted for w in layer.weights], strict=True):
         np.testing.assert_array_equal(x.numpy(), y.numpy())
 

@@ -34,15 +34,15 @@ def test_small_models_output_logits(name):
 def test_build_passes_input_shape_and_kwargs():
     model = models.build("mlp", 3, input_shape=(4, 5, 2), hidden_units=(16, 8))
     assert model.input_shape == (None, 4, 5, 2) and model.output_shape == (None, 3)
-    assert [l.name for l in model.layers if isinstance(l, keras.layers.Dense)] == [
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [
         "hidden1", "hidden2", "fc"]
 
 
 def test_small_cnn_nobn_has_no_batchnorm():
-    assert any(isinstance(l, keras.layers.BatchNormalization)
-               for l in models.small_cnn().layers)
+    assert any(isinstance(layer, keras.layers.BatchNormalization)
+               for layer in models.small_cnn().layers)
     for model in (models.small_cnn_nobn(), models.small_cnn(batch_norm=False)):
-        assert not any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
+        assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
         assert not model.non_trainable_weights
 
 

@@ -46,9 +46,9 @@ def test_resnet32_structure_and_parameter_count(resnet32_10):
     assert m.input_shape == (None, 32, 32, 3) and m.output_shape == (None, 10)
     assert _n_params(m.trainable_weights) == 464_154
     assert _n_params(m.non_trainable_weights) == 2_272  # BN moving mean / variance
-    convs = [l for l in m.layers if isinstance(l, keras.layers.Conv2D)]
-    bns = [l for l in m.layers if isinstance(l, keras.layers.BatchNormalization)]
-    shortcuts = [l.name for l in m.layers if isinstance(l, OptionAShortcut)]
+    convs = [layer for layer in m.layers if isinstance(layer, keras.layers.Conv2D)]
+    bns = [layer for layer in m.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    shortcuts = [layer.name for layer in m.layers if isinstance(layer, OptionAShortcut)]
     assert len(convs) == 31 and len(bns) == 31
     assert shortcuts == ["layer2_0_shortcut", "layer3_0_shortcut"]
     assert all(not c.use_bias and c.data_format == "channels_last" for c in convs)
@@ -68,7 +68,7 @@ def test_resnet32_save_load_round_trip(resnet32_10, tmp_path):
     path = tmp_path / "resnet32.keras"
     resnet32_10.save(path)
     loaded = keras.models.load_model(path)
-    assert any(isinstance(l, OptionAShortcut) for l in loaded.layers)
+    assert any(isinstance(layer, OptionAShortcut) for layer in loaded.layers)
     np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), before)
 
 
@@ -119,7 +119,7 @@ def test_resnet18_structure():
     assert _n_params(m.trainable_weights) == 11_689_512  # = torchvision resnet18
     assert m.get_layer("maxpool").output.shape == (None, 56, 56, 64)
     assert m.get_layer("layer4_1_relu2").output.shape == (None, 7, 7, 512)
-    downsample = [l.name for l in m.layers if "downsample_0" in l.name]
+    downsample = [layer.name for layer in m.layers if "downsample_0" in layer.name]
     assert downsample == ["layer2_0_downsample_0", "layer3_0_downsample_0",
                           "layer4_0_downsample_0"]
     small = models.build("resnet18", 14, input_shape=(64, 64, 3))

@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from gdw_tf import models
-from gdw_tf import convert_torchvision
+from gdw_tf import convert_torchvision, models
 from gdw_tf.convert_torchvision import save_arrays_npz, state_dict_to_arrays
 from tests.fixtures import fake_resnet18_state_dict, write_torch_zip
 
@@ -56,7 +55,8 @@ def test_bn_and_dense_tensors_land_converted(loaded, state_dict):
     np.testing.assert_array_equal(fc.kernel.numpy(), state_dict["fc.weight"].T)
     np.testing.assert_array_equal(fc.bias.numpy(), state_dict["fc.bias"])
     ds = loaded.get_layer("layer4_0_downsample_0").kernel.numpy()
-    np.testing.assert_array_equal(ds[0, 0], state_dict["layer4.0.downsample.0.weight"][:, :, 0, 0].T)
+    np.testing.assert_array_equal(ds[0, 0],
+                                  state_dict["layer4.0.downsample.0.weight"][:, :, 0, 0].T)
 
 
 def test_conv_outputs_match_direct_computation(loaded, state_dict):
@@ -94,7 +94,8 @@ def test_head_skipped_for_other_num_classes(npz_path, state_dict, caplog):
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda sd: sd.pop("layer3.1.bn2.running_var"), r"missing tensor.*'layer3\.1\.bn2\.running_var'"),
+    (lambda sd: sd.pop("layer3.1.bn2.running_var"),
+     r"missing tensor.*'layer3\.1\.bn2\.running_var'"),
     (lambda sd: sd.update({"layer1.0.conv1.weight": np.zeros((64, 64, 1, 3), "float32")}),
      r"'layer1\.0\.conv1\.weight' has shape \(64, 64, 1, 3\).*\(64, 64, 3, 3\)"),
     (lambda sd: sd.update({"layer5.0.conv1.weight": np.zeros(3, "float32")}),
@@ -158,7 +159,8 @@ def test_converter_arrays_and_cli_errors(tmp_path, monkeypatch, capsys):
     assert "needs PyTorch" in capsys.readouterr().err
 
 
-def test_converter_reads_a_torch_save_file_with_numpy_only(state_dict, tmp_path, monkeypatch, capsys):
+def test_converter_reads_a_torch_save_file_with_numpy_only(state_dict, tmp_path, monkeypatch,
+                                                           capsys):
     pth, npz = str(tmp_path / "resnet18-f37072fd.pth"), str(tmp_path / "resnet18.npz")
     write_torch_zip(pth, state_dict, monkeypatch)
     assert convert_torchvision.main([pth, npz]) == 0

@@ -126,7 +126,8 @@ def test_examples_never_visited_are_reported_as_such_and_the_truth_is_filled(tmp
     assert len(unvisited) == 60 - 60 // 7 * 7  # the last partial batch is dropped
     assert report[-len(unvisited):] == unvisited  # last, unranked, nothing invented
     for row in unvisited:
-        assert row["rank"] == row["score"] == row["suggested_label"] == row["given_probability"] == ""
+        assert (row["rank"] == row["score"] == row["suggested_label"]
+                == row["given_probability"] == "")
     truth = {f"{root}/train/{path}": (CLASSES.index(given), CLASSES.index(true))
              for path, given, true in rows}
     for row in report:  # the given and true labels are the file's, visited or not
@@ -187,7 +188,8 @@ def test_symlinked_class_folders_under_train_work_with_a_labels_file(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"path,label\ncat/0000.png,cat\ncat/0001.png,c\xffat\n", r"labels.csv:3: byte 0xff is not UTF-8"),
+    (b"path,label\ncat/0000.png,cat\ncat/0001.png,c\xffat\n",
+     r"labels.csv:3: byte 0xff is not UTF-8"),
     (b"path,label,true_label\ncat/0000.png,,cat\n", r"labels.csv:2: the label cell is empty"),
     (b"path,label,true_label\ncat/0000.png,cat,\n", r"labels.csv:2: the true_label cell is empty"),
     (b"path,label,label\ncat/0000.png,cat,dog\n", r"labels.csv:1: column 'label' appears twice"),
@@ -205,7 +207,8 @@ def test_bad_labels_files_are_one_line_naming_file_and_line(tmp_path, content, m
 def test_glc_prints_no_keras_shuffle_warning(tmp_path):
     root = tmp_path / "images"
     write_image_folder(str(root), CLASSES, {"train": [6] * 3, "test": [2] * 3}, size=(6, 6))
-    proc = train(*(a for a in FAST if "hidden_units" not in a), f"--data_dir={root}", "--method=glc", "--num_meta=6", "--batch_size=6",
+    proc = train(*(a for a in FAST if "hidden_units" not in a), f"--data_dir={root}",
+                 "--method=glc", "--num_meta=6", "--batch_size=6",
                  "--epochs=1", f"--output_dir={tmp_path / 'run'}")
     assert "shuffle" not in proc.stderr, proc.stderr
 
@@ -234,7 +237,8 @@ def test_float_labels_must_be_whole_numbers_and_meta_sample_weights_are_refused(
     train_ds, meta_ds = _tiny_data(np.array([0.0, 1.0, 2.0, 0.0, 1.0, 2.0], np.float32))
     model.fit(gdw_tf.data.with_meta(train_ds, meta_ds), epochs=1, verbose=0)  # whole: fine
     train_ds, meta_ds = _tiny_data(np.array([0.0, 1.5, 2.0, 0.0, 1.0, 2.0], np.float32))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="training label is not a whole number"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="training label is not a whole number"):
         model.fit(gdw_tf.data.with_meta(train_ds, meta_ds), epochs=1, verbose=0)
     train_ds, meta_ds = _tiny_data(np.arange(6) % 3, meta_extra=(np.ones(6, np.float32),))
     with pytest.raises(ValueError, match=r"with_meta\(meta_ds\): expected \(image, label\) pairs, "

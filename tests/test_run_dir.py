@@ -61,7 +61,8 @@ def test_differing_flags_ignores_harmless_ones_and_longer_runs():
 
 def test_check_same_flags_lists_the_differences_unless_forced(tmp_path):
     run_dir.save_flags(str(tmp_path), {"lr": 0.1, "noise_rate": 0.4, "verbose": 2})
-    with pytest.raises(UserError, match=r"--lr=0.1 -> 0.5, --noise_rate=0.4 -> 0.0\).*--resume=force"):
+    with pytest.raises(UserError,
+                       match=r"--lr=0.1 -> 0.5, --noise_rate=0.4 -> 0.0\).*--resume=force"):
         run_dir.check_same_flags(str(tmp_path), {"lr": 0.5, "noise_rate": 0.0, "verbose": 2})
     assert run_dir.check_same_flags(str(tmp_path), {"lr": 0.5, "noise_rate": 0.4, "verbose": 0},
                                     force=True) == ["lr"]

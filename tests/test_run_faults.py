@@ -90,8 +90,8 @@ def test_a_run_resumes_from_the_checkpoint_before_a_damaged_one(two_checkpoints,
     assert res["history"]["loss"][0] == first["history"]["loss"][0]
     assert sorted(os.listdir(os.path.join(out, "checkpoints", "damaged"))) == [
         "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
-    assert sorted(n for n in os.listdir(os.path.join(out, "checkpoints")) if n.endswith(".index")) == [
-        "ckpt-2.index", "ckpt-3.index"]  # max_to_keep=2 still holds
+    indexes = [n for n in os.listdir(os.path.join(out, "checkpoints")) if n.endswith(".index")]
+    assert sorted(indexes) == ["ckpt-2.index", "ckpt-3.index"]  # max_to_keep=2 still holds
 
 
 @pytest.mark.slow
@@ -131,7 +131,8 @@ def test_a_lost_state_file_neither_restarts_nor_skips_the_flag_check(two_checkpo
     line = user_error_line(train(*FAST, "--epochs=3", "--lr=0.5", f"--output_dir={out}",
                                  check=False))
     assert "holds a run made with other flags (--lr=0.05 -> 0.5)" in line
-    assert open(os.path.join(out, "checkpoints", "ckpt-2.data-00000-of-00001"), "rb").read() == saved
+    data_file = os.path.join(out, "checkpoints", "ckpt-2.data-00000-of-00001")
+    assert open(data_file, "rb").read() == saved
     first = _results(out)
     proc = train(*FAST, "--epochs=3", f"--output_dir={out}")
     assert "at epoch 2 of 3" in proc.stdout

@@ -41,7 +41,8 @@ def test_errors_still_show_and_the_users_level_is_left_alone():
     for level in ("1", "3"):  # the levels users set to silence TensorFlow: no start-up lines
         proc = _run(["gdw_tf.audit", "--no_such_flag"], TF_CPP_MIN_LOG_LEVEL=level)
         assert proc.returncode == 2
-        assert proc.stderr == "gdw_tf.audit: error: Unknown command line flag 'no_such_flag'\n", level
+        assert proc.stderr == ("gdw_tf.audit: error: Unknown command line flag "
+                               "'no_such_flag'\n"), level
     proc = _run(["gdw_tf.audit", "--no_such_flag"], TF_CPP_MIN_LOG_LEVEL="0")
     assert proc.returncode == 2
     assert "absl::InitializeLog" in proc.stderr and "cpu_feature_guard" in proc.stderr
@@ -55,7 +56,8 @@ def test_only_startup_lines_are_removed():
     kept = ("W0000 00:00:17.3  1 a.cc:1] a warning\n"
             "E0000 00:00:17.4  1 b.cc:2] an error\n"
             "Traceback (most recent call last):\n")
-    text = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    text = ("WARNING: All log messages before absl::InitializeLog() is called "
+            "are written to STDERR\n"
             "I0000 00:00:17.0  1 port.cc:153] oneDNN custom operations are on.\n"
             "I0000 00:00:17.0  1 cpu_feature_guard.cc:227] This TensorFlow binary is optimized\n"
             "To enable the following instructions: AVX2 FMA, in other operations, rebuild.\n")

@@ -12,13 +12,24 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gdw_tf.diagnostics import binned_auc
 from gdw_tf.config import RunConfig
 from gdw_tf.defaults import DATASET_DEFAULTS
-from tests.fixtures import (fake_resnet18_state_dict, write_clothing1m_release, write_image_folder,
-                            write_torch_zip)
-from tests.tiny import (ROOT, checkpoint_tensors, results, subprocess_env, train,
-                        uninterrupted_and_killed_at_second_checkpoint, user_error_line)
+from gdw_tf.diagnostics import binned_auc
+from tests.fixtures import (
+    fake_resnet18_state_dict,
+    write_clothing1m_release,
+    write_image_folder,
+    write_torch_zip,
+)
+from tests.tiny import (
+    ROOT,
+    checkpoint_tensors,
+    results,
+    subprocess_env,
+    train,
+    uninterrupted_and_killed_at_second_checkpoint,
+    user_error_line,
+)
 
 FAST = ["--dataset=digits", "--verbose=0", "--hidden_units=16"]
 
@@ -99,7 +110,8 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, case):
                        f"--cache_dir={tmp_path / 'cache'}"], "cannot decode image file"),
              }
     if case == "jpeg":
-        flags["jpeg"] = (flags["jpeg"][0], f"cannot decode image file {_corrupt_folder(str(tmp_path / 'imgs'))}")
+        corrupt = _corrupt_folder(str(tmp_path / "imgs"))
+        flags["jpeg"] = (flags["jpeg"][0], f"cannot decode image file {corrupt}")
     args, message = flags[case]
     proc = train(*FAST, *args, f"--output_dir={tmp_path / 'run'}", check=False, timeout=120)
     assert message in user_error_line(proc)
@@ -127,8 +139,8 @@ def test_a_run_resumed_mid_epoch_finishes_that_epoch_in_a_fit_call_of_its_own():
 ])
 def test_noise_flags_default_per_dataset(given, expected):
     dataset, noise_type, noise_rate = given
-    s = with_dataset_defaults({"dataset": dataset, "noise_type": noise_type, "noise_rate": noise_rate,
-                               "model": None, "lr": None, "epochs": None})
+    s = with_dataset_defaults({"dataset": dataset, "noise_type": noise_type,
+                               "noise_rate": noise_rate, "model": None, "lr": None, "epochs": None})
     assert (s["noise_type"], s["noise_rate"]) == expected
 
 
@@ -154,7 +166,8 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert f"at epoch {done} of 5" in again.stdout
     res = results(out)
     assert res["epochs_completed"] == 5
-    assert sorted(res["target_weight_histograms"]["by_epoch"], key=int) == [str(e) for e in range(5)]
+    assert (sorted(res["target_weight_histograms"]["by_epoch"], key=int)
+            == [str(e) for e in range(5)])
     assert len(open(os.path.join(out, "log.csv")).read().splitlines()) == 6
     steps = res["optimizer_iterations"] // 5
     assert res["optimizer_iterations"] == 5 * steps  # optimizer state came back
@@ -241,7 +254,8 @@ def test_clothing1m_headline_command_on_two_logical_cpus(tmp_path):
     with open(os.path.join(out, "label_issues.csv")) as f:  # paths from the release's key list
         rows = list(csv.DictReader(f))
     assert len(rows) == 28 and all(os.path.isfile(r["path"]) for r in rows)
-    assert {r["path"].startswith(os.path.join(os.path.abspath(release), "images")) for r in rows} == {True}
+    images = os.path.join(os.path.abspath(release), "images")
+    assert {r["path"].startswith(images) for r in rows} == {True}
     assert os.path.getsize(os.path.join(out, "label_issues.png")) > 0
 
 
@@ -345,7 +359,8 @@ def test_resume_and_rerun_check_flags_and_keep_the_whole_run(tmp_path):
 
     os.remove(os.path.join(out, "figures", "target_weights.png"))
     saved = open(os.path.join(out, "results.json")).read()
-    train(*args, "--epochs=2", "--verbose=2")  # re-running a finished run changes nothing, redraws the figures
+    # re-running a finished run changes nothing, redraws the figures
+    train(*args, "--epochs=2", "--verbose=2")
     assert open(os.path.join(out, "results.json")).read() == saved
     assert os.path.exists(os.path.join(out, "figures", "target_weights.png"))
 
@@ -365,7 +380,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, xla, lr):
     else:  # the step's own guard
         assert "non-finite gradient; no weights were updated" in line
     kept = checkpoint_tensors(out)
-    assert os.path.basename(tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))) == "ckpt-1"
+    latest = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
+    assert os.path.basename(latest) == "ckpt-1"
     assert kept.keys() == good.keys()
     for name, value in kept.items():
         np.testing.assert_array_equal(value, good[name])
@@ -425,7 +441,8 @@ def test_cifar100_gives_the_meta_methods_the_papers_outer_lr_unless_set():
     assert data_options("gdw", Bundle) == {}
     unset = {"dataset": "cifar100", "noise_type": "uniform", "noise_rate": 0.4, "epochs": 1}
     assert method_options({**unset, "method": "gdw", "outer_lr": 5.0})["outer_lr"] == 5.0
-    assert method_options({**unset, "method": "gdw", "method_option": ["outer_lr=7"]})["outer_lr"] == 7
+    assert method_options({**unset, "method": "gdw",
+                           "method_option": ["outer_lr=7"]})["outer_lr"] == 7
     # The trainer: the paper's value under the explicit one (a CIFAR-100-named bundle of digits).
     bundle = gdw_tf.data.build("digits", batch_size=50)
     bundle.name = "cifar100"
@@ -446,7 +463,8 @@ def test_clothing1m_without_its_clean_split_chooses_its_meta_set_from_the_noisy_
     out = str(tmp_path / "run")
     args = ["--dataset=clothing1m", f"--manual_dir={release}", f"--data_dir={tmp_path / 'tfds'}",
             "--model=small_cnn", "--init_weights=none", "--epochs=3", "--batch_size=8",
-            "--meta_source=auto", "--meta_warmup_epochs=1", "--meta_refresh_epochs=1", "--verbose=2"]
+            "--meta_source=auto", "--meta_warmup_epochs=1", "--meta_refresh_epochs=1",
+            "--verbose=2"]
     too_many = train(*args, "--num_meta=70", f"--output_dir={tmp_path / 'no'}", check=False)
     line = user_error_line(too_many)                                  # 5 a class: more than given
     assert "chooses 5 training examples of each class" in line and "lower --num_meta" in line
@@ -472,8 +490,9 @@ def test_clothing1m_auto_meta_run_killed_mid_choice_epoch_resumes_bit_for_bit(tm
     write_clothing1m_release(release, {**C1M_PER_CLASS, "noisy_train": 4})
     args = ["--dataset=clothing1m", f"--manual_dir={release}", f"--data_dir={tmp_path / 'tfds'}",
             "--model=mlp", "--init_weights=none", "--epochs=3", "--batch_size=8", "--verbose=0",
-            "--meta_source=auto", "--num_meta=14", "--meta_warmup_epochs=1", "--meta_refresh_epochs=1",
-            "--checkpoint_steps=5", "--deterministic", "--hidden_units=16"]
+            "--meta_source=auto", "--num_meta=14", "--meta_warmup_epochs=1",
+            "--meta_refresh_epochs=1", "--checkpoint_steps=5", "--deterministic",
+            "--hidden_units=16"]
     a, b = uninterrupted_and_killed_at_second_checkpoint(   # ckpt-2: about the first choice
         tmp_path, args, r"at epoch [12] of 3")
     assert a["auto_meta"] == b["auto_meta"] and len(a["auto_meta"]["choices"]) == 2

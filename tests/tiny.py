@@ -40,7 +40,8 @@ def softmax(z):
 
 
 def mlp_forward(theta, x):
-    """`mlp`'s logits in numpy (no batch norm): tanh(x W1 + b1) W2 + b2, theta = [W1, b1, W2, b2]."""
+    """`mlp`'s logits in numpy (no batch norm): tanh(x W1 + b1) W2 + b2,
+    theta = [W1, b1, W2, b2]."""
     w1, b1, w2, b2 = theta
     return np.tanh(x @ w1 + b1) @ w2 + b2
 

@@ -186,7 +186,9 @@ def _train_step(model, data):
     """(step, cycle): `step()` runs one training step as `fit` does (both kinds
     of step under meta_interval); `cycle` = meta_interval, 1 for most methods."""
     model.make_train_function()
-    step = lambda: float(model.train_function(iter([data]))["loss"])
+    def step():
+        return float(model.train_function(iter([data]))["loss"])
+
     return step, getattr(model.method, "meta_interval", 1)
 
 
@@ -387,7 +389,8 @@ def main(argv):
     if fitted:
         lines += ["", "| method | peak memory (MB) by batch | fixed (MB) | per example (MB) |",
                   "| --- | --- | --- | --- |"]
-        lines += [f"| {m} | " + ", ".join(f"{b}: {v:.0f}" for b, v in r["peak_memory_mb_by_batch"].items())
+        lines += [f"| {m} | "
+                  + ", ".join(f"{b}: {v:.0f}" for b, v in r["peak_memory_mb_by_batch"].items())
                   + f" | {r['memory_fixed_mb']:.0f} | {r['memory_per_example_mb']:.1f} |"
                   for m, r in fitted.items()]
     report["unexpected_costs"] = unexpected_costs(results)

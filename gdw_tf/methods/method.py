@@ -83,8 +83,10 @@ class Method(keras.layers.Layer):
         names = set()
         for klass in cls.__mro__:
             if issubclass(klass, Method) and "__init__" in vars(klass):
-                names.update(name for name, p in inspect.signature(klass.__init__).parameters.items()
-                             if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+                parameters = inspect.signature(klass.__init__).parameters.items()
+                names.update(name for name, p in parameters
+                             if name != "self"
+                             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
         return sorted(names)
 
     @classmethod
