@@ -226,6 +226,16 @@ def test_the_memorising_protocol_is_the_cpu_one_without_augmentation_on_500_per_
     assert int(flags["epochs"]) * 5000 // 100 == accuracy.ITERATIONS  # 80 epochs of 50 steps
 
 
+def test_the_gradual_protocol_flips_only_for_10000_iterations():
+    args = parse("--protocol=cpu_gradual")
+    assert args.settings == ("uniform40",) and args.iterations == 10000
+    flags = dict(f[2:].partition("=")[::2] for f in accuracy.protocol_flags(args, "uniform40"))
+    assert flags["augment"] == "flip" and flags["train_per_class"] == "1000"
+    assert int(flags["epochs"]) * 10000 // 100 == 10000  # 100 epochs of 100 steps
+    assert parse("--protocol=cpu_gradual", "--iterations=500").iterations == 500
+    assert parse().iterations == accuracy.ITERATIONS
+
+
 def test_the_check_report_counts_agreement_with_the_truth(tmp_path):
     def run(check, clean, noisy, issues):
         return {"flags": {"method": "gdw"}, "weight_check": {"fit_auc": check},

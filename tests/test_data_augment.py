@@ -23,7 +23,7 @@ def bounds(mean, std):
 
 
 def test_registry_names():
-    assert {"cifar", "imagenet", "none"} <= set(available_augmentations())
+    assert {"cifar", "flip", "imagenet", "none"} <= set(available_augmentations())
 
 
 def test_gather_crop_equals_reflect_pad_slice_flip():
@@ -79,6 +79,20 @@ def test_imagenet_test_is_a_centre_crop():
     image = RNG.integers(0, 256, (256, 256, 3), dtype=np.uint8)
     want = (image[16:240, 16:240] / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
     np.testing.assert_allclose(aug.test(tf.constant(image)).numpy(), want, atol=1e-4)
+
+
+def test_flip_mirrors_about_half_the_images_and_nothing_else():
+    aug = make_augmentation("flip", (32, 32, 3))
+    scaled = CIFAR_BATCH.astype(np.float32) / 255
+    got = aug.train(tf.constant(CIFAR_BATCH), SEED).numpy()
+    mirrored = [np.array_equal(g, x[:, ::-1]) for g, x in zip(got, scaled)]
+    kept = [np.array_equal(g, x) for g, x in zip(got, scaled)]
+    assert all(m or k for m, k in zip(mirrored, kept))
+    assert 0 < sum(mirrored) < len(got)
+    np.testing.assert_array_equal(aug.train(tf.constant(CIFAR_BATCH), SEED).numpy(), got)
+    np.testing.assert_array_equal(aug.test(tf.constant(CIFAR_BATCH)).numpy(), scaled)
+    one = make_augmentation("flip", (None, None, 3)).train(tf.constant(CIFAR_BATCH[0]), SEED)
+    assert np.array_equal(one, scaled[0]) or np.array_equal(one, scaled[0][:, ::-1])
 
 
 def test_none_scales_digits_to_unit_range():

@@ -16,6 +16,9 @@ Registered recipes:
                 per-channel normalisation (CIFAR mean/std). Test: normalisation.
 - ``imagenet``: resize the shorter side to 256, random 224x224 crop, horizontal
                 flip, ImageNet mean/std. Test: resize 256, centre crop 224.
+- ``flip``:     horizontal flip only, pixels scaled to [0, 1] as ``none``. Test:
+                the scaling. Lighter than ``cifar``: a model of small capacity
+                memorises noisy labels gradually under it (see docs/evidence.md).
 - ``none``:     no augmentation; pixels scaled to [0, 1] by the dataset's
                 maximum pixel value (255, or 16 for digits).
 """
@@ -62,6 +65,7 @@ def make_augmentation(name: str, image_shape, pixel_max: float = 255.0) -> Augme
 _OUTPUT_NORMALIZATION = {
     "cifar": (CIFAR_MEAN, CIFAR_STD),
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "flip": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
 
@@ -159,11 +163,31 @@ def imagenet(image_shape: tuple, pixel_max: float, resize: int = 256,
     return Augmentation("imagenet", train, test, batched=False, output_shape=(crop, crop, 3))
 
 
-@register("none")
-def none(image_shape: tuple, pixel_max: float) -> Augmentation:
+def _scaler(pixel_max: float):
     def scale(x):
         return tf.cast(x, tf.float32) / pixel_max
 
+    return scale
+
+
+@register("flip")
+def flip(image_shape: tuple, pixel_max: float) -> Augmentation:
+    scale = _scaler(pixel_max)
+
+    def train(images, seed):  # [B, H, W, C] or [H, W, C]: mirror the width axis
+        if None in image_shape:
+            return tf.image.stateless_random_flip_left_right(scale(images), seed)
+        flips = tf.random.stateless_uniform([tf.shape(images)[0]], seed) < 0.5
+        return tf.where(flips[:, None, None, None], tf.reverse(scale(images), axis=[2]),
+                        scale(images))
+
+    return Augmentation("flip", train, scale, batched=None not in image_shape,
+                        output_shape=tuple(image_shape))
+
+
+@register("none")
+def none(image_shape: tuple, pixel_max: float) -> Augmentation:
+    scale = _scaler(pixel_max)
     return Augmentation("none", lambda x, seed: scale(x), scale, batched=None not in image_shape,
                         output_shape=tuple(image_shape))
 
