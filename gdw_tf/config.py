@@ -175,8 +175,13 @@ class RunConfig:
                      method_option=tuple(given["method_option"]),
                      **{name: getattr(defaults, name) for name in ("model", "lr", "epochs")
                         if given[name] is None})
-        if given["model"].startswith("keras:"):  # a pretrained architecture's own recipe
-            if values.get("lr") is None and given["init_weights"] not in (None, NO_INIT_WEIGHTS):
+        if given["model"].startswith(("keras:", "keras_hub:")):  # a pretrained model's recipe
+            preset = given["model"].startswith("keras_hub:")  # always the preset's weights
+            if preset and given["init_weights"] == NO_INIT_WEIGHTS:
+                raise ValueError(f"--init_weights={NO_INIT_WEIGHTS} with --model={given['model']}: "
+                                 "a KerasHub preset always starts from its own weights")
+            if values.get("lr") is None and (
+                    preset or given["init_weights"] not in (None, NO_INIT_WEIGHTS)):
                 given["lr"] = FINE_TUNE_LR
             if given["image_size"] is None:  # the size it was trained at, e.g. 224
                 from gdw_tf import models

@@ -28,7 +28,8 @@ flags.DEFINE_string("test_split", "test", "tfds: datasets: the test split (e.g. 
 flags.DEFINE_integer("image_size", None, "Resize every image (train, meta, test) to N x N when the "
                      "data is loaded (in-memory datasets: digits, folder, cifar, tfds:); needed "
                      "for datasets whose images vary in size. Default: as stored; with "
-                     "--model=keras:NAME, the size the application was trained at (e.g. 224).")
+                     "--model=keras:NAME, the size the application was trained at (e.g. 224); with "
+                     "keras_hub:PRESET, its image converter's.")
 flags.DEFINE_string("manual_dir", None, "Clothing1M release directory (key lists, label files, "
                     "images/).")
 flags.DEFINE_string("cache_dir", None, "Where decoded images are cached (default ~/.cache/gdw_tf; "
@@ -74,15 +75,17 @@ flags.DEFINE_integer("meta_refresh_epochs", None, "--meta_source=auto: epochs be
                      "(default: --meta_warmup_epochs).")
 flags.DEFINE_integer("train_per_class", None, "Keep at most this many training examples per class "
                      "(after the meta split; CPU-sized protocols). Default: all.")
-flags.DEFINE_string("augment", None, "Augmentation recipe (cifar, imagenet, none). Default per "
-                    "dataset.")
+flags.DEFINE_string("augment", None, "Augmentation recipe (cifar, flip, imagenet, none). "
+                    "Default per dataset.")
 
 # Method and model.
 flags.DEFINE_string("method", "gdw", "Training method, see gdw_tf.methods.available_methods().")
 flags.DEFINE_multi_string("method_option", [], "A method option as key=value (repeatable), for "
                           "the options without a flag of their own; see the method's docstring.")
 flags.DEFINE_string("model", None, "Backbone: resnet32, resnet18, small_cnn, ..., or keras:NAME "
-                    "for any keras.applications constructor (keras:EfficientNetV2B0). Default per "
+                    "for any keras.applications constructor (keras:EfficientNetV2B0), or "
+                    "keras_hub:PRESET (a KerasHub preset directory, or a preset kagglehub has "
+                    "cached; needs keras-hub). Default per "
                     f"dataset: {per_dataset('model')}.")
 flags.DEFINE_string("init_weights", None, "Local weights file for the backbone (.weights.h5, "
                     ".keras or torchvision .npz); 'imagenet' for keras:NAME (Keras' cached file, "
@@ -98,7 +101,7 @@ flags.DEFINE_integer("batch_size", 100, "GLOBAL batch size (split across replica
 flags.DEFINE_integer("meta_batch_size", None, "GLOBAL meta batch size (default: batch_size).")
 flags.DEFINE_float("lr", None, "Initial learning rate of the classifier's SGD (also the virtual "
                    f"step's). Default per dataset: {per_dataset('lr')}; {FINE_TUNE_LR:g} for "
-                   "keras:NAME with --init_weights.")
+                   "keras:NAME with --init_weights and for keras_hub:PRESET.")
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Per-epoch cosine decay, or "
                   "constant.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")

@@ -79,3 +79,12 @@ def application_weights_resolved_by(resolve):
         yield
     finally:
         file_utils.get_file = original
+
+
+def call_layers_on(model, tensor):
+    """The output of functional `model`'s graph, every layer called again on symbolic
+    `tensor` (instead of `model.input`): the layers (and their weights) join the caller's
+    graph one by one, where `model(tensor)` would nest the whole model as a single layer.
+    `Function._run_through_graph` walks the graph; `keras.models.clone_model` with
+    `input_tensors` accepts only `keras.Input` tensors, and no public hook reuses the layers."""
+    return model._run_through_graph(tensor, operation_fn=lambda layer: layer)

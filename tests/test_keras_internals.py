@@ -119,3 +119,17 @@ def test_application_weights_are_resolved_by_the_given_function_not_downloaded()
     assert subdir == "models"
     from keras.src.utils import file_utils
     assert file_utils.get_file is not resolve  # restored
+
+
+def test_call_layers_on_puts_every_layer_of_a_functional_model_in_the_callers_graph():
+    inner_in = keras.Input((4,))
+    hidden = keras.layers.Dense(3, activation="relu", name="d1")(inner_in)
+    skip = keras.layers.Dense(3, name="d2")(inner_in)
+    inner = keras.Model(inner_in, keras.layers.Add(name="add")([hidden, skip]))
+    outer_in = keras.Input((4,))
+    scaled = keras.layers.Rescaling(2.0, name="scale")(outer_in)
+    outer = keras.Model(outer_in, keras_internals.call_layers_on(inner, scaled))
+    assert [layer.name for layer in outer.layers][1:] == ["scale", "d1", "d2", "add"]
+    assert outer.get_layer("d1") is inner.get_layer("d1")  # the same weights, not copies
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    np.testing.assert_allclose(outer(x), inner(2 * x), rtol=1e-6)

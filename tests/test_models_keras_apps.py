@@ -73,8 +73,6 @@ def test_each_application_has_its_own_default_input_size():
         assert models.default_image_size(f"keras:{name}") == built
     with pytest.raises(ValueError, match="keras.applications has no 'ResNet51'.*ResNet50"):
         models.build("keras:ResNet51", 3)
-    with pytest.raises(ValueError, match="pip install keras-hub"):
-        models.build("keras_hub:efficientnet_b0_ra_imagenet", 3)
 
 
 def test_weights_files_saved_from_a_random_model_load_back(tmp_path):

@@ -47,17 +47,12 @@ def available_models() -> list[str]:
 
 def get_model_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` registered under ``name``; unknown names list the choices."""
-    from gdw_tf.models import keras_apps
+    from gdw_tf.models import keras_apps, keras_hub_presets
 
     if name.startswith(keras_apps.PREFIX) and name not in _MODELS:
         keras_apps.register(name)
-    elif name.startswith("keras_hub:"):
-        import importlib.util
-
-        if importlib.util.find_spec("keras_hub") is None:
-            raise ValueError(f"--model={name} needs KerasHub: pip install keras-hub")
-        raise ValueError(f"--model={name}: KerasHub presets are not supported yet; "
-                         "keras:NAME takes any keras.applications backbone")
+    elif name.startswith(keras_hub_presets.PREFIX) and name not in _MODELS:
+        keras_hub_presets.register(name)
     return _MODELS.get(name)
 
 
