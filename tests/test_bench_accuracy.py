@@ -236,6 +236,27 @@ def test_the_gradual_protocol_flips_only_for_10000_iterations():
     assert parse().iterations == accuracy.ITERATIONS
 
 
+def test_the_schedule_report_reads_check_and_truth_at_fractions_of_the_epochs():
+    def run(checks, separating_from):  # 10 epochs; weights separate from that epoch (0-based)
+        by_epoch = {str(e): ({"clean": [0, 5], "noisy": [5, 0]} if e >= separating_from
+                             else {"clean": [5, 0], "noisy": [0, 5]}) for e in range(10)}
+        return {"flags": {"method": "gdw"}, "history": {"weight_check_fit_auc": checks},
+                "target_weight_histograms": {"edges": [0, 1, 2], "by_epoch": by_epoch}}
+    config = parse("--settings=uniform40", "--methods=base,gdw")
+    late = run([0.1] * 5 + [0.9] * 5, separating_from=5)       # right at every point
+    wrong = run([0.9] * 10, separating_from=8)                 # trusted too early
+    md = accuracy.schedule_report(config, {("uniform40", "gdw"): [late, wrong],
+                                           ("uniform40", "base"): [{"flags": {"method": "base"}}]})
+    rows = {int(r.split("|")[3]): r.split("|")[4:7] for r in md.splitlines()
+            if r.startswith("| uniform40 | gdw |")}
+    assert sorted(rows) == [1, 2, 4, 6, 8, 10]  # 10%, 20%, 40%, ... of 10 epochs
+    assert rows[4][0].strip() == "0.000 ± 0.000" and rows[4][2].strip() == "1 of 2"
+    assert rows[8][0].strip() == "0.500 ± 0.500" and rows[8][2].strip() == "1 of 2"
+    assert rows[10][1].strip() == "0.900 ± 0.000" and rows[10][2].strip() == "2 of 2"
+    assert "| base |" not in md
+    assert accuracy.schedule_report(config, {("uniform40", "base"): [None]}) == ""
+
+
 def test_the_check_report_counts_agreement_with_the_truth(tmp_path):
     def run(check, clean, noisy, issues):
         return {"flags": {"method": "gdw"}, "weight_check": {"fit_auc": check},

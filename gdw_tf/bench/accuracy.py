@@ -438,6 +438,51 @@ def check_report(results):
         f"| {np.corrcoef(check, truth)[0, 1]:.2f} | {lowest} |"])
 
 
+SCHEDULE_FRACTIONS = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0)  # of the epochs, where the schedule is read
+
+
+def _epoch_points(run):
+    """{epoch (1-based): (truth-free check, true weight ROC-AUC)} of a run, at
+    SCHEDULE_FRACTIONS of its epochs where both were logged."""
+    checks = run.get("history", {}).get("weight_check_fit_auc") or []
+    by_epoch = (run.get("target_weight_histograms") or {}).get("by_epoch", {})
+    if run["flags"]["method"] not in methods_with_weights() or not checks or not by_epoch:
+        return {}
+    points = {}
+    for epoch in sorted({max(1, round(f * len(checks))) for f in SCHEDULE_FRACTIONS}):
+        counts = by_epoch.get(str(epoch - 1))
+        truth = binned_auc(counts["clean"], counts["noisy"]) if counts else None
+        if truth is not None and checks[epoch - 1] is not None:
+            points[epoch] = (checks[epoch - 1], truth)
+    return points
+
+
+def schedule_report(config, results):
+    """The truth-free check and the true weight ROC-AUC over the schedule (at
+    SCHEDULE_FRACTIONS of the epochs), mean over seeds, with how many runs the check is right
+    on (trusted exactly when separating); '' when no run logged both."""
+    lines = []
+    for setting in config.settings:
+        for method in config.methods:
+            runs = [_epoch_points(r) for r in results.get((setting, method), []) if r]
+            epochs = sorted({e for points in runs for e in points})
+            for epoch in epochs:
+                pairs = np.array([points[epoch] for points in runs if epoch in points])
+                right = int(((pairs[:, 0] >= TRUSTED_FIT_AUC) ==
+                             (pairs[:, 1] >= TRUSTED_FIT_AUC)).sum())
+                lines.append(f"| {setting} | {method} | {epoch} | {pairs[:, 1].mean():.3f} ± "
+                             f"{pairs[:, 1].std():.3f} | {pairs[:, 0].mean():.3f} ± "
+                             f"{pairs[:, 0].std():.3f} | {right} of {len(pairs)} |")
+    if not lines:
+        return ""
+    return "\n".join([
+        "The weights and the truth-free check over the schedule (mean ± std over seeds; right: "
+        f"trusted (check >= {TRUSTED_FIT_AUC}) exactly when separating (true weight ROC-AUC "
+        f">= {TRUSTED_FIT_AUC})):\n",
+        "| setting | method | epoch | true weight ROC-AUC | truth-free check | check right |",
+        "| --- | --- | --- | --- | --- | --- |", *lines])
+
+
 def check_figure(config, results):
     """The truth-free check against the true weight ROC-AUC, one point per run; None if no
     run has both."""
@@ -610,8 +655,8 @@ def main(argv):
     for (setting, method, _), result in zip(runs, finished):
         results.setdefault((setting, method), []).append(result)
     md = report(config, results)
-    check = check_report(results)
-    md += f"\n\n{check}" if check else ""
+    for extra in (check_report(results), schedule_report(config, results)):
+        md += f"\n\n{extra}" if extra else ""
     figures = [curves(config, results), weight_figure(config, results),
                check_figure(config, results)]
     with atomic_open(os.path.join(config.output_dir, "table.md")) as f:
