@@ -112,6 +112,8 @@ def test_the_command_line_defaults_to_the_presets_size_and_fine_tuning_lr(preset
 
 @pytest.mark.slow  # runs the trainer (docs/development.md)
 def test_train_fine_tunes_a_keras_hub_preset_on_an_image_folder(preset, tmp_path):
+    """The command line: a folder of 40x40 JPEGs, the preset's own size and weights, GDW with
+    virtual_scope=3 on two replicas."""
     from tests import fixtures, tiny
 
     root = str(tmp_path / "photos")
@@ -119,8 +121,10 @@ def test_train_fine_tunes_a_keras_hub_preset_on_an_image_folder(preset, tmp_path
                                 size=(40, 40), ext=".jpg")
     tiny.train("--dataset=folder", f"--data_dir={root}", f"--model=keras_hub:{preset}",
                "--method=gdw", "--method_option=virtual_scope=3", "--num_meta=6",
-               "--batch_size=6", "--epochs=1", "--verbose=0", f"--output_dir={tmp_path / 'run'}")
+               "--batch_size=6", "--epochs=1", "--verbose=0", "--strategy=mirrored",
+               "--num_cpu_devices=2", f"--output_dir={tmp_path / 'run'}")
     with open(tmp_path / "run" / "results.json") as f:
         done = json.load(f)
     assert done["epochs_completed"] == 1 and done["meta_optimizer_iterations"] == 2
+    assert done["num_replicas"] == 2 and done["model"] == f"keras_hub:{preset}"
     assert os.path.exists(tmp_path / "run" / "label_issues.csv")
