@@ -88,7 +88,7 @@ def _restored_model(config, bundle, latest):
     model = build_model(config.method, config.optim, bundle,
                         noise_rate=config.data.synthetic_noise_rate,
                         jit_compile=config.run.jit_compile,
-                        **label_issues.model_options(bundle.num_train))
+                        record_examples=bundle.num_train)
     status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     try:
         status.assert_existing_objects_matched()

@@ -51,11 +51,6 @@ def methods_with_weights():
     return [name for name in METHODS.names() if issubclass(METHODS.get(name), BilevelMethod)]
 
 
-def model_options(num_train):
-    """GDWModel options that turn the record on (every method keeps one)."""
-    return {"record_examples": int(num_train)}
-
-
 @dataclasses.dataclass
 class LabelIssues:
     """One entry per training example: those visited in training by score (highest

@@ -143,14 +143,15 @@ def _run_locked(config, strategy, chief, out_dir, started):
             raise ValueError(f"--method={config.method.method} needs a meta set but --num_meta=0")
         if chief:
             bundle.write_summary(os.path.join(out_dir, "data_summary.json"))
-            bundle.fingerprint.save(os.path.join(out_dir, fingerprint.FILE))
+            if not os.path.exists(os.path.join(out_dir, fingerprint.FILE)):  # else checked
+                bundle.fingerprint.save(os.path.join(out_dir, fingerprint.FILE))
 
         warmup_steps = schedule.warmup_epochs * bundle.steps_per_epoch if schedule else 0
         with strategy.scope():
             model = build_model(config.method, optim, bundle, init_weights,
                                 data.synthetic_noise_rate, config.run.jit_compile,
                                 warmup_steps=warmup_steps,
-                                **label_issues.model_options(bundle.num_train))
+                                record_examples=bundle.num_train)
             auto_state = auto_meta.AutoMetaState(bundle.num_meta) if schedule else None
 
         checkpoint = checkpoints.ResumableCheckpoint(

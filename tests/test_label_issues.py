@@ -68,7 +68,6 @@ def test_every_method_keeps_a_record_and_only_those_with_learned_weights_have_th
     names = label_issues.methods_with_weights()
     assert {"gdw", "mwnet", "l2rw", "insw", "soft_label", "gen_label"} <= set(names)
     assert not {"base", "focal", "coteaching", "glc"} & set(names)
-    assert label_issues.model_options(10) == {"record_examples": 10}
     rows = example_record.RecordArrays(
         target_weight=np.ones(3), visits=np.array([1, 1, 1]), given_label=np.array([0, 1, 1]),
         true_label=np.array([0, 0, 1]),

@@ -96,8 +96,10 @@ def test_an_edited_labels_file_is_never_audited_rerun_or_resumed(tmp_path):
     assert _snapshot(out) == before
 
     _write_labels(labels, rows)  # the data restored: the run is the same run again
+    written = os.stat(os.path.join(out, fingerprint.FILE)).st_mtime_ns
     train(*args[:-2], "--epochs=2", args[-1])
     assert json.load(open(os.path.join(out, "results.json")))["epochs_completed"] == 2
+    assert os.stat(os.path.join(out, fingerprint.FILE)).st_mtime_ns == written  # checked, kept
 
 
 @pytest.mark.slow
