@@ -1,7 +1,7 @@
 """Finding the mislabelled examples: the free report of a training run next to cleanlab's.
 
   pip install -r requirements-bench.txt          # cleanlab, for this bench only
-  python -m gdw_tf.bench.label_issues            # uniform40, flip40, instance40, seeds 0,1,2, K=5
+  python -m gdw_tf.bench.label_issues            # uniform40, instance40, seeds 0,1,2, K=5
   python -m gdw_tf.bench.label_issues --settings=cifar10n_worst --cifar10n_dir=DIR   # human noise
 
 Every detector sees the same noisy training set: the accuracy bench's CPU protocol
@@ -49,7 +49,7 @@ from gdw_tf import bench, flag_parser
 from gdw_tf.bench import accuracy
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_list("settings", ["uniform40", "flip40", "instance40"], "accuracy-bench settings",
+flags.DEFINE_list("settings", ["uniform40", "instance40"], "accuracy-bench settings",
                   flag_values=FLAGS)
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds (data noise and training)", flag_values=FLAGS)
 flags.DEFINE_integer("folds", 5, "K of cleanlab's K-fold cross-validation", lower_bound=2,
