@@ -175,11 +175,11 @@ def flip(image_shape: tuple, pixel_max: float) -> Augmentation:
     scale = _scaler(pixel_max)
 
     def train(images, seed):  # [B, H, W, C] or [H, W, C]: mirror the width axis
+        x = scale(images)
         if None in image_shape:
-            return tf.image.stateless_random_flip_left_right(scale(images), seed)
-        flips = tf.random.stateless_uniform([tf.shape(images)[0]], seed) < 0.5
-        return tf.where(flips[:, None, None, None], tf.reverse(scale(images), axis=[2]),
-                        scale(images))
+            return tf.image.stateless_random_flip_left_right(x, seed)
+        flips = tf.random.stateless_uniform([tf.shape(x)[0]], seed) < 0.5
+        return tf.where(flips[:, None, None, None], tf.reverse(x, axis=[2]), x)
 
     return Augmentation("flip", train, scale, batched=None not in image_shape,
                         output_shape=tuple(image_shape))

@@ -117,15 +117,21 @@ class ChannelAffine(keras.layers.Layer):
                 "offset": self.offset}
 
 
+def pixel_map_adapter(perm, scale, offset, mean, std) -> ChannelAffine:
+    """The layer ``input_adapter`` taking the pipeline's y = (x / pixel_max - mean) / std (RGB)
+    to ``scale[c] * 255 * x[..., perm[c]] / pixel_max + offset[c]``: a model's own per-channel
+    map of pixels in [0, 255] (perm: channel order; scale, offset: (3,))."""
+    mean = np.asarray(mean, np.float64)[list(perm)]
+    std = np.asarray(std, np.float64)[list(perm)]
+    # map(255 * (y * std + mean)) = scale * 255 * std * y + scale * 255 * mean + offset
+    return ChannelAffine(perm, scale * 255.0 * std, scale * 255.0 * mean + offset,
+                         name="input_adapter")
+
+
 def input_adapter(name: str, mean, std) -> ChannelAffine:
     """The layer taking the pipeline's (x / pixel_max - mean) / std (RGB) to what application
     ``name`` expects from ``preprocess_input`` of x * 255 / pixel_max."""
-    perm, scale, offset = preprocessing_map(name)
-    mean = np.asarray(mean, np.float64)[list(perm)]
-    std = np.asarray(std, np.float64)[list(perm)]
-    # preprocess(255 * (y * std + mean)) = scale * 255 * std * y + scale * 255 * mean + offset
-    return ChannelAffine(perm, scale * 255.0 * std, scale * 255.0 * mean + offset,
-                         name="input_adapter")
+    return pixel_map_adapter(*preprocessing_map(name), mean, std)
 
 
 def keras_application_model(name: str, num_classes: int, input_shape, init_weights=None,

@@ -107,16 +107,14 @@ def input_adapter(directory: str, mean, std):
     """The layer taking the pipeline's (x / pixel_max - mean) / std (RGB) to the preset
     converter's x * 255 / pixel_max * scale + offset (scale, offset: None, a number or one per
     channel)."""
-    from gdw_tf.models.keras_apps import ChannelAffine
+    from gdw_tf.models.keras_apps import pixel_map_adapter
 
     config = _converter_config(directory)
     scale = np.broadcast_to(np.asarray(1.0 if config.get("scale") is None else config["scale"],
                                        np.float64), (3,))
     offset = np.broadcast_to(np.asarray(0.0 if config.get("offset") is None
                                         else config["offset"], np.float64), (3,))
-    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-    return ChannelAffine((0, 1, 2), scale * 255.0 * std, scale * 255.0 * mean + offset,
-                         name="input_adapter")
+    return pixel_map_adapter((0, 1, 2), scale, offset, mean, std)
 
 
 def keras_hub_model(model_name: str, num_classes: int, input_shape, init_weights=None,
